@@ -1,0 +1,30 @@
+# `make demo` and `make test` each set everything up on a fresh machine:
+# a virtual environment in .venv and an editable install of minilm with its extras.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.minilm-installed
+
+.PHONY: demo test bench lint clean
+
+$(STAMP): pyproject.toml setup.py
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,mpi]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m minilm demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/overhead.py
+
+lint: $(STAMP)
+	$(BIN)/python -m pip install --quiet ruff
+	$(BIN)/ruff check minilm tests bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,136 @@
+"""Backend registry.
+
+A backend owns the array module ``xp`` (numpy or cupy), a seeded random generator and
+the hot kernels. Op code is written once against ``backend.xp``; hot paths call
+``backend.<kernel>``. The NumPy backend is the readable reference; faster backends
+subclass it and override kernels.
+
+A tensor's backend follows its array: a NumPy array belongs to the *selected CPU
+backend* (``use_backend``), a CuPy array to the CuPy backend.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import numpy
+
+from .numpy_backend import NumpyBackend
+
+__all__ = [
+    "NumpyBackend",
+    "available_backends",
+    "backend_for_array",
+    "current_backend",
+    "get_backend",
+    "manual_seed",
+    "register_backend",
+    "use_backend",
+]
+
+_FACTORIES: dict[str, Callable[[], NumpyBackend]] = {}
+_INSTANCES: dict[str, NumpyBackend] = {}
+_current: NumpyBackend | None = None  # where new tensors are created
+_cpu: NumpyBackend | None = None  # which CPU backend owns NumPy arrays
+
+
+def register_backend(name: str, factory: Callable[[], NumpyBackend]) -> None:
+    """Make ``factory()`` available as ``use_backend(name)``. The factory may raise
+    ``ImportError`` when the backend's library is missing."""
+    _FACTORIES[name] = factory
+
+
+def _make_numba() -> NumpyBackend:
+    from .numba_backend import NumbaBackend  # imported lazily: compiling is not free
+
+    return NumbaBackend()
+
+
+def _make_cupy() -> NumpyBackend:
+    from .cupy_backend import CupyBackend
+
+    return CupyBackend()
+
+
+register_backend("numpy", NumpyBackend)
+register_backend("numba", _make_numba)
+register_backend("cupy", _make_cupy)
+
+
+def available_backends() -> list[str]:
+    """Names of registered backends whose library imports on this machine."""
+    names = []
+    for name in _FACTORIES:
+        try:
+            get_backend(name)
+        except ImportError:
+            continue
+        names.append(name)
+    return names
+
+
+def get_backend(name: str) -> NumpyBackend:
+    """The (cached) backend object called ``name``."""
+    if name not in _FACTORIES:
+        raise ValueError(
+            f"unknown backend {name!r}; registered backends: {sorted(_FACTORIES)}"
+        )
+    if name not in _INSTANCES:
+        _INSTANCES[name] = _FACTORIES[name]()
+    return _INSTANCES[name]
+
+
+def use_backend(name: str) -> NumpyBackend:
+    """Select the backend that owns NumPy arrays (``numpy`` or ``numba``) or make
+    ``cupy`` the backend new tensors are created on. Returns the backend."""
+    global _current, _cpu
+    backend = get_backend(name)
+    _current = backend
+    if backend.xp.__name__ == "numpy":
+        _cpu = backend
+    return backend
+
+
+def _default_backend_name() -> str:
+    env = os.environ.get("MINILM_BACKEND")
+    if env:
+        return env
+    return "numpy"
+
+
+def current_backend() -> NumpyBackend:
+    """The backend new tensors are created on (``MINILM_BACKEND`` picks the first)."""
+    if _current is None:
+        name = _default_backend_name()
+        try:
+            use_backend(name)
+        except ImportError as exc:
+            raise ImportError(
+                f"MINILM_BACKEND={name!r} cannot be used on this machine: {exc}"
+            ) from exc
+    return _current
+
+
+def backend_for_array(array) -> NumpyBackend:
+    """The backend that owns ``array``: CuPy arrays -> cupy, anything else -> the
+    selected CPU backend."""
+    if _cpu is not None and type(array) is numpy.ndarray:  # the common case, first
+        return _cpu
+    module = type(array).__module__
+    if module.startswith("cupy"):
+        return get_backend("cupy")
+    if _cpu is not None:
+        return _cpu
+    backend = current_backend()
+    if backend.xp.__name__ != "numpy":  # the GPU was picked first; NumPy arrays -> reference
+        return get_backend("numpy")
+    return backend
+
+
+def manual_seed(seed: int) -> None:
+    """Seed the random generator of every backend created so far and of those created
+    later, so that runs are repeatable."""
+    NumpyBackend.default_seed = int(seed)
+    for backend in _INSTANCES.values():
+        backend.seed(int(seed))

@@ -1,0 +1,272 @@
+"""The NumPy backend: the readable reference every other backend is tested against.
+
+Each kernel works on raw arrays of ``self.xp`` and is written as its formula. Faster
+backends (Numba, CuPy) subclass this class and override kernels one by one; an
+override must return what the reference returns, to floating-point tolerance.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy
+
+
+class NumpyBackend:
+    """Reference backend: ``xp`` is NumPy, kernels are plain vectorised NumPy."""
+
+    name = "numpy"
+    default_seed = 0
+
+    def __init__(self) -> None:
+        self.xp = numpy
+        self.seed(NumpyBackend.default_seed)
+
+    # ------------------------------------------------------------------ random numbers
+    def seed(self, seed: int) -> None:
+        """Reset this backend's generator to ``seed``."""
+        self.rng = self.xp.random.default_rng(seed)
+
+    def get_rng_state(self) -> dict:
+        """A JSON-serialisable snapshot of the generator (restored by set_rng_state)."""
+        return self.rng.bit_generator.state
+
+    def set_rng_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state
+
+    # ------------------------------------------------------------------ arrays
+    def asarray(self, data, dtype=None):
+        return self.xp.asarray(data, dtype=dtype)
+
+    def to_numpy(self, array) -> numpy.ndarray:
+        return numpy.asarray(array)
+
+    def __repr__(self) -> str:
+        return f"<minilm backend {self.name!r}>"
+
+    # ------------------------------------------------------------------ softmax family
+    def softmax(self, x, dim: int):
+        """y = exp(x - max x) / sum exp(x - max x) along ``dim``."""
+        xp = self.xp
+        z = x - x.max(axis=dim, keepdims=True)
+        y = xp.exp(z)
+        y /= y.sum(axis=dim, keepdims=True)
+        return y
+
+    def softmax_backward(self, y, gy, dim: int):
+        """dx = y * (gy - sum(gy * y))."""
+        return y * (gy - (gy * y).sum(axis=dim, keepdims=True))
+
+    def masked_softmax(self, x, keep, dim: int = -1):
+        """y = keep * exp(x - max x) / sum(keep * exp(x - max x)) along ``dim``, the max
+        taken over kept entries. ``keep`` is a bool array broadcastable to ``x`` (True =
+        take part) or None. Rows with nothing kept (or all ``-inf``) give zeros, not NaN.
+        Its gradient is ``softmax_backward`` (zeros stay zeros)."""
+        xp = self.xp
+        z = x if keep is None else xp.where(keep, x, -xp.inf)
+        m = z.max(axis=dim, keepdims=True)
+        m = xp.where(xp.isfinite(m), m, 0)  # a fully masked row: exp(-inf - 0) = 0
+        e = xp.exp(z - m)
+        denom = e.sum(axis=dim, keepdims=True)
+        return e / xp.where(denom > 0, denom, 1)
+
+    def log_softmax(self, x, dim: int):
+        """y = x - logsumexp(x) along ``dim``."""
+        xp = self.xp
+        m = x.max(axis=dim, keepdims=True)
+        z = x - m
+        return z - xp.log(xp.exp(z).sum(axis=dim, keepdims=True))
+
+    def log_softmax_backward(self, y, gy, dim: int):
+        """dx = gy - softmax(x) * sum(gy), with softmax(x) = exp(y)."""
+        return gy - self.xp.exp(y) * gy.sum(axis=dim, keepdims=True)
+
+    # ------------------------------------------------------------------ normalisation
+    def layer_norm(self, x, weight, bias, eps: float):
+        """y = (x - mean) * rstd * weight + bias over the last dim; returns (y, mean, rstd)."""
+        xp = self.xp
+        mean = x.mean(axis=-1, keepdims=True)
+        xc = x - mean
+        var = (xc * xc).mean(axis=-1, keepdims=True)
+        rstd = 1.0 / xp.sqrt(var + eps)
+        y = xc * rstd
+        if weight is not None:
+            y = y * weight
+        if bias is not None:
+            y = y + bias
+        return y, mean, rstd
+
+    def layer_norm_backward(self, gy, x, weight, mean, rstd, need_wb: bool = True):
+        """With xh = (x-mean)*rstd and g = gy*w:
+        dx = rstd * (g - mean(g) - xh * mean(g*xh)); dw = sum(gy*xh); db = sum(gy)."""
+        xh = (x - mean) * rstd
+        g = gy * weight if weight is not None else gy
+        dx = rstd * (g - g.mean(axis=-1, keepdims=True) - xh * (g * xh).mean(axis=-1, keepdims=True))
+        dw = db = None
+        if need_wb:
+            lead = tuple(range(gy.ndim - 1))
+            dw = (gy * xh).sum(axis=lead)
+            db = gy.sum(axis=lead)
+        return dx, dw, db
+
+    def rms_norm(self, x, weight, eps: float):
+        """y = x * rstd * weight with rstd = 1/sqrt(mean(x^2) + eps); returns (y, rstd)."""
+        xp = self.xp
+        rstd = 1.0 / xp.sqrt((x * x).mean(axis=-1, keepdims=True) + eps)
+        y = x * rstd
+        if weight is not None:
+            y = y * weight
+        return y, rstd
+
+    def rms_norm_backward(self, gy, x, weight, rstd, need_w: bool = True):
+        """With xh = x*rstd and g = gy*w: dx = rstd * (g - xh * mean(g*xh)); dw = sum(gy*xh)."""
+        xh = x * rstd
+        g = gy * weight if weight is not None else gy
+        dx = rstd * (g - xh * (g * xh).mean(axis=-1, keepdims=True))
+        dw = (gy * xh).sum(axis=tuple(range(gy.ndim - 1))) if need_w else None
+        return dx, dw
+
+    # ------------------------------------------------------------------ activations
+    def gelu(self, x, approximate: str = "none"):
+        """Exact: x * Phi(x). Tanh: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+        xp = self.xp
+        if approximate == "tanh":
+            k = math.sqrt(2.0 / math.pi)
+            return 0.5 * x * (1.0 + xp.tanh(k * (x + 0.044715 * x * x * x)))
+        return 0.5 * x * (1.0 + self.erf(x / math.sqrt(2.0)))
+
+    def gelu_backward(self, x, gy, approximate: str = "none"):
+        """Exact: Phi(x) + x phi(x). Tanh: 0.5(1+t) + 0.5 x (1-t^2) k (1 + 3*0.044715 x^2)."""
+        xp = self.xp
+        if approximate == "tanh":
+            k = math.sqrt(2.0 / math.pi)
+            t = xp.tanh(k * (x + 0.044715 * x * x * x))
+            d = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k * (1.0 + 3 * 0.044715 * x * x)
+            return gy * d
+        cdf = 0.5 * (1.0 + self.erf(x / math.sqrt(2.0)))
+        pdf = xp.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+        return gy * (cdf + x * pdf)
+
+    def erf(self, x):
+        """Error function, elementwise. float64 uses libm's ``math.erf`` (exact to the
+        last ulp, which gradcheck needs); lower precisions use Abramowitz & Stegun
+        7.1.26, |error| < 1.5e-7, below float32's resolution and fully vectorised."""
+        xp = self.xp
+        if x.dtype == xp.float64:
+            return _vec_erf(x)
+        s = xp.sign(x)
+        a = xp.abs(x)
+        t = 1.0 / (1.0 + 0.3275911 * a)
+        poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741
+                    + t * (-1.453152027 + t * 1.061405429))))
+        return (s * (1.0 - poly * xp.exp(-a * a))).astype(x.dtype, copy=False)
+
+    # ------------------------------------------------------------------ dropout
+    def dropout_mask(self, shape: tuple, p: float, dtype):
+        """m = [u >= p] / (1 - p) with u ~ U[0, 1) from ``self.rng``: each entry is kept
+        with probability 1 - p and E[m] = 1 (inverted dropout). p == 1 gives zeros."""
+        xp = self.xp
+        if p >= 1.0:
+            return xp.zeros(shape, dtype=dtype)
+        keep = self.rng.random(shape) >= p
+        return keep.astype(dtype) * (1.0 / (1.0 - p))
+
+    # ------------------------------------------------------------------ attention
+    def attention(self, q, k, v, keep, bias, scale: float, dropout_p: float = 0.0):
+        """S = q k^T * scale + bias;  P = masked_softmax(S, keep);  out = (P * drop) v
+        over the last two dims (leading dims broadcast), with drop = dropout_mask(S.shape,
+        dropout_p). ``keep`` (bool) and ``bias`` may be None. Returns (out, P, drop);
+        drop is None when dropout_p == 0."""
+        xp = self.xp
+        s = xp.matmul(q, xp.swapaxes(k, -1, -2)) * scale
+        if bias is not None:
+            s = s + bias
+        if keep is not None:
+            s = xp.broadcast_to(s, xp.broadcast_shapes(s.shape, keep.shape))
+        p = self.masked_softmax(s, keep, -1)
+        drop = None
+        if dropout_p > 0.0:
+            drop = self.dropout_mask(p.shape, dropout_p, p.dtype)
+        pd = p if drop is None else p * drop
+        return xp.matmul(pd, v), p, drop
+
+    def attention_backward(self, g, q, k, v, p, drop, scale: float):
+        """With Pd = P * drop:  dV = Pd^T g;  dP = (g V^T) * drop;
+        dS = softmax_backward(P, dP);  dQ = dS K * scale;  dK = dS^T Q * scale.
+        Returns (dQ, dK, dV, dS); dS is also the gradient of an additive mask."""
+        xp = self.xp
+        pd = p if drop is None else p * drop
+        dv = xp.matmul(xp.swapaxes(pd, -1, -2), g)
+        dp = xp.matmul(g, xp.swapaxes(v, -1, -2))
+        if drop is not None:
+            dp = dp * drop
+        ds = self.softmax_backward(p, dp, -1)
+        dq = xp.matmul(ds, k) * scale
+        dk = xp.matmul(xp.swapaxes(ds, -1, -2), q) * scale
+        return dq, dk, dv, ds
+
+    # ------------------------------------------------------------------ embedding
+    def embedding_backward(self, ids, gy, num_embeddings: int):
+        """dE[v] = sum over positions p with ids[p] == v of gy[p] (a scatter-add:
+        repeated ids add up)."""
+        xp = self.xp
+        flat_ids = ids.reshape(-1)
+        g = gy.reshape(flat_ids.shape[0], gy.shape[-1])
+        dE = xp.zeros((num_embeddings, gy.shape[-1]), dtype=gy.dtype)
+        xp.add.at(dE, flat_ids, g)
+        return dE
+
+    # ------------------------------------------------------------------ cross-entropy
+    def cross_entropy(self, logits, target, ignore_index: int, label_smoothing: float, weight):
+        """Per-row loss of 2-D ``logits`` (N, C) against class indices (N,).
+
+        loss_i = w[y_i] * ((1-eps) * (-logp[i, y_i]) + eps * mean_c(-logp[i, c]))
+        (with class weights, the smoothing term is sum_c w_c (-logp[i,c]) / C, as in
+        PyTorch). Rows whose target is ``ignore_index`` get loss 0 and row weight 0.
+        Returns (loss_per_row, row_weight, logp)."""
+        xp = self.xp
+        logp = self.log_softmax(logits, dim=1)
+        valid = target != ignore_index
+        safe_t = xp.where(valid, target, 0)
+        rows = xp.arange(logits.shape[0])
+        nll = -logp[rows, safe_t]
+        if weight is not None:
+            row_w = weight[safe_t] * valid
+            nll = nll * weight[safe_t]
+        else:
+            row_w = valid.astype(logits.dtype)
+        loss = (1.0 - label_smoothing) * nll
+        if label_smoothing > 0.0:
+            C = logits.shape[1]
+            if weight is not None:
+                smooth = -(logp * weight).sum(axis=1) / C
+            else:
+                smooth = -logp.sum(axis=1) / C
+            loss = loss + label_smoothing * smooth
+        loss = loss * valid
+        return loss, row_w.astype(logits.dtype), logp
+
+    def cross_entropy_backward(self, logp, target, g_row, ignore_index: int,
+                               label_smoothing: float, weight):
+        """d loss_i / d logits_i scaled by the upstream per-row gradient ``g_row``:
+        dz = a_i * softmax(z_i) - (1-eps) w[y_i] onehot(y_i) - eps/C * w   where
+        a_i = (1-eps) w[y_i] + eps/C * sum_c w_c (w = 1 without class weights)."""
+        xp = self.xp
+        N, C = logp.shape
+        valid = target != ignore_index
+        safe_t = xp.where(valid, target, 0)
+        rows = xp.arange(N)
+        p = xp.exp(logp)
+        wy = weight[safe_t] if weight is not None else xp.ones(N, dtype=logp.dtype)
+        wsum = weight.sum() if weight is not None else float(C)
+        a = (1.0 - label_smoothing) * wy + label_smoothing / C * wsum
+        dz = p * a[:, None]
+        dz[rows, safe_t] -= (1.0 - label_smoothing) * wy
+        if label_smoothing > 0.0:
+            dz -= label_smoothing / C * (weight[None, :] if weight is not None else 1.0)
+        dz *= (g_row * valid)[:, None]
+        return dz
+
+
+def _vec_erf(x):
+    return numpy.vectorize(math.erf, otypes=[numpy.float64])(numpy.asarray(x, dtype=numpy.float64))

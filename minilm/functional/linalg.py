@@ -1,0 +1,179 @@
+"""Linear algebra: matmul (batched, broadcasting), linear, einsum."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..autograd import Function
+from ..tensor import Tensor
+from ._util import unbroadcast
+
+__all__ = ["einsum", "linear", "matmul"]
+
+
+class Matmul(Function):
+    """y = a @ b (1-D operands promoted as in NumPy; batch dims broadcast);
+    da = g @ b^T, db = a^T @ g, summed over broadcast batch dims."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        if a.ndim == 0 or b.ndim == 0:
+            raise ValueError(
+                f"matmul: both operands need at least 1 dim, got shapes {a.shape} and {b.shape}"
+            )
+        ka = a.shape[-1]
+        kb = b.shape[-2] if b.ndim > 1 else b.shape[0]
+        if ka != kb:
+            raise ValueError(f"matmul: shapes {a.shape} and {b.shape} are not aligned "
+                             f"({ka} != {kb})")
+        ctx.save_for_backward(a, b)
+        try:
+            return ctx.xp.matmul(a, b)
+        except ValueError:
+            raise ValueError(
+                f"matmul: batch dims of shapes {a.shape} and {b.shape} do not broadcast"
+            ) from None
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved
+        xp = ctx.xp
+        # view 1-D operands as matrices, as the forward did
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        g2 = g
+        if a.ndim == 1:
+            g2 = xp.expand_dims(g2, -2)
+        if b.ndim == 1:
+            g2 = xp.expand_dims(g2, -1)
+        ga = gb = None
+        if ctx.needs_input_grad[0]:
+            ga = unbroadcast(xp.matmul(g2, xp.swapaxes(b2, -1, -2)), a2.shape)
+            ga = ga.reshape(a.shape)
+        if ctx.needs_input_grad[1]:
+            gb = unbroadcast(xp.matmul(xp.swapaxes(a2, -1, -2), g2), b2.shape)
+            gb = gb.reshape(b.shape)
+        return ga, gb
+
+
+def matmul(a: Tensor, b: Tensor) -> Tensor:
+    """Matrix product with NumPy's rules (batched, broadcasting, 1-D promotion)."""
+    if not isinstance(a, Tensor):
+        a = Tensor(a, backend=b.backend)
+    if not isinstance(b, Tensor):
+        b = Tensor(b, backend=a.backend)
+    return Matmul.apply(a, b)
+
+
+class Linear(Function):
+    """y = x W^T + b with W of shape (out, in);  dx = g W, dW = g^T x (summed over
+    leading dims), db = sum g. Folding the leading dims gives one GEMM each way."""
+
+    @staticmethod
+    def forward(ctx, x, w, b=None):
+        if w.ndim != 2 or x.ndim == 0 or x.shape[-1] != w.shape[1]:
+            raise ValueError(
+                f"linear: input shape {x.shape} does not match weight shape {w.shape} "
+                f"(expected input (..., {w.shape[1] if w.ndim == 2 else '?'}))"
+            )
+        if b is not None and b.shape != (w.shape[0],):
+            raise ValueError(f"linear: bias shape {b.shape} does not match weight shape {w.shape}")
+        ctx.save_for_backward(x, w)
+        y = x @ w.T
+        if b is not None:
+            y += b
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved
+        gx = gw = gb = None
+        g2 = g.reshape(-1, g.shape[-1])
+        if ctx.needs_input_grad[0]:
+            gx = (g2 @ w).reshape(x.shape)
+        if ctx.needs_input_grad[1]:
+            gw = g2.T @ x.reshape(-1, x.shape[-1])
+        if len(ctx.needs_input_grad) > 2 and ctx.needs_input_grad[2]:
+            gb = g2.sum(axis=0)
+        return gx, gw, gb
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """y = x W^T + b (PyTorch's layout: weight is (out_features, in_features))."""
+    if bias is None:
+        return Linear.apply(x, weight)
+    return Linear.apply(x, weight, bias)
+
+
+def _parse_einsum(op: str, equation: str, ndims: list) -> tuple:
+    eq = equation.replace(" ", "")
+    if "..." in eq:
+        raise ValueError(f"{op}: ellipsis is not supported in {equation!r}; spell out the dims")
+    if "->" in eq:
+        lhs, out = eq.split("->")
+    else:
+        lhs = eq
+        letters = lhs.replace(",", "")
+        out = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+    ins = lhs.split(",")
+    if len(ins) != len(ndims):
+        raise ValueError(f"{op}: equation {equation!r} has {len(ins)} operands, got {len(ndims)}")
+    for spec, nd in zip(ins, ndims):
+        if len(spec) != nd:
+            raise ValueError(f"{op}: operand spec {spec!r} has {len(spec)} dims but the tensor "
+                             f"has {nd}")
+    return ins, out
+
+
+class Einsum(Function):
+    """y = einsum(eq, *xs);  the gradient of operand i is einsum of g with the other
+    operands, mapped back onto operand i's subscripts (summed over dims it lacks,
+    broadcast for dims only it has)."""
+
+    @staticmethod
+    def forward(ctx, equation, *xs):
+        ins, out = _parse_einsum("einsum", equation, [x.ndim for x in xs])
+        sizes: dict = {}
+        for spec, x in zip(ins, xs):
+            for c, n in zip(spec, x.shape):
+                if sizes.setdefault(c, n) != n:
+                    raise ValueError(
+                        f"einsum: subscript {c!r} has size {sizes[c]} and {n} in "
+                        f"{equation!r} with shapes {[x.shape for x in xs]}"
+                    )
+        ctx.ins, ctx.out, ctx.sizes = ins, out, sizes
+        ctx.save_for_backward(*xs)
+        return ctx.xp.einsum(f"{','.join(ins)}->{out}", *xs, optimize=len(xs) > 2)
+
+    @staticmethod
+    def backward(ctx, g):
+        xs = ctx.saved
+        xp = ctx.xp
+        grads: list[Any] = [None]
+        for i, x in enumerate(xs):
+            if not ctx.needs_input_grad[i + 1]:
+                grads.append(None)
+                continue
+            spec = ctx.ins[i]
+            others = [s for j, s in enumerate(ctx.ins) if j != i]
+            ops = [x2 for j, x2 in enumerate(xs) if j != i]
+            # letters repeated within spec (a diagonal) are not supported in backward
+            if len(set(spec)) != len(spec):
+                raise ValueError("einsum backward: repeated subscripts in one operand "
+                                 f"({spec!r}) are not supported")
+            avail = set(ctx.out).union(*others) if others else set(ctx.out)
+            kept = "".join(c for c in spec if c in avail)
+            gx = xp.einsum(f"{','.join([ctx.out] + others)}->{kept}", g, *ops,
+                           optimize=len(ops) > 1)
+            if kept != spec:  # dims only this operand had were summed away: broadcast back
+                gx = gx.reshape([ctx.sizes[c] if c in kept else 1 for c in spec])
+                gx = xp.broadcast_to(gx, x.shape).copy()
+            grads.append(gx)
+        return tuple(grads)
+
+
+def einsum(equation: str, *operands: Tensor) -> Tensor:
+    """Einstein summation, e.g. ``einsum("bhqd,bhkd->bhqk", q, k)``."""
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = tuple(operands[0])
+    return Einsum.apply(equation, *operands)

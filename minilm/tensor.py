@@ -1,0 +1,473 @@
+"""Tensor: a backend array, its gradient, and the edge to the op that made it.
+
+A Tensor is a thin handle. ``data`` is a NumPy or CuPy array; ``grad_fn`` is the
+:class:`~minilm.autograd.Node` recorded by the op that produced it (``None`` for
+leaves); ``grad`` is filled in by ``backward()``. All arithmetic goes through
+``minilm.functional`` so that the tape sees it.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, Callable
+
+import numpy as np
+
+from .autograd import AccumulateGrad, RemovableHandle, VersionCounter, _bind_tensor, is_grad_enabled
+from .autograd import backward as _run_backward
+from .backends import backend_for_array, current_backend, get_backend
+
+__all__ = ["Tensor", "as_array", "dtype_of"]
+
+_DTYPES = {
+    "float16": np.float16, "half": np.float16,
+    "float32": np.float32, "float": np.float32,
+    "float64": np.float64, "double": np.float64,
+    "int8": np.int8, "uint8": np.uint8, "int16": np.int16,
+    "int32": np.int32, "int": np.int32,
+    "int64": np.int64, "long": np.int64,
+    "bool": np.bool_,
+}
+
+
+def dtype_of(dtype: Any) -> np.dtype:
+    """Normalise ``dtype`` (a NumPy dtype, a minilm dtype or a name) to a NumPy dtype."""
+    if isinstance(dtype, str):
+        if dtype not in _DTYPES:
+            raise TypeError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}")
+        return np.dtype(_DTYPES[dtype])
+    return np.dtype(dtype)
+
+
+def _default_float() -> np.dtype:
+    return np.dtype(np.float32)
+
+
+def as_array(data: Any, backend: Any, dtype: Any = None) -> Any:
+    """``data`` (array, nested list, scalar, Tensor) as an array of ``backend``.
+    Python floats become float32 (the default dtype), ints int64, bools bool;
+    arrays keep their dtype unless ``dtype`` is given."""
+    if isinstance(data, Tensor):
+        data = data.data
+    xp = backend.xp
+    if dtype is not None:
+        dtype = dtype_of(dtype)
+    if isinstance(data, (np.ndarray, np.generic, xp.ndarray)):
+        arr = xp.asarray(data, dtype=dtype)
+    else:
+        arr = np.asarray(data)
+        if dtype is None and arr.dtype == np.float64:
+            arr = arr.astype(_default_float())
+        arr = xp.asarray(arr, dtype=dtype)
+    return arr
+
+
+class Tensor:
+    """An n-dimensional array that records the ops applied to it for backprop."""
+
+    __slots__ = ("data", "grad", "grad_fn", "_requires_grad", "_output_nr", "_version",
+                 "_hooks", "_post_accumulate_hooks", "_accumulator", "__weakref__")
+
+    __array_priority__ = 1000  # ndarray (op) Tensor defers to Tensor's reflected op
+
+    def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None,
+                 backend: Any = None) -> None:
+        if backend is None:
+            if isinstance(data, Tensor):
+                backend = data.backend
+            elif type(data).__module__.startswith("cupy"):
+                backend = get_backend("cupy")
+            elif isinstance(data, np.ndarray):
+                backend = backend_for_array(data)
+            else:
+                backend = current_backend()
+        elif isinstance(backend, str):
+            backend = get_backend(backend)
+        self.data = as_array(data, backend, dtype)
+        self.grad: Tensor | None = None
+        self.grad_fn = None
+        self._output_nr = 0
+        self._version = VersionCounter()
+        self._hooks: list = []
+        self._post_accumulate_hooks: list = []
+        self._accumulator = None
+        self._requires_grad = False
+        if requires_grad:
+            self.requires_grad = True
+
+    @classmethod
+    def _make(cls, array: Any, grad_fn: Any = None, output_nr: int = 0) -> Tensor:
+        """Fast constructor used by ops: wraps ``array`` without copying or checks."""
+        t = cls.__new__(cls)
+        t.data = array
+        t.grad = None
+        t.grad_fn = grad_fn
+        t._output_nr = output_nr
+        t._version = VersionCounter()
+        t._hooks = []
+        t._post_accumulate_hooks = []
+        t._accumulator = None
+        t._requires_grad = grad_fn is not None
+        return t
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def shape(self) -> tuple:
+        return tuple(self.data.shape)
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def backend(self) -> Any:
+        return backend_for_array(self.data)
+
+    @property
+    def device(self) -> str:
+        return "cuda" if type(self.data).__module__.startswith("cupy") else "cpu"
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.grad_fn is None
+
+    @property
+    def requires_grad(self) -> bool:
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, flag: bool) -> None:
+        if self.grad_fn is not None and not flag:
+            raise RuntimeError(
+                "requires_grad: cannot turn off requires_grad of a non-leaf tensor; use "
+                ".detach() to get a tensor outside the graph"
+            )
+        if flag and self.data.dtype.kind not in "fc":
+            raise TypeError(
+                f"requires_grad: only floating-point tensors can require gradients, this "
+                f"one is {self.data.dtype}; convert it first with .float() or .double()"
+            )
+        self._requires_grad = bool(flag)
+
+    def requires_grad_(self, flag: bool = True) -> Tensor:
+        self.requires_grad = flag
+        return self
+
+    def size(self, dim: int | None = None) -> Any:
+        return self.shape if dim is None else self.shape[dim]
+
+    def numel(self) -> int:
+        return int(self.data.size)
+
+    def dim(self) -> int:
+        return self.data.ndim
+
+    def __len__(self) -> int:
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    # ------------------------------------------------------------------ conversion
+    def numpy(self) -> np.ndarray:
+        """The data as a NumPy array (a copy from the GPU; shared memory on CPU)."""
+        return self.backend.to_numpy(self.data)
+
+    def item(self) -> Any:
+        if self.data.size != 1:
+            raise ValueError(
+                f"item: only one-element tensors can be converted to a Python scalar, "
+                f"got shape {self.shape}"
+            )
+        return self.data.reshape(()).item()
+
+    def tolist(self) -> Any:
+        return self.numpy().tolist()
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __bool__(self) -> bool:
+        if self.data.size != 1:
+            raise RuntimeError(
+                f"the truth value of a tensor with {self.data.size} elements is ambiguous; "
+                "use .any() or .all()"
+            )
+        return bool(self.item())
+
+    def __index__(self) -> int:
+        if self.data.dtype.kind not in "iub" or self.data.size != 1:
+            raise TypeError("only one-element integer tensors can be used as an index")
+        return int(self.item())
+
+    def detach(self) -> Tensor:
+        """A tensor sharing this one's storage (and version counter) but outside the graph."""
+        t = Tensor._make(self.data)
+        t._version = self._version
+        return t
+
+    def to(self, target: Any) -> Tensor:
+        """``to("cupy")``/``to("numpy")``/``to("numba")`` moves between backends;
+        ``to(dtype)`` casts. Both are differentiable."""
+        from . import functional as F
+
+        if isinstance(target, str) and target not in _DTYPES:
+            from .backends import _FACTORIES
+
+            name = {"cpu": "numpy", "cuda": "cupy"}.get(target, target)
+            if name not in _FACTORIES:
+                raise ValueError(
+                    f"to: {target!r} is neither a backend ({sorted(_FACTORIES)}) nor a "
+                    f"dtype ({sorted(_DTYPES)})"
+                )
+            return F.to_backend(self, name)
+        return F.cast(self, dtype_of(target))
+
+    def float(self) -> Tensor:
+        return self.to(np.float32)
+
+    def double(self) -> Tensor:
+        return self.to(np.float64)
+
+    def half(self) -> Tensor:
+        return self.to(np.float16)
+
+    def long(self) -> Tensor:
+        return self.to(np.int64)
+
+    def int(self) -> Tensor:
+        return self.to(np.int32)
+
+    def bool(self) -> Tensor:
+        return self.to(np.bool_)
+
+    def type(self, dtype: Any) -> Tensor:
+        return self.to(dtype)
+
+    def type_as(self, other: Tensor) -> Tensor:
+        return self.to(other.dtype)
+
+    def cpu(self) -> Tensor:
+        return self if self.device == "cpu" else self.to("numpy")
+
+    def clone(self) -> Tensor:
+        from . import functional as F
+
+        return F.clone(self)
+
+    def contiguous(self) -> Tensor:
+        return self
+
+    # ------------------------------------------------------------------ autograd
+    def backward(self, gradient: Any = None, retain_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) (times ``gradient``) into each leaf's ``.grad``."""
+        _run_backward(self, gradient, retain_graph=retain_graph)
+
+    def _get_accumulator(self) -> AccumulateGrad:
+        acc = self._accumulator() if self._accumulator is not None else None
+        if acc is None:
+            acc = AccumulateGrad(self)
+            self._accumulator = weakref.ref(acc)
+        return acc
+
+    def register_hook(self, hook: Callable[[Tensor], Tensor | None]) -> RemovableHandle:
+        """Call ``hook(grad)`` when this tensor's gradient is computed; a returned
+        tensor replaces the gradient."""
+        if not self.requires_grad:
+            raise RuntimeError("register_hook: tensor does not require grad")
+        if self.grad_fn is None:
+            hooks = self._hooks
+        else:
+            node = self.grad_fn
+            if node._output_hooks is None:
+                node._output_hooks = {}
+            hooks = node._output_hooks.setdefault(self._output_nr, [])
+        hooks.append(hook)
+        return RemovableHandle(hooks, hook)
+
+    def register_post_accumulate_grad_hook(self, hook: Callable[[Tensor], None]) -> RemovableHandle:
+        """Call ``hook(tensor)`` on a leaf after its ``.grad`` has been updated by a
+        backward pass (data parallelism starts gradient communication from here)."""
+        if self.grad_fn is not None:
+            raise RuntimeError(
+                "register_post_accumulate_grad_hook: only leaf tensors accumulate .grad"
+            )
+        self._post_accumulate_hooks.append(hook)
+        return RemovableHandle(self._post_accumulate_hooks, hook)
+
+    def retain_grad(self) -> None:
+        """Keep ``.grad`` for a non-leaf tensor too."""
+        if self.grad_fn is None:
+            return
+        ref = weakref.ref(self)
+
+        def keep(g: Tensor) -> None:
+            t = ref()
+            if t is not None:
+                t.grad = g.clone().detach() if t.grad is None else t.grad + g.detach()
+
+        self.register_hook(keep)
+
+    # ------------------------------------------------------------------ in-place (no tape)
+    def _check_inplace(self, op: str) -> None:
+        if is_grad_enabled() and self._requires_grad:
+            raise RuntimeError(
+                f"{op}: in-place change of a tensor that requires grad; do it under "
+                "minilm.no_grad() (as optimizers do) or use the out-of-place op"
+            )
+
+    def _bump(self) -> Tensor:
+        self._version.value += 1
+        return self
+
+    def _inplace(self, op: str, fn: Callable, other: Any = None) -> Tensor:
+        self._check_inplace(op)
+        o = other.data if isinstance(other, Tensor) else other
+        fn(self.data, o)
+        return self._bump()
+
+    def zero_(self) -> Tensor:
+        return self._inplace("zero_", lambda a, _: a.fill(0))
+
+    def fill_(self, value: Any) -> Tensor:
+        return self._inplace("fill_", lambda a, v: a.fill(v), value)
+
+    def copy_(self, src: Any) -> Tensor:
+        def copy(a: Any, s: Any) -> None:
+            a[...] = s
+
+        return self._inplace("copy_", copy, src)
+
+    def add_(self, other: Any, alpha: float = 1.0) -> Tensor:
+        def add(a: Any, o: Any) -> None:
+            a += o if alpha == 1.0 else alpha * o
+
+        return self._inplace("add_", add, other)
+
+    def sub_(self, other: Any, alpha: float = 1.0) -> Tensor:
+        def sub(a: Any, o: Any) -> None:
+            a -= o if alpha == 1.0 else alpha * o
+
+        return self._inplace("sub_", sub, other)
+
+    def mul_(self, other: Any) -> Tensor:
+        def mul(a: Any, o: Any) -> None:
+            a *= o
+
+        return self._inplace("mul_", mul, other)
+
+    def div_(self, other: Any) -> Tensor:
+        def div(a: Any, o: Any) -> None:
+            a /= o
+
+        return self._inplace("div_", div, other)
+
+    def clamp_(self, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002
+        def clamp(a: Any, _: Any) -> None:
+            self.backend.xp.clip(a, min, max, out=a)
+
+        return self._inplace("clamp_", clamp)
+
+    def masked_fill_(self, mask: Any, value: Any) -> Tensor:
+        def fill(a: Any, m: Any) -> None:
+            a[self.backend.xp.broadcast_to(m, a.shape)] = value
+
+        return self._inplace("masked_fill_", fill, mask)
+
+    def normal_(self, mean: float = 0.0, std: float = 1.0) -> Tensor:
+        def draw(a: Any, _: Any) -> None:
+            a[...] = self.backend.rng.normal(mean, std, a.shape)
+
+        return self._inplace("normal_", draw)
+
+    def uniform_(self, low: float = 0.0, high: float = 1.0) -> Tensor:
+        def draw(a: Any, _: Any) -> None:
+            a[...] = self.backend.rng.uniform(low, high, a.shape)
+
+        return self._inplace("uniform_", draw)
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        index = _raw_index(index)
+
+        def put(a: Any, v: Any) -> None:
+            a[index] = v
+
+        self._inplace("__setitem__", put, value)
+
+    __iadd__ = add_
+    __isub__ = sub_
+    __imul__ = mul_
+    __itruediv__ = div_
+
+    # ------------------------------------------------------------------ repr
+    def __repr__(self) -> str:
+        body = np.array2string(self.numpy(), separator=", ", prefix="tensor(", precision=4)
+        extras = []
+        if self.data.dtype not in (np.float32, np.int64, np.bool_):
+            extras.append(f"dtype={self.data.dtype}")
+        if self.device != "cpu":
+            extras.append(f"device='{self.device}'")
+        if self.grad_fn is not None:
+            extras.append(f"grad_fn=<{self.grad_fn.name}Backward>")
+        elif self._requires_grad:
+            extras.append("requires_grad=True")
+        return "tensor(" + body + "".join(", " + e for e in extras) + ")"
+
+    __hash__ = object.__hash__
+
+
+_bind_tensor(Tensor)
+
+
+def _raw_index(index: Any) -> Any:
+    """Replace Tensors inside an index expression by their arrays."""
+    if isinstance(index, Tensor):
+        return index.data
+    if isinstance(index, tuple):
+        return tuple(i.data if isinstance(i, Tensor) else i for i in index)
+    if isinstance(index, list):
+        return [i.data if isinstance(i, Tensor) else i for i in index]
+    return index
+
+
+def _install_methods() -> None:
+    """Operators and method forms of the functional ops (``x.sum(dim=1)``)."""
+    from . import functional as F
+
+    def binary(fn: Callable, reflected: bool = False) -> Callable:
+        if reflected:
+            return lambda self, other: fn(other, self)
+        return lambda self, other: fn(self, other)
+
+    T = Tensor
+    T.__add__ = binary(F.add)
+    T.__radd__ = binary(F.add, True)
+    T.__sub__ = binary(F.sub)
+    T.__rsub__ = binary(F.sub, True)
+    T.__mul__ = binary(F.mul)
+    T.__rmul__ = binary(F.mul, True)
+    T.__truediv__ = binary(F.div)
+    T.__rtruediv__ = binary(F.div, True)
+    T.__pow__ = binary(F.pow)
+    T.__rpow__ = binary(F.pow, True)
+    T.__matmul__ = binary(F.matmul)
+    T.__rmatmul__ = binary(F.matmul, True)
+    T.__neg__ = F.neg
+    T.__abs__ = F.abs
+    T.__getitem__ = getattr(F, "getitem", None)
+    for name, op in (("__lt__", "less"), ("__le__", "less_equal"), ("__gt__", "greater"),
+                     ("__ge__", "greater_equal"), ("__eq__", "equal"), ("__ne__", "not_equal"),
+                     ("__and__", "logical_and"), ("__or__", "logical_or"),
+                     ("__xor__", "logical_xor")):
+        setattr(T, name, binary(getattr(F, op)))
+    T.__invert__ = F.logical_not
+    for name in F.TENSOR_METHODS:
+        setattr(T, name, getattr(F, name))
+    T.T = property(lambda self: F.permute(self, tuple(range(self.ndim - 1, -1, -1))))
+    T.mT = property(lambda self: F.transpose(self, -2, -1))
