@@ -29,14 +29,16 @@ from .backends import (
 )
 from .tensor import Tensor, _install_methods
 
-from . import functional  # noqa: E402  (needs Tensor defined)
+from . import functional  # needs Tensor defined
 
 _install_methods()
 
 from .creation import *  # noqa: E402,F403
-_TMP = (  # noqa: E402
-    "cat",
+from .functional import (  # noqa: E402
+    cat, chunk, einsum, matmul, maximum, minimum, split, stack, where,
 )
+
+from . import nn
 
 __version__ = "0.1.0"
 

@@ -34,7 +34,8 @@ import heapq
 import itertools
 import numbers
 import threading
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy
 
@@ -264,6 +265,10 @@ class Function:
     #: set True for ops whose output must carry a graph even if no input requires
     #: grad (activation checkpointing: parameters inside the function do)
     always_record = False
+    #: set True for ops whose outputs may share memory with their first input (views:
+    #: reshape, permute, expand, split, basic indexing); the outputs then share that
+    #: input's version counter, so an in-place edit through a view is seen by backward
+    is_view = False
 
     @staticmethod
     def forward(ctx: Node, *args: Any, **kwargs: Any) -> Any:
@@ -313,6 +318,8 @@ class Function:
         outs = tuple(xp.asarray(o) if isinstance(o, _SCALARS) else o for o in outs)
         if not record:
             results = tuple(Tensor._make(o) for o in outs)
+            if cls.is_view:
+                _share_version(args[0], results)
             return results if multi else results[0]
 
         edges = []
@@ -330,9 +337,17 @@ class Function:
             Tensor._make(o, ctx, i) if o.dtype.kind in "fc" else Tensor._make(o)
             for i, o in enumerate(outs)
         )
+        if cls.is_view:
+            _share_version(args[0], results)
         if ctx.saved:
             ctx._saved_versions = _saved_versions(ctx.saved, tensors, results)
         return results if multi else results[0]
+
+
+def _share_version(base: Any, views: tuple) -> None:
+    if isinstance(base, Tensor):
+        for v in views:
+            v._version = base._version
 
 
 def _saved_versions(saved: tuple, inputs: list, outputs: tuple) -> list:

@@ -9,7 +9,8 @@ leaves); ``grad`` is filled in by ``backward()``. All arithmetic goes through
 from __future__ import annotations
 
 import weakref
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -460,7 +461,7 @@ def _install_methods() -> None:
     T.__rmatmul__ = binary(F.matmul, True)
     T.__neg__ = F.neg
     T.__abs__ = F.abs
-    T.__getitem__ = getattr(F, "getitem", None)
+    T.__getitem__ = F.getitem
     for name, op in (("__lt__", "less"), ("__le__", "less_equal"), ("__gt__", "greater"),
                      ("__ge__", "greater_equal"), ("__eq__", "equal"), ("__ne__", "not_equal"),
                      ("__and__", "logical_and"), ("__or__", "logical_or"),

@@ -322,3 +322,14 @@ def test_mixing_array_types_is_refused():
     b = Tensor._make(np.ones(3, dtype=np.float32).view(OtherArray))
     with pytest.raises(TypeError, match=r"Add: tensors live on different backends.*\.to\("):
         F.add(a, b)
+
+
+def test_inplace_change_through_a_view_is_detected():
+    a = leaf(1.0, 2.0, 3.0, 4.0)
+    b = ml.tensor([1.0, 2.0, 3.0, 4.0], dtype="float64")
+    y = a * b  # saves b
+    v = b.view(2, 2)  # shares storage and version counter with b
+    v.add_(1.0)
+    assert b._version.value == 1
+    with pytest.raises(RuntimeError, match="modified in place"):
+        y.backward(ml.ones(4, dtype="float64"))

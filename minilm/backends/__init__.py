@@ -12,7 +12,7 @@ backend* (``use_backend``), a CuPy array to the CuPy backend.
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import numpy
 

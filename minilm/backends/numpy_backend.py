@@ -182,7 +182,7 @@ class NumpyBackend:
         if bias is not None:
             s = s + bias
         if keep is not None:
-            s = xp.broadcast_to(s, xp.broadcast_shapes(s.shape, keep.shape))
+            s = xp.broadcast_to(s, numpy.broadcast_shapes(s.shape, keep.shape))
         p = self.masked_softmax(s, keep, -1)
         drop = None
         if dropout_p > 0.0:

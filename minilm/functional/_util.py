@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 
 def unbroadcast(g: Any, shape: tuple) -> Any:
@@ -61,3 +62,17 @@ def norm_dims(op: str, dim: int | Sequence[int] | None, ndim: int) -> tuple | No
     if len(set(dims)) != len(dims):
         raise ValueError(f"{op}: dim {tuple(dim)} repeats a dimension")
     return dims
+
+
+def along(dim: int, index: Any) -> tuple:
+    """The index expression that applies ``index`` to dim ``dim`` (``x[:, :, index]``)."""
+    return (slice(None),) * dim + (index,)
+
+
+def take_backward(xp: Any, g: Any, index: Any, n: int, dim: int) -> Any:
+    """Gradient of ``xp.take(x, index, axis=dim)`` for x with ``n`` entries along dim:
+    zeros, then ``g`` added at ``index`` (repeated indices accumulate)."""
+    shape = g.shape[:dim] + (n,) + g.shape[dim + 1:]
+    gx = xp.zeros(shape, dtype=g.dtype)
+    xp.add.at(gx, along(dim, index), g)
+    return gx

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import string
 from typing import Any
 
 from ..autograd import Function
@@ -41,11 +43,13 @@ class Matmul(Function):
         # view 1-D operands as matrices, as the forward did
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
-        g2 = g
-        if a.ndim == 1:
-            g2 = xp.expand_dims(g2, -2)
+        # and g as the (..., m, n) product of those matrices (1-D @ 1-D gives a 0-d g)
+        g_shape = list(g.shape)
         if b.ndim == 1:
-            g2 = xp.expand_dims(g2, -1)
+            g_shape.append(1)
+        if a.ndim == 1:
+            g_shape.insert(len(g_shape) - 1, 1)
+        g2 = g.reshape(g_shape)
         ga = gb = None
         if ctx.needs_input_grad[0]:
             ga = unbroadcast(xp.matmul(g2, xp.swapaxes(b2, -1, -2)), a2.shape)
@@ -78,22 +82,26 @@ class Linear(Function):
             )
         if b is not None and b.shape != (w.shape[0],):
             raise ValueError(f"linear: bias shape {b.shape} does not match weight shape {w.shape}")
+        ctx.has_bias = b is not None
         ctx.save_for_backward(x, w)
         y = x @ w.T
         if b is not None:
-            y += b
+            y = y + b  # not in place: x W^T may have a narrower dtype than the bias
         return y
 
     @staticmethod
     def backward(ctx, g):
         x, w = ctx.saved
         gx = gw = gb = None
-        g2 = g.reshape(-1, g.shape[-1])
+        rows = math.prod(x.shape[:-1])  # explicit: reshape(-1, 0) is ambiguous
+        g2 = g.reshape(rows, w.shape[0])
         if ctx.needs_input_grad[0]:
             gx = (g2 @ w).reshape(x.shape)
         if ctx.needs_input_grad[1]:
-            gw = g2.T @ x.reshape(-1, x.shape[-1])
-        if len(ctx.needs_input_grad) > 2 and ctx.needs_input_grad[2]:
+            gw = g2.T @ x.reshape(rows, x.shape[-1])
+        if not ctx.has_bias:
+            return gx, gw  # one gradient per input: there are only two
+        if ctx.needs_input_grad[2]:
             gb = g2.sum(axis=0)
         return gx, gw, gb
 
@@ -106,15 +114,23 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
 
 def _parse_einsum(op: str, equation: str, ndims: list) -> tuple:
+    """(input subscripts, output subscripts) of ``equation``, checked against the
+    operands' ranks; implicit mode (no ``->``) outputs the letters used once, sorted."""
     eq = equation.replace(" ", "")
     if "..." in eq:
         raise ValueError(f"{op}: ellipsis is not supported in {equation!r}; spell out the dims")
+    if eq.count("->") > 1:
+        raise ValueError(f"{op}: equation {equation!r} has more than one '->'")
     if "->" in eq:
         lhs, out = eq.split("->")
     else:
         lhs = eq
         letters = lhs.replace(",", "")
         out = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+    bad = sorted(set(lhs.replace(",", "") + out) - set(string.ascii_letters))
+    if bad:
+        raise ValueError(f"{op}: equation {equation!r} has characters {bad} that are not "
+                         "subscript letters")
     ins = lhs.split(",")
     if len(ins) != len(ndims):
         raise ValueError(f"{op}: equation {equation!r} has {len(ins)} operands, got {len(ndims)}")
@@ -122,13 +138,18 @@ def _parse_einsum(op: str, equation: str, ndims: list) -> tuple:
         if len(spec) != nd:
             raise ValueError(f"{op}: operand spec {spec!r} has {len(spec)} dims but the tensor "
                              f"has {nd}")
+    for c in out:
+        if out.count(c) > 1:
+            raise ValueError(f"{op}: output subscript {c!r} repeats in {equation!r}")
+        if c not in lhs:
+            raise ValueError(f"{op}: output subscript {c!r} is in no operand of {equation!r}")
     return ins, out
 
 
 class Einsum(Function):
     """y = einsum(eq, *xs);  the gradient of operand i is einsum of g with the other
     operands, mapped back onto operand i's subscripts (summed over dims it lacks,
-    broadcast for dims only it has)."""
+    broadcast for dims only it has, placed on the diagonal for a repeated subscript)."""
 
     @staticmethod
     def forward(ctx, equation, *xs):
@@ -150,26 +171,47 @@ class Einsum(Function):
         xs = ctx.saved
         xp = ctx.xp
         grads: list[Any] = [None]
-        for i, x in enumerate(xs):
+        for i in range(len(xs)):
             if not ctx.needs_input_grad[i + 1]:
                 grads.append(None)
                 continue
             spec = ctx.ins[i]
             others = [s for j, s in enumerate(ctx.ins) if j != i]
             ops = [x2 for j, x2 in enumerate(xs) if j != i]
-            # letters repeated within spec (a diagonal) are not supported in backward
-            if len(set(spec)) != len(spec):
-                raise ValueError("einsum backward: repeated subscripts in one operand "
-                                 f"({spec!r}) are not supported")
-            avail = set(ctx.out).union(*others) if others else set(ctx.out)
-            kept = "".join(c for c in spec if c in avail)
-            gx = xp.einsum(f"{','.join([ctx.out] + others)}->{kept}", g, *ops,
+            uniq = "".join(dict.fromkeys(spec))  # spec without repeats ("iij" -> "ij")
+            avail = set(ctx.out).union(*others)
+            kept = "".join(c for c in uniq if c in avail)
+            gx = xp.einsum(f"{','.join([ctx.out, *others])}->{kept}", g, *ops,
                            optimize=len(ops) > 1)
-            if kept != spec:  # dims only this operand had were summed away: broadcast back
-                gx = gx.reshape([ctx.sizes[c] if c in kept else 1 for c in spec])
-                gx = xp.broadcast_to(gx, x.shape).copy()
+            if kept != uniq:  # dims only this operand had were summed away: broadcast back
+                gx = gx.reshape([ctx.sizes[c] if c in kept else 1 for c in uniq])
+                gx = xp.broadcast_to(gx, [ctx.sizes[c] for c in uniq])
+            if uniq != spec:  # a repeated subscript read a diagonal: write g onto it
+                gx = _onto_diagonals(xp, gx, uniq, spec, ctx)
+            elif kept != uniq:
+                gx = gx.copy()  # own, writeable memory rather than a broadcast view
             grads.append(gx)
         return tuple(grads)
+
+
+def _onto_diagonals(xp: Any, gu: Any, uniq: str, spec: str, ctx: Any) -> Any:
+    """The gradient over ``spec`` (with repeated letters) from the one over ``uniq``:
+    each repeat of a letter gets a fresh letter tied to the first by an identity matrix,
+    so only the diagonal entries receive gradient."""
+    used = set("".join(ctx.ins) + ctx.out)
+    fresh = iter(c for c in string.ascii_letters if c not in used)
+    seen: set = set()
+    target, eye_specs, eyes = "", [], []
+    for c in spec:
+        if c in seen:
+            new = next(fresh)
+            target += new
+            eye_specs.append(c + new)
+            eyes.append(xp.eye(ctx.sizes[c], dtype=gu.dtype))
+        else:
+            seen.add(c)
+            target += c
+    return xp.einsum(f"{','.join([uniq, *eye_specs])}->{target}", gu, *eyes)
 
 
 def einsum(equation: str, *operands: Tensor) -> Tensor:

@@ -525,7 +525,9 @@ class MaskedFill(Function):
 
     @staticmethod
     def forward(ctx, x, mask, value):
-        broadcast_shapes("masked_fill", x.shape, shape_of(mask))
+        if broadcast_shapes("masked_fill", x.shape, shape_of(mask)) != x.shape:
+            raise ValueError(f"masked_fill: mask of shape {mask.shape} does not broadcast to "
+                             f"the input's shape {x.shape}")
         if mask.dtype != bool:
             raise TypeError(f"masked_fill: mask must be bool, got {mask.dtype}")
         ctx.save_for_backward(mask)
@@ -534,7 +536,7 @@ class MaskedFill(Function):
     @staticmethod
     def backward(ctx, g):
         (mask,) = ctx.saved
-        return unbroadcast(ctx.xp.where(mask, 0, g), g.shape).astype(g.dtype), None, None
+        return ctx.xp.where(mask, ctx.xp.zeros((), dtype=g.dtype), g), None, None
 
 
 class Clone(Function):

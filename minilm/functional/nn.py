@@ -9,24 +9,25 @@ semantics follow ``torch.nn.functional``.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from ..autograd import Function
-from ..tensor import Tensor
+from ..tensor import Tensor, dtype_of
 from ._util import broadcast_shapes, norm_dim, unbroadcast
 from .math import cast
 
 __all__ = [
-    "softmax",
-    "log_softmax",
-    "layer_norm",
-    "rms_norm",
     "dropout",
     "embedding",
+    "layer_norm",
+    "log_softmax",
     "one_hot",
+    "rms_norm",
     "scaled_dot_product_attention",
+    "softmax",
 ]
 
 
@@ -72,7 +73,7 @@ def _as_row(x: Any) -> Any:
 
 def _softmax_like(op: str, fn: type, x: Tensor, dim: int, dtype: Any) -> Tensor:
     if dtype is not None:
-        x = cast(x, np.dtype(dtype))
+        x = cast(x, dtype_of(dtype))
     if x.dtype.kind != "f":
         raise TypeError(f"{op}: needs a floating-point tensor, got {x.dtype}; convert it "
                         "with .float() or pass dtype=")
@@ -111,21 +112,20 @@ class LayerNorm(Function):
         b2 = None if bias is None else bias.reshape(-1)
         y, mean, rstd = ctx.backend.layer_norm(x2, w2, b2, eps)
         ctx.save_for_backward(x2, w2, mean, rstd)
-        ctx.shapes = x.shape, None if weight is None else weight.shape
+        ctx.shapes = x.shape, None if weight is None else weight.shape, \
+            None if bias is None else bias.shape
         return y.reshape(x.shape)
 
     @staticmethod
     def backward(ctx, g):
         x2, w2, mean, rstd = ctx.saved
-        x_shape, w_shape = ctx.shapes
-        need_wb = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
+        x_shape, w_shape, b_shape = ctx.shapes
+        need = ctx.needs_input_grad
         dx, dw, db = ctx.backend.layer_norm_backward(
-            g.reshape(x2.shape), x2, w2, mean, rstd, need_wb)
-        dx = dx.reshape(x_shape) if ctx.needs_input_grad[0] else None
-        dw = dw.reshape(w_shape) if ctx.needs_input_grad[1] else None
-        db = db.reshape(w_shape if w_shape is not None else dw.shape) \
-            if ctx.needs_input_grad[2] else None
-        return dx, dw, db
+            g.reshape(x2.shape), x2, w2, mean, rstd, bool(need[1] or need[2]))
+        return (dx.reshape(x_shape) if need[0] else None,
+                dw.reshape(w_shape) if need[1] else None,
+                db.reshape(b_shape) if need[2] else None)
 
 
 class RMSNorm(Function):
@@ -309,7 +309,7 @@ class ScaledDotProductAttention(Function):
             if mask.dtype == bool:
                 keep = mask
             else:
-                bias = mask
+                bias = mask.astype(q.dtype, copy=False)
         if is_causal:
             keep = xp.tril(xp.ones((q.shape[-2], k.shape[-2]), dtype=bool))
         out, p, drop = ctx.backend.attention(q, k, v, keep, bias, scale, dropout_p)

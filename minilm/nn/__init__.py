@@ -1,0 +1,29 @@
+"""Layers and models: ``Module``, ``Parameter``, containers, basic layers, attention,
+transformer blocks and GPT. ``minilm.nn.init`` has the initialisation schemes."""
+
+from . import init
+from .attention import (
+    KVCache,
+    MultiHeadAttention,
+    RotaryEmbedding,
+    build_attention_mask,
+    sinusoidal_positions,
+)
+from .layers import (
+    GELU,
+    Dropout,
+    Embedding,
+    Flatten,
+    Identity,
+    LayerNorm,
+    LeakyReLU,
+    Linear,
+    ReLU,
+    RMSNorm,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    Tanh,
+)
+from .module import IncompatibleKeys, Module, ModuleDict, ModuleList, Parameter, Sequential
+from .transformer import GPT, MLP, GPTConfig, TransformerBlock

@@ -1,0 +1,219 @@
+"""Attention: multi-head (self and cross), masks (causal, padding, local window), rotary
+and sinusoidal positions, and the KV cache for incremental decoding.
+
+Scaled dot-product attention for one head::
+
+    Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k) + M) V
+
+with M = 0 where a query may attend to a key and -inf elsewhere. Multi-head attention
+projects the input to h sets of (Q, K, V) of width d_k = d_model / h, attends in each
+head independently, concatenates the h outputs and projects back to d_model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import functional as F
+from ..autograd import Function
+from ..tensor import Tensor
+from .layers import Dropout, Linear
+from .module import Module
+
+__all__ = [
+    "KVCache", "MultiHeadAttention", "RotaryEmbedding", "build_attention_mask",
+    "sinusoidal_positions",
+]
+
+
+def sinusoidal_positions(n_positions: int, dim: int, base: float = 10000.0) -> np.ndarray:
+    """PE[p, 2i] = sin(p / base^(2i/dim)), PE[p, 2i+1] = cos(p / base^(2i/dim))."""
+    pos = np.arange(n_positions, dtype=np.float64)[:, None]
+    inv = base ** (-np.arange(0, dim, 2, dtype=np.float64) / dim)
+    pe = np.zeros((n_positions, dim))
+    pe[:, 0::2] = np.sin(pos * inv)
+    pe[:, 1::2] = np.cos(pos * inv)[:, : dim // 2]
+    return pe
+
+
+class _Rotate(Function):
+    """Rotary position embedding on the last dim split in halves (x1, x2):
+    y = x * cos + rot(x) * sin with rot(x) = (-x2, x1);
+    dx = g * cos + rot^T(g * sin) with rot^T(u) = (u2, -u1)."""
+
+    @staticmethod
+    def forward(ctx, x, cos, sin):
+        h = x.shape[-1] // 2
+        ctx.save_for_backward(cos, sin)
+        ctx.h = h
+        xp = ctx.xp
+        rot = xp.concatenate([-x[..., h:], x[..., :h]], axis=-1)
+        return x * cos + rot * sin
+
+    @staticmethod
+    def backward(ctx, g):
+        cos, sin = ctx.saved
+        h = ctx.h
+        u = g * sin
+        xp = ctx.xp
+        return g * cos + xp.concatenate([u[..., h:], -u[..., :h]], axis=-1), None, None
+
+
+class RotaryEmbedding(Module):
+    """RoPE: rotate each (x_i, x_{i+d/2}) pair of a query/key at position p by the angle
+    p * base^(-2i/d), so that q_m . k_n depends only on m - n."""
+
+    def __init__(self, head_dim: int, max_positions: int, base: float = 10000.0) -> None:
+        super().__init__()
+        if head_dim % 2:
+            raise ValueError(f"RotaryEmbedding: head_dim must be even, got {head_dim}")
+        inv = base ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+        ang = np.arange(max_positions, dtype=np.float64)[:, None] * inv[None, :]
+        ang = np.concatenate([ang, ang], axis=1)  # (T, d): same angle for both halves
+        self.head_dim, self.max_positions = head_dim, max_positions
+        self.register_buffer("cos", Tensor(np.cos(ang).astype(np.float32)), persistent=False)
+        self.register_buffer("sin", Tensor(np.sin(ang).astype(np.float32)), persistent=False)
+
+    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
+        """x: (B, H, T, d) at positions offset .. offset+T-1."""
+        T = x.shape[-2]
+        if offset + T > self.max_positions:
+            raise ValueError(
+                f"RotaryEmbedding: positions up to {offset + T} exceed max_positions "
+                f"{self.max_positions}"
+            )
+        cos = self.cos.data[offset:offset + T].astype(x.dtype, copy=False)
+        sin = self.sin.data[offset:offset + T].astype(x.dtype, copy=False)
+        return _Rotate.apply(x, cos, sin)
+
+
+class KVCache:
+    """Keys and values of past positions for every layer, preallocated to the context
+    length: decoding step t writes one column and attends over columns 0..t, instead of
+    recomputing all past keys and values (O(T) per token instead of O(T^2))."""
+
+    def __init__(self) -> None:
+        self.layers: dict[int, list] = {}
+        self.length = 0  # positions already stored (same for every layer)
+
+    def update(self, layer: int, k: Tensor, v: Tensor, max_len: int) -> tuple:
+        """Append k, v of shape (B, H, T, d) for ``layer``; return all keys and values so far."""
+        xp = k.backend.xp
+        B, H, T, d = k.shape
+        start = self.length
+        if start + T > max_len:
+            raise ValueError(f"KVCache: {start + T} positions exceed the context length {max_len}")
+        if layer not in self.layers:
+            self.layers[layer] = [xp.zeros((B, H, max_len, d), dtype=k.dtype),
+                                  xp.zeros((B, H, max_len, d), dtype=v.dtype)]
+        kc, vc = self.layers[layer]
+        kc[:, :, start:start + T] = k.data
+        vc[:, :, start:start + T] = v.data
+        return Tensor._make(kc[:, :, :start + T]), Tensor._make(vc[:, :, :start + T])
+
+    def advance(self, n: int) -> None:
+        """Called once per forward after every layer stored its ``n`` new positions."""
+        self.length += n
+
+    def reorder(self, index: Any) -> None:
+        """Keep batch rows ``index`` (beam search reorders hypotheses)."""
+        for kv in self.layers.values():
+            kv[0] = kv[0][index]
+            kv[1] = kv[1][index]
+
+
+def build_attention_mask(xp: Any, q_len: int, k_len: int, causal: bool = True,
+                         offset: int = 0, window: int | None = None,
+                         key_padding_mask: Any = None) -> Any:
+    """Bool mask, True where query i (at position offset + i) may attend to key j.
+
+    causal: j <= offset + i; window w: j > offset + i - w (each query sees its last w
+    keys, itself included); key_padding_mask (B, k_len), True at padding: never attended.
+    Returns shape (q_len, k_len), or (B, 1, q_len, k_len) with padding."""
+    qpos = xp.arange(q_len)[:, None] + offset
+    kpos = xp.arange(k_len)[None, :]
+    mask = xp.ones((q_len, k_len), dtype=bool)
+    if causal:
+        mask &= kpos <= qpos
+    if window is not None:
+        mask &= kpos > qpos - window
+        if not causal:
+            mask &= kpos < qpos + window
+    if key_padding_mask is not None:
+        mask = mask[None, None] & ~key_padding_mask[:, None, None, :]
+    return mask
+
+
+class MultiHeadAttention(Module):
+    """Multi-head attention: split heads, attend, concatenate, project.
+
+    Self-attention uses one fused (d_model -> 3 d_model) projection; cross-attention
+    (``cross=True``) projects queries from ``x`` and keys/values from ``context``.
+    ``causal`` masks the future, ``window`` restricts each query to its last
+    ``window`` keys (local attention), ``rope`` rotates queries and keys."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True,
+                 causal: bool = True, window: int | None = None, cross: bool = False,
+                 rope: RotaryEmbedding | None = None, layer_index: int = 0) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"MultiHeadAttention: d_model {d_model} is not divisible by "
+                             f"n_heads {n_heads}")
+        self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
+        self.causal, self.window, self.cross = causal, window, cross
+        self.dropout_p = dropout
+        self.layer_index = layer_index
+        if cross:
+            self.q_proj = Linear(d_model, d_model, bias=bias)
+            self.kv_proj = Linear(d_model, 2 * d_model, bias=bias)
+        else:
+            self.qkv = Linear(d_model, 3 * d_model, bias=bias)
+        self.out_proj = Linear(d_model, d_model, bias=bias)
+        self.resid_dropout = Dropout(dropout)
+        self.rope = rope  # shared module, registered once by the model
+
+    def _heads(self, t: Tensor) -> Tensor:
+        B, T, _ = t.shape
+        return t.reshape(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, x: Tensor, context: Tensor | None = None, key_padding_mask: Any = None,
+                cache: KVCache | None = None, context_length: int | None = None) -> Tensor:
+        B, T, _ = x.shape
+        if self.cross:
+            if context is None:
+                raise ValueError("MultiHeadAttention(cross=True) needs a context tensor")
+            q = self.q_proj(x)
+            k, v = self.kv_proj(context).split(self.d_model, dim=-1)
+        else:
+            q, k, v = self.qkv(x).split(self.d_model, dim=-1)
+        q, k, v = self._heads(q), self._heads(k), self._heads(v)
+        offset = cache.length if cache is not None else 0
+        if self.rope is not None:
+            q = self.rope(q, offset)
+            k = self.rope(k, offset)
+        if cache is not None:
+            k, v = cache.update(self.layer_index, k, v, context_length or (offset + T))
+        S = k.shape[-2]
+        causal = self.causal and not self.cross
+        xp = x.backend.xp
+        kpm = key_padding_mask.data if isinstance(key_padding_mask, Tensor) else key_padding_mask
+        simple = offset == 0 and self.window is None and kpm is None
+        if simple:
+            mask = None
+        else:
+            mask = Tensor._make(build_attention_mask(
+                xp, T, S, causal=causal, offset=offset, window=self.window, key_padding_mask=kpm))
+        drop = self.dropout_p if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop,
+                                           is_causal=causal and simple)
+        y = y.transpose(1, 2).reshape(B, T, self.d_model)
+        return self.resid_dropout(self.out_proj(y))
+
+    def extra_repr(self) -> str:
+        extra = f", window={self.window}" if self.window else ""
+        return (f"d_model={self.d_model}, n_heads={self.n_heads}, causal={self.causal}"
+                f"{', cross=True' if self.cross else ''}{extra}")
+
+

@@ -1,0 +1,199 @@
+"""Transformer blocks and the GPT decoder-only language model.
+
+Pre-LN block (GPT-2):   x = x + Dropout(Attn(LN1(x)));   x = x + Dropout(MLP(LN2(x)))
+MLP:                    Linear(d, 4d) -> GELU -> Linear(4d, d)
+GPT:                    logits = LN_f(blocks(E_tok[ids] + E_pos)) W_head^T
+with W_head = E_tok when the input and output embeddings are tied.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .. import functional as F
+from ..autograd import checkpoint
+from ..tensor import Tensor
+from . import init
+from .attention import KVCache, MultiHeadAttention, RotaryEmbedding, sinusoidal_positions
+from .layers import GELU, Dropout, Embedding, LayerNorm, Linear, RMSNorm
+from .module import Module, ModuleList
+
+__all__ = ["GPT", "GPTConfig", "MLP", "TransformerBlock"]
+
+
+class MLP(Module):
+    """Position-wise feed-forward network: Linear(d, d_ff) -> GELU -> Linear(d_ff, d)."""
+
+    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0, bias: bool = True,
+                 activation: str = "gelu") -> None:
+        super().__init__()
+        self.fc = Linear(d_model, d_ff, bias=bias)
+        self.act = GELU("tanh" if activation == "gelu_tanh" else "none")
+        self.proj = Linear(d_ff, d_model, bias=bias)
+        self.dropout = Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.proj(self.act(self.fc(x))))
+
+
+def _norm(kind: str, d: int) -> Module:
+    if kind == "layernorm":
+        return LayerNorm(d)
+    if kind == "rmsnorm":
+        return RMSNorm(d)
+    raise ValueError(f"unknown norm {kind!r}; use 'layernorm' or 'rmsnorm'")
+
+
+class TransformerBlock(Module):
+    """Pre-LN transformer block: attention and MLP sublayers, each with a residual."""
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.0,
+                 bias: bool = True, causal: bool = True, window: int | None = None,
+                 norm: str = "layernorm", activation: str = "gelu",
+                 rope: RotaryEmbedding | None = None, layer_index: int = 0) -> None:
+        super().__init__()
+        self.ln1 = _norm(norm, d_model)
+        self.attn = MultiHeadAttention(d_model, n_heads, dropout, bias, causal=causal,
+                                       window=window, rope=rope, layer_index=layer_index)
+        self.ln2 = _norm(norm, d_model)
+        self.mlp = MLP(d_model, d_ff, dropout, bias, activation)
+
+    def forward(self, x: Tensor, key_padding_mask: Any = None, cache: KVCache | None = None,
+                context_length: int | None = None) -> Tensor:
+        x = x + self.attn(self.ln1(x), key_padding_mask=key_padding_mask, cache=cache,
+                          context_length=context_length)
+        return x + self.mlp(self.ln2(x))
+
+
+@dataclass
+class GPTConfig:
+    """Shape and options of a GPT. ``positional``: learned | sinusoidal | rope."""
+
+    vocab_size: int = 96
+    context_length: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    d_model: int = 256
+    d_ff: int | None = None  # default 4 * d_model
+    dropout: float = 0.0
+    bias: bool = True
+    positional: str = "learned"
+    tie_weights: bool = True
+    norm: str = "layernorm"
+    activation: str = "gelu"
+    window: int | None = None
+    init_std: float = 0.02
+    checkpoint_activations: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.d_ff is None:
+            self.d_ff = 4 * self.d_model
+        if self.positional not in ("learned", "sinusoidal", "rope"):
+            raise ValueError(f"GPTConfig: positional must be learned, sinusoidal or rope, "
+                             f"got {self.positional!r}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"GPTConfig: d_model {self.d_model} is not divisible by n_heads "
+                             f"{self.n_heads}")
+        for name in ("vocab_size", "context_length", "n_layers", "n_heads", "d_model"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"GPTConfig: {name} must be positive, got {getattr(self, name)}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> GPTConfig:
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+class GPT(Module):
+    """Decoder-only transformer language model (GPT-2 layout, pre-LN)."""
+
+    def __init__(self, config: GPTConfig | None = None, **kwargs: Any) -> None:
+        super().__init__()
+        config = config if config is not None else GPTConfig(**kwargs)
+        self.config = config
+        c = config
+        self.tok_emb = Embedding(c.vocab_size, c.d_model)
+        rope = None
+        if c.positional == "learned":
+            self.pos_emb = Embedding(c.context_length, c.d_model)
+        elif c.positional == "sinusoidal":
+            self.register_buffer("pos_table", Tensor(
+                sinusoidal_positions(c.context_length, c.d_model).astype(np.float32)),
+                persistent=False)
+        else:
+            rope = RotaryEmbedding(c.d_model // c.n_heads, c.context_length)
+            self.rope = rope
+        self.drop = Dropout(c.dropout)
+        self.blocks = ModuleList(
+            TransformerBlock(c.d_model, c.n_heads, c.d_ff, c.dropout, c.bias, causal=True,
+                             window=c.window, norm=c.norm, activation=c.activation, rope=rope,
+                             layer_index=i)
+            for i in range(c.n_layers)
+        )
+        self.ln_f = _norm(c.norm, c.d_model)
+        self.head = Linear(c.d_model, c.vocab_size, bias=False)
+        if c.tie_weights:
+            self.head.weight = self.tok_emb.weight  # one Parameter, gradients summed
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """N(0, 0.02) for every matrix and embedding, zero biases, and GPT-2's
+        scaled init std / sqrt(2 n_layers) for the projections into the residual."""
+        c = self.config
+        for name, p in self.named_parameters():
+            if name.endswith("bias"):
+                init.zeros_(p)
+            elif p.ndim == 2:
+                std = c.init_std
+                if name.endswith("out_proj.weight") or name.endswith("mlp.proj.weight"):
+                    std = init.scaled_residual_std(c.init_std, c.n_layers)
+                init.normal_(p, 0.0, std)
+
+    def forward(self, ids: Tensor, targets: Tensor | None = None, cache: KVCache | None = None,
+                key_padding_mask: Any = None) -> Any:
+        """Logits (B, T, vocab) for token ids (B, T); with ``targets``, (logits, loss)
+        where loss is the mean cross-entropy of predicting targets (-100 ignored)."""
+        if not isinstance(ids, Tensor):
+            ids = Tensor(np.asarray(ids))
+        if ids.ndim == 1:
+            ids = ids.reshape(1, -1)
+        B, T = ids.shape
+        c = self.config
+        offset = cache.length if cache is not None else 0
+        if offset + T > c.context_length:
+            raise ValueError(
+                f"GPT: sequence of {offset + T} tokens exceeds the context length "
+                f"{c.context_length}; crop the prompt to its last {c.context_length} tokens"
+            )
+        x = self.tok_emb(ids)
+        if c.positional == "learned":
+            pos = Tensor._make(x.backend.xp.arange(offset, offset + T))
+            x = x + self.pos_emb(pos)
+        elif c.positional == "sinusoidal":
+            x = x + Tensor._make(self.pos_table.data[offset:offset + T].astype(x.dtype))
+        x = self.drop(x)
+        for block in self.blocks:
+            if c.checkpoint_activations and self.training and cache is None:
+                x = checkpoint(block, x)
+            else:
+                x = block(x, key_padding_mask=key_padding_mask, cache=cache,
+                          context_length=c.context_length)
+        if cache is not None:
+            cache.advance(T)
+        logits = self.head(self.ln_f(x))
+        if targets is None:
+            return logits
+        if not isinstance(targets, Tensor):
+            targets = Tensor(np.asarray(targets))
+        loss = F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(-1))
+        return logits, loss
+
+    def extra_repr(self) -> str:
+        return f"{self.num_parameters():,} parameters"

@@ -1,0 +1,441 @@
+"""softmax family, layer/RMS norm, dropout, embedding, one_hot and scaled dot-product
+attention: forward against NumPy formulas, float64 gradcheck, errors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from strategies import check_forward, check_grad, check_op, dims_of, shapes, tensors
+
+import minilm
+import minilm.functional as F
+from minilm import Tensor
+
+# ---------------------------------------------------------------------------- references
+
+
+def np_softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def np_log_softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    m = x.max(axis=axis, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(axis=axis, keepdims=True))
+
+
+def np_layer_norm(x, k, w=None, b=None, eps=1e-5):
+    axes = tuple(range(x.ndim - k, x.ndim))
+    mu = x.mean(axis=axes, keepdims=True)
+    var = ((x - mu) ** 2).mean(axis=axes, keepdims=True)
+    y = (x - mu) / np.sqrt(var + eps)
+    return y * (1 if w is None else w) + (0 if b is None else b)
+
+
+def np_rms_norm(x, k, w=None, eps=1e-6):
+    axes = tuple(range(x.ndim - k, x.ndim))
+    y = x / np.sqrt((x * x).mean(axis=axes, keepdims=True) + eps)
+    return y * (1 if w is None else w)
+
+
+def np_attention(q, k, v, mask=None, is_causal=False, scale=None):
+    """softmax(q k^T scale + M) v written out; rows with nothing to attend to -> 0."""
+    scale = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
+    s = np.einsum("...qe,...ke->...qk", q, k) * scale
+    keep = np.ones(s.shape, dtype=bool)
+    if is_causal:
+        lq, lk = s.shape[-2:]
+        keep = keep & (np.arange(lk)[None, :] <= np.arange(lq)[:, None])
+    if mask is not None and mask.dtype == bool:
+        s, keep = np.broadcast_arrays(s, keep & mask)
+    elif mask is not None:
+        s = s + mask
+        keep = np.broadcast_to(keep, s.shape)
+    s = np.where(keep, s, -np.inf)
+    m = s.max(axis=-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0)
+    e = np.exp(s - m)
+    d = e.sum(axis=-1, keepdims=True)
+    p = e / np.where(d > 0, d, 1)
+    return p @ v
+
+
+# ---------------------------------------------------------------------------- softmax
+
+
+@given(st.data())
+def test_softmax(data):
+    x = data.draw(tensors(shapes(1, 3)))
+    dim = data.draw(dims_of(x.ndim))
+    check_op(lambda t: F.softmax(t, dim), [x], lambda a: np_softmax(a, dim))
+
+
+@given(st.data())
+def test_log_softmax(data):
+    x = data.draw(tensors(shapes(1, 3)))
+    dim = data.draw(dims_of(x.ndim))
+    check_op(lambda t: F.log_softmax(t, dim), [x], lambda a: np_log_softmax(a, dim))
+
+
+def test_softmax_methods_scalar_and_stability():
+    x = Tensor(np.array([[1000.0, 1001.0, 1002.0], [-1e4, 0.0, 1e4]]), requires_grad=True)
+    np.testing.assert_allclose(x.softmax(-1).numpy(), np_softmax(x.numpy(), -1))
+    np.testing.assert_allclose(x.log_softmax(1).numpy(), np_log_softmax(x.numpy(), 1))
+    assert np.isfinite(F.log_softmax(x, -1).numpy()).all()
+    s = Tensor(np.array(0.3), requires_grad=True)
+    assert F.softmax(s).item() == 1.0 and F.log_softmax(s).item() == 0.0
+    check_grad(F.softmax, [s])
+    y = F.softmax(Tensor(np.array([1, 2, 3])), dtype="float64")
+    assert y.dtype == np.float64
+    with pytest.raises(TypeError, match="softmax"):
+        F.softmax(Tensor(np.array([1, 2, 3])))
+    with pytest.raises(ValueError, match="log_softmax: dim 2"):
+        F.log_softmax(x, 2)
+
+
+# ---------------------------------------------------------------------------- normalisation
+
+
+@st.composite
+def norm_case(draw, bias: bool = True):
+    shape = draw(shapes(1, 3, min_side=1, max_side=4))
+    k = draw(st.integers(1, len(shape)))
+    ns = shape[len(shape) - k:]
+    x = draw(tensors(shape))
+    w = draw(st.none() | tensors(ns))
+    b = draw(st.none() | tensors(ns)) if bias else None
+    as_int = k == 1 and draw(st.booleans())
+    return x, (ns[0] if as_int else ns), k, w, b
+
+
+@given(norm_case())
+def test_layer_norm(case):
+    x, ns, k, w, b = case
+    inputs = [t for t in (x, w, b) if t is not None]
+
+    def fn(*ts):
+        it = iter(ts)
+        xx = next(it)
+        ww = next(it) if w is not None else None
+        bb = next(it) if b is not None else None
+        return F.layer_norm(xx, ns, ww, bb, eps=1e-5)
+
+    check_forward(fn, inputs, lambda *a: np_layer_norm(
+        x.numpy(), k, None if w is None else w.numpy(), None if b is None else b.numpy()))
+    check_grad(fn, inputs)
+
+
+@given(norm_case(bias=False))
+def test_rms_norm(case):
+    x, ns, k, w, _ = case
+    inputs = [x] if w is None else [x, w]
+
+    def fn(xx, ww=None):
+        return F.rms_norm(xx, ns, ww)
+
+    check_forward(fn, inputs, lambda *a: np_rms_norm(
+        x.numpy(), k, None if w is None else w.numpy()))
+    check_grad(fn, inputs)
+
+
+def test_norm_errors():
+    x = Tensor(np.ones((2, 3, 4)))
+    with pytest.raises(ValueError, match=r"layer_norm: normalized_shape \(3,\)"):
+        F.layer_norm(x, 3)
+    with pytest.raises(ValueError, match=r"layer_norm: weight has shape \(3,\)"):
+        F.layer_norm(x, 4, weight=Tensor(np.ones(3)))
+    with pytest.raises(ValueError, match=r"layer_norm: bias has shape"):
+        F.layer_norm(x, (3, 4), bias=Tensor(np.ones(4)))
+    with pytest.raises(ValueError, match=r"rms_norm: normalized_shape \(5, 2, 3, 4\)"):
+        F.rms_norm(x, (5, 2, 3, 4))
+    with pytest.raises(ValueError, match=r"rms_norm: weight"):
+        F.rms_norm(x, 4, weight=Tensor(np.ones((1, 4))))
+
+
+def test_layer_norm_float32_and_statistics():
+    x = minilm.randn(3, 8) * 5 + 2
+    y = F.layer_norm(x, 8).numpy()
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y.mean(-1), 0, atol=1e-5)
+    np.testing.assert_allclose(y.var(-1), 1, atol=1e-3)
+
+
+# ---------------------------------------------------------------------------- dropout
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.8])
+def test_dropout_statistics(p):
+    x = Tensor(np.ones((200, 100)), requires_grad=True)
+    y = F.dropout(x, p)
+    kept = y.numpy() != 0
+    assert abs(kept.mean() - (1 - p)) < 0.02
+    np.testing.assert_allclose(y.numpy()[kept], 1 / (1 - p))
+    g = np.random.default_rng(1).standard_normal(x.shape)
+    y.backward(Tensor(g))
+    np.testing.assert_allclose(x.grad.numpy(), kept * g / (1 - p))
+
+
+@given(st.data())
+def test_dropout_mask_is_gradient(data):
+    x = data.draw(tensors(shapes(0, 3), lo=0.5, hi=2.0))
+    p = data.draw(st.sampled_from([0.2, 0.5, 0.9]))
+    minilm.manual_seed(7)
+    y = F.dropout(x, p)
+    minilm.manual_seed(7)
+    mask = x.backend.dropout_mask(x.shape, p, x.dtype)
+    np.testing.assert_allclose(y.numpy(), x.numpy() * mask)
+    g = np.ones(x.shape)
+    y.backward(Tensor(g))
+    np.testing.assert_allclose(x.grad.numpy(), mask * g)
+    assert set(np.unique(mask)) <= {0.0, 1 / (1 - p)}
+
+
+def test_dropout_seeded_identity_and_limits():
+    x = Tensor(np.arange(1.0, 13.0).reshape(3, 4), requires_grad=True)
+    minilm.manual_seed(3)
+    a = F.dropout(x, 0.5).numpy()
+    minilm.manual_seed(3)
+    b = F.dropout(x, 0.5).numpy()
+    np.testing.assert_array_equal(a, b)
+    assert F.dropout(x, 0.5, training=False) is x
+    assert F.dropout(x, 0.0) is x
+    z = F.dropout(x, 1.0)
+    np.testing.assert_array_equal(z.numpy(), 0)
+    z.backward(Tensor(np.ones(x.shape)))
+    np.testing.assert_array_equal(x.grad.numpy(), 0)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="dropout: dropout probability"):
+            F.dropout(x, bad)
+        with pytest.raises(ValueError, match="dropout probability"):
+            F.dropout(x, bad, training=False)
+
+
+def test_dropout_under_checkpoint_replays_the_mask():
+    x = Tensor(np.linspace(0.5, 2.0, 24).reshape(4, 6), requires_grad=True)
+    minilm.manual_seed(5)
+    y = minilm.checkpoint(lambda t: F.dropout(t, 0.5) * t, x)
+    y.backward(Tensor(np.ones(x.shape)))
+    minilm.manual_seed(5)
+    mask = x.backend.dropout_mask(x.shape, 0.5, x.dtype)
+    np.testing.assert_allclose(y.numpy(), mask * x.numpy() ** 2)
+    np.testing.assert_allclose(x.grad.numpy(), 2 * mask * x.numpy())
+
+
+# ---------------------------------------------------------------------------- embedding, one_hot
+
+
+@given(st.data())
+def test_embedding(data):
+    vocab = data.draw(st.integers(1, 5))
+    dim = data.draw(st.integers(1, 3))
+    ids_shape = data.draw(shapes(0, 2, max_side=5))
+    ids = np.asarray(data.draw(st.lists(st.integers(0, vocab - 1),
+                                        min_size=int(np.prod(ids_shape)),
+                                        max_size=int(np.prod(ids_shape))))).reshape(ids_shape)
+    w = data.draw(tensors((vocab, dim)))
+    idt = Tensor(ids.astype(np.int64))
+    check_op(lambda ww: F.embedding(idt, ww), [w], lambda ww: ww[ids])
+
+
+@given(st.data())
+def test_embedding_padding_and_repeats(data):
+    vocab, dim = 4, 3
+    ids = np.asarray(data.draw(st.lists(st.integers(0, vocab - 1), min_size=1, max_size=8)))
+    pad = data.draw(st.none() | st.integers(-vocab, vocab - 1))
+    w = Tensor(np.random.default_rng(0).standard_normal((vocab, dim)), requires_grad=True)
+    g = np.random.default_rng(1).standard_normal((len(ids), dim))
+    y = F.embedding(Tensor(ids), w, padding_idx=pad)
+    np.testing.assert_array_equal(y.numpy(), w.numpy()[ids])
+    y.backward(Tensor(g))
+    expected = np.zeros((vocab, dim))
+    for i, v in enumerate(ids):  # repeated ids add up
+        expected[v] += g[i]
+    if pad is not None:
+        expected[pad % vocab] = 0
+    np.testing.assert_allclose(w.grad.numpy(), expected)
+
+
+def test_embedding_repeated_ids_int32_and_empty():
+    w = Tensor(np.eye(3), requires_grad=True)
+    y = F.embedding(Tensor(np.array([[2, 2], [2, 0]], dtype=np.int32)), w)
+    y.backward(Tensor(np.ones((2, 2, 3))))
+    np.testing.assert_array_equal(w.grad.numpy(), [[1, 1, 1], [0, 0, 0], [3, 3, 3]])
+    e = F.embedding(Tensor(np.zeros((0,), dtype=np.int64)), w)
+    assert e.shape == (0, 3)
+    e.backward(Tensor(np.ones((0, 3))))
+
+
+def test_embedding_errors():
+    w = Tensor(np.ones((5, 2)))
+    with pytest.raises(ValueError, match=r"embedding: id 7 .*vocab size 5.*max id 7"):
+        F.embedding(Tensor(np.array([0, 7, 3])), w)
+    with pytest.raises(ValueError, match=r"embedding: id -1"):
+        F.embedding(Tensor(np.array([-1, 2])), w)
+    with pytest.raises(TypeError, match="embedding: ids must be an integer tensor"):
+        F.embedding(Tensor(np.array([0.0, 1.0])), w)
+    with pytest.raises(TypeError, match="embedding: ids must be an integer Tensor"):
+        F.embedding([0, 1], w)
+    with pytest.raises(ValueError, match="embedding: weight must be 2-D"):
+        F.embedding(Tensor(np.array([0])), Tensor(np.ones(5)))
+    with pytest.raises(ValueError, match="embedding: padding_idx 5"):
+        F.embedding(Tensor(np.array([0])), w, padding_idx=5)
+
+
+@given(st.data())
+def test_one_hot(data):
+    shape = data.draw(shapes(0, 2, max_side=4))
+    n = int(np.prod(shape))
+    ids = np.asarray(data.draw(st.lists(st.integers(0, 4), min_size=n, max_size=n)),
+                     dtype=np.int64).reshape(shape)
+    c = data.draw(st.sampled_from([-1, 5, 7]))
+    y = F.one_hot(Tensor(ids), c)
+    width = ids.max() + 1 if c == -1 else c
+    assert y.dtype == np.int64 and not y.requires_grad
+    np.testing.assert_array_equal(y.numpy(), np.eye(width, dtype=np.int64)[ids])
+
+
+def test_one_hot_errors():
+    with pytest.raises(ValueError, match="one_hot: id 3 is out of range for num_classes 3"):
+        F.one_hot(Tensor(np.array([0, 3])), 3)
+    with pytest.raises(ValueError, match="one_hot: cannot infer"):
+        F.one_hot(Tensor(np.zeros(0, dtype=np.int64)))
+    with pytest.raises(TypeError, match="one_hot"):
+        F.one_hot(Tensor(np.array([0.0])))
+
+
+# ---------------------------------------------------------------------------- attention
+
+
+@st.composite
+def attention_case(draw):
+    lead = draw(shapes(0, 2, max_side=2))
+    lq, lk = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    e, ev = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    # k and v may drop or squeeze leading dims: they broadcast against q
+    kv_lead = lead[draw(st.integers(0, len(lead))):]
+    if kv_lead and draw(st.booleans()):
+        kv_lead = (1,) + kv_lead[1:]
+    q = draw(tensors(lead + (lq, e)))
+    k = draw(tensors(kv_lead + (lk, e)))
+    v = draw(tensors(kv_lead + (lk, ev)))
+    kind = draw(st.sampled_from(["none", "causal", "bool", "float"]))
+    mask = None
+    if kind in ("bool", "float"):
+        mshape = draw(st.sampled_from([(lq, lk), (1, lk), (lk,), lead + (lq, lk),
+                                       (1,) * len(lead) + (lq, 1)]))
+        if kind == "bool":
+            mask = Tensor(draw(hnp.arrays(np.bool_, mshape)))
+        else:
+            mask = draw(tensors(mshape, lo=-2.0, hi=2.0))
+    scale = draw(st.none() | st.sampled_from([0.5, 1.3]))
+    return q, k, v, kind, mask, scale
+
+
+@given(attention_case())
+def test_scaled_dot_product_attention(case):
+    q, k, v, kind, mask, scale = case
+    causal = kind == "causal"
+
+    def fn(qq, kk, vv, *m):
+        return F.scaled_dot_product_attention(qq, kk, vv, attn_mask=m[0] if m else mask,
+                                              is_causal=causal, scale=scale)
+
+    inputs = [q, k, v] + ([mask] if kind == "float" else [])
+    ref_mask = None if mask is None else mask.numpy()
+    check_forward(fn, inputs, lambda qq, kk, vv, *m: np_attention(qq, kk, vv, ref_mask,
+                                                                     causal, scale))
+    check_grad(fn, inputs)
+
+
+def test_attention_causal_alignment_and_lq_ne_lk():
+    rng = np.random.default_rng(0)
+    for lq, lk in ((2, 4), (4, 2), (3, 3)):
+        q = Tensor(rng.standard_normal((lq, 2)), requires_grad=True)
+        k = Tensor(rng.standard_normal((lk, 2)), requires_grad=True)
+        v = Tensor(np.eye(lk), requires_grad=True)  # out rows are the probabilities
+        p = F.scaled_dot_product_attention(q, k, v, is_causal=True).numpy()
+        allowed = np.tril(np.ones((lq, lk), dtype=bool))  # top-left, as torch.ones(L, S).tril()
+        np.testing.assert_array_equal(p[~allowed], 0)
+        np.testing.assert_allclose(p.sum(-1), 1)
+        check_grad(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, is_causal=True),
+                   [q, k, v])
+
+
+def test_attention_fully_masked_rows_give_zeros():
+    rng = np.random.default_rng(0)
+    q = Tensor(rng.standard_normal((2, 3, 4)), requires_grad=True)
+    k = Tensor(rng.standard_normal((2, 5, 4)), requires_grad=True)
+    v = Tensor(rng.standard_normal((2, 5, 3)), requires_grad=True)
+    keep = np.ones((2, 3, 5), dtype=bool)
+    keep[0, 1] = False
+    keep[1, :, 2] = False
+    bias = np.zeros((3, 5))
+    bias[2] = -np.inf
+    for mask in (Tensor(keep), Tensor(bias)):
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        assert np.isfinite(out.numpy()).all()
+        np.testing.assert_allclose(out.numpy(), np_attention(q.numpy(), k.numpy(), v.numpy(),
+                                                             mask.numpy()))
+        check_grad(lambda a, b, c, m=mask: F.scaled_dot_product_attention(a, b, c, attn_mask=m),
+                   [q, k, v])
+    q.grad = k.grad = v.grad = None
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=Tensor(keep))
+    np.testing.assert_array_equal(out.numpy()[0, 1], 0)
+    out.backward(Tensor(np.ones(out.shape)))
+    assert np.isfinite(q.grad.numpy()).all() and np.isfinite(k.grad.numpy()).all()
+    np.testing.assert_array_equal(q.grad.numpy()[0, 1], 0)
+    np.testing.assert_array_equal(k.grad.numpy()[1, 2], 0)  # no query attends to key 2
+
+
+def test_attention_dropout():
+    rng = np.random.default_rng(0)
+    q = Tensor(rng.standard_normal((2, 3, 2)), requires_grad=True)
+    k = Tensor(rng.standard_normal((2, 4, 2)), requires_grad=True)
+    v = Tensor(rng.standard_normal((2, 4, 3)), requires_grad=True)
+    m = Tensor(rng.standard_normal((3, 4)), requires_grad=True)
+    p = 0.4
+
+    def fn(a, b, c, mm):  # a fixed seed per call: the same mask in every evaluation
+        minilm.manual_seed(11)
+        return F.scaled_dot_product_attention(a, b, c, attn_mask=mm, dropout_p=p)
+
+    check_grad(fn, [q, k, v, m])
+    # the output is (P * mask) v with the mask drawn from the backend's generator
+    minilm.manual_seed(11)
+    drop = q.backend.dropout_mask((2, 3, 4), p, np.float64)
+    s = q.numpy() @ k.numpy().swapaxes(-1, -2) / math.sqrt(2) + m.numpy()
+    np.testing.assert_allclose(fn(q, k, v, m).numpy(), (np_softmax(s, -1) * drop) @ v.numpy())
+    # statistics: probabilities are kept with probability 1 - p and scaled by 1/(1 - p)
+    big_q = Tensor(np.zeros((50, 40, 1)))
+    big_k = Tensor(np.zeros((50, 40, 1)))
+    eye = Tensor(np.broadcast_to(np.eye(40), (50, 40, 40)).copy())
+    probs = F.scaled_dot_product_attention(big_q, big_k, eye, dropout_p=p).numpy()
+    kept = probs != 0
+    assert abs(kept.mean() - (1 - p)) < 0.02
+    np.testing.assert_allclose(probs[kept], 1 / 40 / (1 - p))
+
+
+def test_attention_errors():
+    q = Tensor(np.ones((2, 3, 4)))
+    k = Tensor(np.ones((2, 5, 4)))
+    v = Tensor(np.ones((2, 5, 3)))
+    sdpa = F.scaled_dot_product_attention
+    with pytest.raises(ValueError, match="scaled_dot_product_attention: q .* k .*embedding"):
+        sdpa(q, Tensor(np.ones((2, 5, 3))), v)
+    with pytest.raises(ValueError, match="different lengths"):
+        sdpa(q, k, Tensor(np.ones((2, 4, 3))))
+    with pytest.raises(ValueError, match="at least 2 dims"):
+        sdpa(Tensor(np.ones(4)), k, v)
+    with pytest.raises(ValueError, match="either attn_mask or is_causal"):
+        sdpa(q, k, v, attn_mask=Tensor(np.ones((3, 5), dtype=bool)), is_causal=True)
+    with pytest.raises(TypeError, match="attn_mask must be bool"):
+        sdpa(q, k, v, attn_mask=Tensor(np.ones((3, 5), dtype=np.int64)))
+    with pytest.raises(ValueError, match=r"cannot be broadcast"):
+        sdpa(q, k, v, attn_mask=Tensor(np.ones((3, 4), dtype=bool)))
+    with pytest.raises(ValueError, match="dropout probability"):
+        sdpa(q, k, v, dropout_p=1.2)
