@@ -581,6 +581,7 @@ def gradcheck(
         return [out] if isinstance(out, Tensor) else list(out)
 
     rng = np.random.default_rng(seed)
+    saved_grads = {i: inputs[i].grad for i in checked}  # restored at the end
     outs = outputs_of(inputs)
     diff_outs = [o for o in outs if o.requires_grad]
     vs = [rng.standard_normal(o.shape) for o in diff_outs]
@@ -590,6 +591,8 @@ def gradcheck(
         backward(diff_outs, [Tensor(v) for v in vs])
     analytic = {i: (inputs[i].grad.numpy().copy() if inputs[i].grad is not None
                     else np.zeros(inputs[i].shape)) for i in checked}
+    for i in checked:
+        inputs[i].grad = saved_grads[i]
 
     def projected(args: list) -> float:
         with no_grad():

@@ -74,7 +74,7 @@ def np_logsumexp(a, axis=None, keepdims=False):
     return np.log(np.sum(np.exp(a), axis=axis, keepdims=keepdims))
 
 
-# ---------------------------------------------------------------------------- sum, mean, amax, amin, logsumexp
+# ------------------------------------------------------------------ sum, mean, amax, amin, logsumexp
 
 MULTI_DIM = {
     "sum": (F.sum, np.sum),

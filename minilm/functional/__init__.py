@@ -31,24 +31,21 @@ __all__ = (_math_all + _reduce_all + _linalg_all + _shape_all + _indexing_all + 
            + _losses_all)
 
 #: functional ops that are also Tensor methods (``x.sum(dim=1)`` == ``F.sum(x, dim=1)``)
-TENSOR_METHODS = [
-    name for name in (
-        # math
-        "add", "sub", "mul", "div", "pow", "neg", "exp", "log", "sqrt", "rsqrt", "abs",
-        "sign", "sin", "cos", "tanh", "sigmoid", "relu", "clamp", "maximum", "minimum",
-        "masked_fill", "eq", "ne", "lt", "le", "gt", "ge", "isnan", "isfinite", "allclose",
-        # reduce
-        "sum", "mean", "var", "std", "max", "min", "argmax", "argmin", "logsumexp", "cumsum",
-        "any", "all", "amax", "amin",
-        # linalg
-        "matmul",
-        # shape
-        "reshape", "view", "transpose", "permute", "squeeze", "unsqueeze", "expand",
-        "broadcast_to", "flatten", "split", "chunk", "triu", "tril", "gather", "scatter_add",
-        "index_select", "expand_as", "view_as", "reshape_as", "repeat", "flip", "roll",
-        "unflatten", "movedim", "swapaxes", "unbind", "narrow",
-        # nn
-        "softmax", "log_softmax",
-    )
-    if name in globals()
-]
+TENSOR_METHODS = (
+    # math
+    "add", "sub", "mul", "div", "pow", "neg", "exp", "log", "sqrt", "rsqrt", "abs",
+    "sign", "sin", "cos", "tanh", "sigmoid", "relu", "clamp", "maximum", "minimum",
+    "masked_fill", "eq", "ne", "lt", "le", "gt", "ge", "isnan", "isfinite", "allclose",
+    # reduce
+    "sum", "mean", "var", "std", "max", "min", "argmax", "argmin", "logsumexp", "cumsum",
+    "any", "all", "amax", "amin", "prod",
+    # linalg
+    "matmul",
+    # shape
+    "reshape", "view", "transpose", "permute", "squeeze", "unsqueeze", "expand",
+    "broadcast_to", "flatten", "split", "chunk", "triu", "tril", "gather", "scatter_add",
+    "index_select", "expand_as", "view_as", "reshape_as", "repeat", "flip", "roll",
+    "unflatten", "movedim", "swapaxes", "unbind", "narrow",
+    # nn
+    "softmax", "log_softmax",
+)

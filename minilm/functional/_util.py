@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+
 from collections.abc import Sequence
 from typing import Any
 
@@ -56,8 +58,8 @@ def norm_dims(op: str, dim: int | Sequence[int] | None, ndim: int) -> tuple | No
     """A tuple of normalised dims (``None`` means all)."""
     if dim is None:
         return None
-    if isinstance(dim, int):
-        dim = (dim,)
+    if not isinstance(dim, (tuple, list)):
+        dim = (operator.index(dim),)  # also accepts NumPy integers
     dims = tuple(norm_dim(op, d, ndim) for d in dim)
     if len(set(dims)) != len(dims):
         raise ValueError(f"{op}: dim {tuple(dim)} repeats a dimension")

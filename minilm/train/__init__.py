@@ -1,0 +1,1 @@
+"""Training: the Trainer loop, checkpoints, metrics and generation."""

@@ -1,0 +1,179 @@
+"""Text generation from a causal language model: greedy, temperature, top-k, top-p
+(nucleus) sampling and beam search, all decoding incrementally with the KV cache.
+
+At each step the model sees only the new token; keys and values of earlier positions
+come from the cache, so producing n tokens costs O(n) attention rows, not O(n^2).
+When the context window is full, the sequence is cropped to its last half and the
+cache is rebuilt from it (the model never sees more than ``context_length`` tokens).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..autograd import no_grad
+from ..nn.attention import KVCache
+from ..tensor import Tensor
+
+__all__ = ["beam_search", "filter_logits", "generate", "sample_next"]
+
+
+def filter_logits(logits: np.ndarray, top_k: int | None = None,
+                  top_p: float | None = None) -> np.ndarray:
+    """Mask (to -inf) every logit outside the top ``k`` and outside the smallest set of
+    most likely tokens whose probability reaches ``top_p``. Rows are independent."""
+    out = np.array(logits, dtype=np.float64)
+    V = out.shape[-1]
+    if top_k is not None and 0 < top_k < V:
+        kth = np.partition(out, V - top_k, axis=-1)[..., V - top_k][..., None]
+        out[out < kth] = -np.inf
+    if top_p is not None and top_p < 1.0:
+        order = np.argsort(-out, axis=-1, kind="stable")
+        sorted_logits = np.take_along_axis(out, order, axis=-1)
+        probs = np.exp(sorted_logits - sorted_logits[..., :1])
+        probs /= probs.sum(axis=-1, keepdims=True)
+        cum = np.cumsum(probs, axis=-1)
+        # drop a token when the mass before it already reaches top_p (the first stays)
+        drop_sorted = (cum - probs) >= top_p
+        drop = np.zeros_like(drop_sorted)
+        np.put_along_axis(drop, order, drop_sorted, axis=-1)
+        out[drop] = -np.inf
+    return out
+
+
+def sample_next(logits: np.ndarray, rng: np.random.Generator, temperature: float = 1.0,
+                top_k: int | None = None, top_p: float | None = None) -> np.ndarray:
+    """Next-token ids (B,) from last-position logits (B, V). ``temperature == 0`` is
+    greedy (argmax); otherwise p = softmax(filter(logits) / temperature)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if temperature == 0:
+        return logits.argmax(axis=-1)
+    z = filter_logits(logits / temperature, top_k, top_p)
+    z -= z.max(axis=-1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=-1, keepdims=True)
+    u = rng.random((p.shape[0], 1))
+    ids = (np.cumsum(p, axis=-1) < u).sum(axis=-1)
+    return np.minimum(ids, p.shape[-1] - 1)
+
+
+def _last_logits(model: Any, ids: np.ndarray, cache: KVCache | None) -> np.ndarray:
+    logits = model(Tensor(ids), cache=cache)
+    return logits.numpy()[:, -1, :]
+
+
+@no_grad()
+def generate(model: Any, prompt: Any, max_new_tokens: int, temperature: float = 1.0,
+             top_k: int | None = None, top_p: float | None = None, eos_id: int | None = None,
+             rng: np.random.Generator | None = None, use_cache: bool = True,
+             seed: int | None = None) -> np.ndarray:
+    """Extend ``prompt`` (token ids, (T,) or (B, T)) by up to ``max_new_tokens`` tokens.
+
+    ``temperature=0`` decodes greedily. Returns an int64 array (B, T + n); rows that
+    produced ``eos_id`` keep emitting it."""
+    ctx_len = model.config.context_length
+    ids = np.asarray(prompt.numpy() if isinstance(prompt, Tensor) else prompt, dtype=np.int64)
+    if ids.ndim == 1:
+        ids = ids[None, :]
+    if ids.shape[1] == 0:
+        raise ValueError("generate: the prompt is empty; give at least one token")
+    if ids.shape[1] > ctx_len:
+        raise ValueError(
+            f"generate: prompt of {ids.shape[1]} tokens is longer than the model's context "
+            f"length {ctx_len}; shorten it (or keep its last {ctx_len} tokens)"
+        )
+    vocab = model.config.vocab_size
+    if ids.min() < 0 or ids.max() >= vocab:
+        raise ValueError(f"generate: prompt token ids must lie in [0, {vocab}), got "
+                         f"[{ids.min()}, {ids.max()}]")
+    rng = rng if rng is not None else np.random.default_rng(seed)
+    was_training = model.training
+    model.eval()
+    try:
+        done = np.zeros(ids.shape[0], dtype=bool)
+        cache = KVCache() if use_cache else None
+        logits = _last_logits(model, ids, cache)
+        for _ in range(max_new_tokens):
+            nxt = sample_next(logits, rng, temperature, top_k, top_p)
+            if eos_id is not None:
+                nxt = np.where(done, eos_id, nxt)
+                done |= nxt == eos_id
+            ids = np.concatenate([ids, nxt[:, None]], axis=1)
+            if eos_id is not None and done.all():
+                break
+            if not use_cache:
+                logits = _last_logits(model, ids[:, -ctx_len:], None)
+            elif cache.length + 1 > ctx_len:  # window full: crop and rebuild the cache
+                cache = KVCache()
+                logits = _last_logits(model, ids[:, -max(ctx_len // 2, 1):], cache)
+            else:
+                logits = _last_logits(model, nxt[:, None], cache)
+        return ids
+    finally:
+        model.train(was_training)
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+@no_grad()
+def beam_search(model: Any, prompt: Any, max_new_tokens: int, beam_width: int = 4,
+                length_penalty: float = 1.0, eos_id: int | None = None) -> list:
+    """Beam search from a single prompt (T,): keep the ``beam_width`` partial sequences
+    with the highest total log-probability; a finished hypothesis is ranked by
+    logp / len^length_penalty. Returns [(ids, score), ...] best first."""
+    ctx_len = model.config.context_length
+    ids = np.asarray(prompt.numpy() if isinstance(prompt, Tensor) else prompt, dtype=np.int64)
+    ids = ids.reshape(-1)
+    if ids.size + max_new_tokens > ctx_len:
+        raise ValueError(
+            f"beam_search: prompt ({ids.size}) + max_new_tokens ({max_new_tokens}) exceeds "
+            f"the context length {ctx_len}"
+        )
+    was_training = model.training
+    model.eval()
+    try:
+        cache = KVCache()
+        logp = _log_softmax(_last_logits(model, ids[None, :], cache))[0]  # (V,)
+        cache.reorder(np.zeros(1, dtype=np.int64))
+        beams = [(ids, 0.0)]
+        finished: list = []
+        step_logp = logp[None, :]
+        for step in range(max_new_tokens):
+            V = step_logp.shape[-1]
+            totals = np.array([s for _, s in beams])[:, None] + step_logp  # (beams, V)
+            flat = totals.reshape(-1)
+            k = min(beam_width * 2, flat.size)
+            cand = np.argpartition(-flat, k - 1)[:k]
+            cand = cand[np.argsort(-flat[cand], kind="stable")]
+            new_beams, parents = [], []
+            for c in cand:
+                b, tok = divmod(int(c), V)
+                seq = np.append(beams[b][0], tok)
+                score = float(flat[c])
+                if eos_id is not None and tok == eos_id:
+                    finished.append((seq, score / (len(seq) - ids.size) ** length_penalty))
+                    continue
+                new_beams.append((seq, score))
+                parents.append(b)
+                if len(new_beams) == beam_width:
+                    break
+            if not new_beams or step == max_new_tokens - 1:
+                beams = new_beams
+                break
+            beams = new_beams
+            cache.reorder(np.array(parents, dtype=np.int64))
+            last = np.array([[s[-1]] for s, _ in beams], dtype=np.int64)
+            step_logp = _log_softmax(_last_logits(model, last, cache))
+        n_new = lambda s: max(len(s) - ids.size, 1)  # noqa: E731
+        finished += [(s, sc / n_new(s) ** length_penalty) for s, sc in beams]
+        finished.sort(key=lambda t: -t[1])
+        return finished[:beam_width]
+    finally:
+        model.train(was_training)
+
+
