@@ -154,3 +154,11 @@ def test_tensor_hash_is_identity():
     a, b = ml.zeros(2), ml.zeros(2)
     assert len({a, b}) == 2
     assert isinstance(a, Tensor)
+
+
+def test_unavailable_backend_says_which():
+    if "cupy" in ml.available_backends():
+        pytest.skip("CuPy is usable here")
+    with pytest.raises(ImportError, match="backend 'cupy' is not available here"):
+        ml.use_backend("cupy")
+    assert ml.current_backend().name == "numpy"  # the failed switch changed nothing

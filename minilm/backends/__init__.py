@@ -41,21 +41,27 @@ def register_backend(name: str, factory: Callable[[], NumpyBackend]) -> None:
     _FACTORIES[name] = factory
 
 
-def _make_numba() -> NumpyBackend:
-    from .numba_backend import NumbaBackend  # imported lazily: compiling is not free
+def _lazy(module: str, cls: str) -> Callable[[], NumpyBackend]:
+    """A factory importing ``minilm.backends.<module>`` only when first used (importing
+    Numba or CuPy is not free); a missing library or module is an ImportError that
+    says which backend cannot be had."""
 
-    return NumbaBackend()
+    def make() -> NumpyBackend:
+        import importlib
 
+        try:
+            mod = importlib.import_module(f"{__name__}.{module}")
+        except ImportError as exc:
+            raise ImportError(f"backend {module.split('_')[0]!r} is not available here: {exc}") \
+                from exc
+        return getattr(mod, cls)()
 
-def _make_cupy() -> NumpyBackend:
-    from .cupy_backend import CupyBackend
-
-    return CupyBackend()
+    return make
 
 
 register_backend("numpy", NumpyBackend)
-register_backend("numba", _make_numba)
-register_backend("cupy", _make_cupy)
+register_backend("numba", _lazy("numba_backend", "NumbaBackend"))
+register_backend("cupy", _lazy("cupy_backend", "CupyBackend"))
 
 
 def available_backends() -> list[str]:
