@@ -38,7 +38,7 @@ from .functional import (  # noqa: E402
     cat, chunk, einsum, matmul, maximum, minimum, split, stack, where,
 )
 
-from . import nn
+from . import data, nn, optim, train
 
 __version__ = "0.1.0"
 

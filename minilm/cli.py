@@ -1,12 +1,155 @@
 """Command line: ``python -m minilm <command>`` (also the ``minilm`` console script).
 
-Commands so far: ``info`` (versions, backends, threads) and ``demo`` (the main job).
+    minilm train  [--config run.toml] [--data PATH] [--out-dir runs/x] [--max-steps N] …
+    minilm sample --out-dir runs/x [--prompt TEXT] [--max-new-tokens N] [--temperature T] …
+    minilm eval   --out-dir runs/x [--data PATH]
+    minilm demo   the main job: train a small GPT on the built-in corpus, then sample
+    minilm info   versions and backends
+
+Settings come from the defaults, then the ``--config`` TOML file (tables ``[model]``
+and ``[train]``), then the flags given.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+from typing import Any
+
+DEMO_CONFIG = Path(__file__).with_name("configs") / "demo.toml"
+
+# flag -> (table, key, type, help)
+_MODEL_FLAGS = {
+    "n-layers": (int, "transformer blocks"),
+    "n-heads": (int, "attention heads"),
+    "d-model": (int, "model width"),
+    "d-ff": (int, "MLP hidden width (default 4 * d-model)"),
+    "context-length": (int, "tokens of context"),
+    "dropout": (float, "dropout probability"),
+    "positional": (str, "learned | sinusoidal | rope"),
+    "norm": (str, "layernorm | rmsnorm"),
+    "window": (int, "local attention window (default: full causal)"),
+}
+_TRAIN_FLAGS = {
+    "out-dir": (str, "run directory (checkpoints, logs, plot)"),
+    "data": (str, "text file or folder (default: Python's built-in pydoc corpus)"),
+    "tokenizer": (str, "char | bpe"),
+    "bpe-vocab-size": (int, "BPE vocabulary size"),
+    "val-fraction": (float, "fraction of tokens held out for validation"),
+    "batch-size": (int, "sequences per micro-batch"),
+    "grad-accum-steps": (int, "micro-batches per optimizer step"),
+    "max-steps": (int, "optimizer steps"),
+    "lr": (float, "peak learning rate"),
+    "min-lr": (float, "final learning rate of the cosine schedule"),
+    "warmup-steps": (int, "linear warmup steps"),
+    "weight-decay": (float, "AdamW decoupled weight decay"),
+    "grad-clip": (float, "global gradient-norm clip (0: off)"),
+    "eval-interval": (int, "steps between validations"),
+    "eval-batches": (int, "validation batches per evaluation"),
+    "ckpt-interval": (int, "steps between checkpoints"),
+    "early-stopping-patience": (int, "stop after this many evaluations without improvement"),
+    "log-interval": (int, "steps between log lines"),
+    "seed": (int, "random seed"),
+    "backend": (str, "numpy | numba | cupy"),
+    "dtype": (str, "float32 | float64"),
+}
+
+
+def _add_flags(p: argparse.ArgumentParser, flags: dict, group: str) -> None:
+    g = p.add_argument_group(group)
+    for flag, (typ, help_) in flags.items():
+        g.add_argument(f"--{flag}", type=typ, default=None, help=help_)
+
+
+def _overrides(args: argparse.Namespace, flags: dict) -> dict:
+    return {f.replace("-", "_"): getattr(args, f.replace("-", "_")) for f in flags}
+
+
+def _configs(args: argparse.Namespace, config_path: Any = None) -> tuple:
+    from .train.config import load_toml, merge_config
+
+    path = args.config or config_path
+    toml = load_toml(path) if path else None
+    train_over = _overrides(args, _TRAIN_FLAGS)
+    if getattr(args, "no_progress", False):
+        train_over["progress"] = False
+    return merge_config(toml, _overrides(args, _MODEL_FLAGS), train_over)
+
+
+def _train(args: argparse.Namespace, config_path: Any = None) -> int:
+    from .train.pipeline import train
+
+    model_cfg, train_cfg = _configs(args, config_path)
+    trainer, last = train(model_cfg, train_cfg, resume=args.resume)
+    msg = f"done: step {trainer.step}, train loss {last.get('loss', float('nan')):.4f}"
+    if "val_loss" in last:
+        msg += f", val loss {last['val_loss']:.4f}, val perplexity {last['val_ppl']:.2f}"
+    print(msg)
+    print(f"checkpoints, metrics.jsonl and loss.png are in {train_cfg.out_dir}/")
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .train.generation import beam_search, generate
+    from .train.pipeline import load_run
+
+    model, tok, _ = load_run(args.out_dir, args.checkpoint)
+    if tok is None:
+        raise ValueError(f"the checkpoint in {args.out_dir!r} has no tokenizer")
+    prompt = tok.encode(args.prompt) if args.prompt else tok.encode("\n")
+    if not prompt:
+        prompt = [0]
+    for i in range(args.num_samples):
+        if args.beam:
+            (ids, score), *_ = beam_search(model, prompt, args.max_new_tokens, args.beam)
+            text = tok.decode(np.asarray(ids).tolist())
+        else:
+            ids = generate(model, prompt, args.max_new_tokens, temperature=args.temperature,
+                           top_k=args.top_k, top_p=args.top_p, seed=args.seed + i)[0]
+            text = tok.decode(ids.tolist())
+        print(f"--- sample {i + 1} " + "-" * 50)
+        print(text)
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .data import iter_windows, load_corpus, split_tokens
+    from .train.trainer import evaluate_loss
+    from .train.pipeline import load_run
+
+    model, tok, extra = load_run(args.out_dir, args.checkpoint)
+    T = model.config.context_length
+    if args.data:
+        tokens = np.asarray(tok.encode(load_corpus(args.data)), dtype=np.int64)
+        where = args.data
+    else:
+        cfg = extra["train_config"]
+        text = load_corpus(cfg.get("data"))
+        tokens = split_tokens(np.asarray(tok.encode(text)), cfg["val_fraction"])[1]
+        where = "the run's validation split"
+    if len(tokens) < T + 1:
+        raise ValueError(f"eval: {len(tokens)} tokens are too few for context length {T}")
+    res = evaluate_loss(model, iter_windows(tokens, args.batch_size, T), args.max_batches)
+    print(f"{where}: loss {res['loss']:.4f} nats/token, perplexity {res['ppl']:.2f} "
+          f"over {res['tokens']:,} tokens")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    args.config = args.config or str(DEMO_CONFIG)
+    args.resume = False
+    _train(args)
+    out_dir = _configs(args)[1].out_dir
+    print("\nsamples from the trained model:")
+    ns = argparse.Namespace(out_dir=out_dir, checkpoint="best",
+                            prompt=None, num_samples=2, max_new_tokens=300,
+                            temperature=0.8, top_k=None, top_p=0.95, seed=0, beam=0)
+    return _sample(ns)
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -14,29 +157,62 @@ def _info(args: argparse.Namespace) -> int:
 
     import minilm
 
-    print(f"minilm {minilm.__version__}  (numpy {numpy.__version__}, python {sys.version.split()[0]})")
+    print(f"minilm {minilm.__version__}  (numpy {numpy.__version__}, "
+          f"python {sys.version.split()[0]})")
     print(f"current backend: {minilm.current_backend().name}")
     print(f"available backends: {', '.join(minilm.available_backends())}")
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    print(
-        "minilm demo: the main job (train a small GPT on the built-in corpus and sample "
-        "from it) is not built yet; it arrives with the GPT issue. The engine is ready: "
-        "try `python -m minilm info` and `make test`."
-    )
-    return 0
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="minilm", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    for name, fn, help_ in (("train", _train, "train a GPT"),
+                            ("demo", _demo, "the main job: train a small GPT, then sample")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--config", help="TOML file with [model] and [train] tables")
+        if name == "train":
+            p.add_argument("--resume", action="store_true",
+                           help="continue from out-dir's last checkpoint")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        _add_flags(p, _MODEL_FLAGS, "model")
+        _add_flags(p, _TRAIN_FLAGS, "training")
+        p.set_defaults(func=fn)
+
+    p = sub.add_parser("sample", help="generate text from a trained run")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    p.add_argument("--prompt", default=None)
+    p.add_argument("--num-samples", type=int, default=1)
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--beam", type=int, default=0, help="beam width (0: sample)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_sample)
+
+    p = sub.add_parser("eval", help="validation loss and perplexity of a trained run")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    p.add_argument("--data", default=None, help="evaluate on this text instead")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-batches", type=int, default=None)
+    p.set_defaults(func=_eval)
+
+    sub.add_parser("info", help="versions and backends").set_defaults(func=_info)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="minilm", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("info", help="versions and backends").set_defaults(func=_info)
-    sub.add_parser("demo", help="the main job: train and sample a small GPT").set_defaults(
-        func=_demo)
-    args = parser.parse_args(argv)
-    return args.func(args)
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"minilm {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

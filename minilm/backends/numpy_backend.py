@@ -267,6 +267,105 @@ class NumpyBackend:
         dz *= (g_row * valid)[:, None]
         return dz
 
+    # ------------------------------------------------------------------ optimizer updates
+    # Both kernels update their array arguments IN PLACE (the parameter keeps its array
+    # object) and only read ``grad``. They allocate at most two parameter-sized scratch
+    # arrays; a fused backend does the same arithmetic in one pass with none.
+
+    def sgd_step(self, param, grad, momentum_buf, lr: float, momentum: float = 0.0,
+                 dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False,
+                 maximize: bool = False, init_buf: bool = False) -> None:
+        """One SGD step, in place on ``param`` and ``momentum_buf``:
+
+            g   = (-grad if maximize else grad) + weight_decay * param
+            buf = g                                       (init_buf: its first step)
+            buf = momentum * buf + (1 - dampening) * g    (later steps)
+            d   = g + momentum * buf if nesterov else buf  (d = g when momentum == 0)
+            param = param - lr * d
+
+        ``momentum_buf`` may be None when ``momentum == 0``."""
+        xp = self.xp
+        if weight_decay != 0.0:  # g in its own array: weight_decay * param -/+ grad
+            g = xp.multiply(param, weight_decay)
+            if maximize:
+                g -= grad
+            else:
+                g += grad
+        elif maximize:
+            g = xp.negative(grad)
+        else:
+            g = grad  # only read from here on
+        tmp = xp.empty_like(param)
+        d = g
+        if momentum != 0.0:
+            buf = momentum_buf
+            if init_buf:
+                xp.copyto(buf, g)
+            else:
+                buf *= momentum
+                if dampening == 0.0:
+                    buf += g
+                else:
+                    xp.multiply(g, 1.0 - dampening, out=tmp)
+                    buf += tmp
+            if nesterov:
+                xp.multiply(buf, momentum, out=tmp)
+                tmp += g
+                d = tmp
+            else:
+                d = buf
+        xp.multiply(d, lr, out=tmp)
+        param -= tmp
+
+    def adam_step(self, param, grad, exp_avg, exp_avg_sq, step: int, lr: float, beta1: float,
+                  beta2: float, eps: float, weight_decay: float = 0.0, decoupled: bool = False,
+                  amsgrad_max=None, maximize: bool = False) -> None:
+        """One Adam / AdamW step (``step`` = t, counted from 1), in place on ``param``,
+        ``exp_avg`` (m), ``exp_avg_sq`` (v) and ``amsgrad_max`` (v_max, if given):
+
+            g = -grad if maximize else grad
+            param = param * (1 - lr * weight_decay)        (decoupled: AdamW)
+            g = g + weight_decay * param                   (not decoupled: Adam's L2)
+            m = beta1 * m + (1 - beta1) * g
+            v = beta2 * v + (1 - beta2) * g^2
+            v_max = max(v_max, v)  and v_max replaces v below   (amsgrad)
+            denom = sqrt(v) / sqrt(1 - beta2^t) + eps
+            param = param - lr / (1 - beta1^t) * m / denom
+        """
+        xp = self.xp
+        if weight_decay != 0.0 and not decoupled:
+            g = xp.multiply(param, weight_decay)
+            if maximize:
+                g -= grad
+            else:
+                g += grad
+        elif maximize:
+            g = xp.negative(grad)
+        else:
+            g = grad  # only read from here on
+        if weight_decay != 0.0 and decoupled:
+            param *= 1.0 - lr * weight_decay
+        tmp = xp.empty_like(param)
+        exp_avg *= beta1
+        xp.multiply(g, 1.0 - beta1, out=tmp)
+        exp_avg += tmp
+        exp_avg_sq *= beta2
+        xp.multiply(g, g, out=tmp)
+        tmp *= 1.0 - beta2
+        exp_avg_sq += tmp
+        v = exp_avg_sq
+        if amsgrad_max is not None:
+            xp.maximum(amsgrad_max, exp_avg_sq, out=amsgrad_max)
+            v = amsgrad_max
+        bias_correction1 = 1.0 - beta1 ** step
+        bias_correction2 = 1.0 - beta2 ** step
+        xp.sqrt(v, out=tmp)
+        tmp /= math.sqrt(bias_correction2)
+        tmp += eps
+        xp.divide(exp_avg, tmp, out=tmp)
+        tmp *= lr / bias_correction1
+        param -= tmp
+
 
 def _vec_erf(x):
     return numpy.vectorize(math.erf, otypes=[numpy.float64])(numpy.asarray(x, dtype=numpy.float64))

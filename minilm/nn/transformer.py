@@ -8,7 +8,7 @@ with W_head = E_tok when the input and output embeddings are tied.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -87,7 +87,6 @@ class GPTConfig:
     window: int | None = None
     init_std: float = 0.02
     checkpoint_activations: bool = False
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.d_ff is None:

@@ -1,0 +1,37 @@
+"""Data for language models: tokenizers, corpora, the token cache, batches, loaders.
+
+A typical pipeline (docs/tokenizer.md explains the tokenizers)::
+
+    from minilm.data import *
+    text = load_corpus()                                   # built-in corpus
+    tok = ByteBPETokenizer.train(text, vocab_size=512)
+    tokens = encode_to_memmap(tok, text, "cache/corpus.bin")
+    train, val = split_tokens(tokens, 0.1)
+    loader = DataLoader(RandomWindowBatches(train, 16, 128, rng=0), prefetch=2)
+    x, y = next(iter(loader))                              # int64 Tensors (16, 128)
+"""
+
+from .batches import (
+    DatasetBatches,
+    RandomWindowBatches,
+    make_rng,
+    rng_state,
+    sequential_batches,
+    set_rng_state,
+)
+from .bpe import DEFAULT_PATTERN, ByteBPETokenizer, pretokenize, train_merges
+from .corpus import CORPUS_SUFFIXES, builtin_corpus, corpus_files, load_corpus
+from .loader import DataLoader
+from .sampler import DistributedSampler
+from .token_cache import TokenFile, encode_to_memmap, text_digest, token_dtype
+from .tokenizer import CharTokenizer, Tokenizer, load_tokenizer, register_tokenizer, tokenizer_from_dict
+from .windows import WindowDataset, iter_windows, num_windows, random_windows, split_tokens
+
+__all__ = [
+    "CORPUS_SUFFIXES", "DEFAULT_PATTERN", "ByteBPETokenizer", "CharTokenizer", "DataLoader",
+    "DatasetBatches", "DistributedSampler", "RandomWindowBatches", "TokenFile", "Tokenizer",
+    "WindowDataset", "builtin_corpus", "corpus_files", "encode_to_memmap", "iter_windows",
+    "load_corpus", "load_tokenizer", "make_rng", "num_windows", "pretokenize", "random_windows",
+    "register_tokenizer", "rng_state", "sequential_batches", "set_rng_state", "split_tokens",
+    "text_digest", "token_dtype", "tokenizer_from_dict", "train_merges",
+]

@@ -1,0 +1,83 @@
+"""Text corpora: the built-in one (shipped with CPython) or your own files.
+
+    text = load_corpus()                  # built-in: pydoc's help topics, ~465 KB
+    text = load_corpus("book.txt")        # one UTF-8 file
+    text = load_corpus("corpus/")         # every *.txt / *.md below, sorted, "\\n\\n"-joined
+
+The built-in corpus is ``pydoc_data.topics.topics`` (the text of ``help("if")`` and
+friends): English prose with Python code, present in every CPython install, so demos
+and tests need no download. Its values are joined in sorted key order, so it is the
+same string on every run (for a given Python version).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["CORPUS_SUFFIXES", "builtin_corpus", "corpus_files", "load_corpus"]
+
+#: File suffixes a corpus folder contributes.
+CORPUS_SUFFIXES = (".txt", ".md")
+
+
+def builtin_corpus() -> str:
+    """CPython's pydoc help topics, joined by blank lines in sorted key order."""
+    try:
+        from pydoc_data.topics import topics
+    except ImportError as e:  # some stripped-down Python builds drop pydoc_data
+        raise ValueError("load_corpus: the built-in corpus needs the stdlib module "
+                         "pydoc_data, which this Python lacks; pass a path instead") from e
+    return "\n\n".join(topics[k] for k in sorted(topics))
+
+
+def corpus_files(folder: str | os.PathLike) -> list[Path]:
+    """The *.txt and *.md files below ``folder`` (recursively, hidden files and folders
+    skipped), sorted by their path relative to ``folder``."""
+    folder = Path(folder)
+    found = []
+    for p in folder.rglob("*"):
+        rel = p.relative_to(folder)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if p.suffix.lower() in CORPUS_SUFFIXES and p.is_file():
+            found.append(p)
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def _read_text(path: Path) -> str:
+    """A file's text, decoded as strict UTF-8 (a leading BOM dropped, line endings kept)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ValueError(f"load_corpus: cannot read {str(path)!r}: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"load_corpus: {str(path)!r} is not valid UTF-8 (byte {e.start}: "
+                         f"{raw[e.start:e.start + 1]!r})") from None
+    return text.removeprefix("\ufeff")
+
+
+def load_corpus(path: str | os.PathLike | None = None) -> str:
+    """The training text: the built-in corpus (``path=None``), a UTF-8 file, or a
+    folder's *.txt / *.md files (recursive, sorted, empty files skipped, joined by a
+    blank line). A missing path, an empty file or folder, or a file that is not
+    UTF-8 is a ``ValueError`` naming the path."""
+    if path is None:
+        return builtin_corpus()
+    p = Path(path)
+    if p.is_dir():
+        files = corpus_files(p)
+        texts = [t for t in (_read_text(f) for f in files) if t]
+        if not texts:
+            what = "only empty" if files else "no"
+            raise ValueError(f"load_corpus: folder {str(p)!r} has {what} "
+                             f"{'/'.join('*' + s for s in CORPUS_SUFFIXES)} files")
+        return "\n\n".join(texts)
+    if not p.exists():
+        raise ValueError(f"load_corpus: {str(p)!r} does not exist")
+    text = _read_text(p)
+    if not text:
+        raise ValueError(f"load_corpus: {str(p)!r} is empty")
+    return text

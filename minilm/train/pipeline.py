@@ -1,0 +1,111 @@
+"""End-to-end runs: data -> tokenizer -> token cache -> model -> Trainer, and loading a
+finished run back for sampling and evaluation. The CLI is a thin layer over these."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+
+from .. import backends
+from ..nn.transformer import GPT, GPTConfig
+from .checkpoint import load_model_weights, load_training_state
+from .config import TrainConfig
+from .trainer import BEST_NAME, CKPT_NAME, Trainer
+
+__all__ = ["load_run", "prepare_data", "train"]
+
+
+def prepare_data(cfg: TrainConfig, log: Any = print) -> tuple:
+    """(tokenizer, train_tokens, val_tokens): the corpus read, the tokenizer trained (or
+    reused from ``out_dir/tokenizer.json``) and the tokens cached in a memmap."""
+    from ..data import (
+        ByteBPETokenizer,
+        CharTokenizer,
+        encode_to_memmap,
+        load_corpus,
+        load_tokenizer,
+        split_tokens,
+    )
+
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    text = load_corpus(cfg.data)
+    tok_path = out / "tokenizer.json"
+    if tok_path.exists():
+        tokenizer = load_tokenizer(tok_path)
+    elif cfg.tokenizer == "char":
+        tokenizer = CharTokenizer.train(text)
+        tokenizer.save(tok_path)
+    else:
+        log(f"training a byte-level BPE tokenizer (vocab {cfg.bpe_vocab_size}) on "
+            f"{len(text):,} characters …")
+        tokenizer = ByteBPETokenizer.train(text, vocab_size=cfg.bpe_vocab_size)
+        tokenizer.save(tok_path)
+    tokens = encode_to_memmap(tokenizer, text, out / "tokens.bin")
+    train_tokens, val_tokens = split_tokens(tokens, cfg.val_fraction)
+    log(f"data: {len(text):,} characters -> {len(tokens):,} tokens "
+        f"({len(text) / max(len(tokens), 1):.2f} chars/token), vocab {tokenizer.vocab_size}; "
+        f"train {len(train_tokens):,} / val {len(val_tokens):,}")
+    return tokenizer, train_tokens, val_tokens
+
+
+def train(model_cfg: GPTConfig, cfg: TrainConfig, resume: bool = False,
+          log: Any = print) -> tuple:
+    """Train a GPT as configured; with ``resume``, continue from ``out_dir``'s last
+    checkpoint. Returns (trainer, last metrics)."""
+    from ..data import DataLoader, RandomWindowBatches
+    from ..backends import manual_seed
+
+    if cfg.backend:
+        backends.use_backend(cfg.backend)
+    manual_seed(cfg.seed)
+    tokenizer, train_tokens, val_tokens = prepare_data(cfg, log)
+    ckpt = Path(cfg.out_dir) / CKPT_NAME
+    if resume:
+        if not ckpt.exists():
+            raise ValueError(f"--resume: no checkpoint at {str(ckpt)!r}")
+        saved = load_training_state(ckpt)["model_config"]
+        model_cfg = GPTConfig.from_dict(saved)  # the run's own shape wins
+    model_cfg = dataclasses.replace(model_cfg, vocab_size=tokenizer.vocab_size)
+    model = GPT(model_cfg)
+    if cfg.dtype != "float32":
+        model.to(cfg.dtype)
+    min_tokens = model_cfg.context_length + 1
+    for name, toks in (("training", train_tokens), ("validation", val_tokens)):
+        if len(toks) < min_tokens:
+            raise ValueError(
+                f"the {name} split has {len(toks)} tokens, fewer than context_length + 1 = "
+                f"{min_tokens}; give more data, a shorter context or a larger val_fraction"
+            )
+    source = RandomWindowBatches(train_tokens, cfg.batch_size, model_cfg.context_length,
+                                 rng=cfg.seed)
+    loader = DataLoader(source, prefetch=cfg.prefetch)
+    trainer = Trainer(model, loader, val_tokens, cfg, tokenizer=tokenizer)
+    if resume:
+        trainer.resume(ckpt)
+        log(f"resumed from {ckpt} at step {trainer.step}")
+    log(f"model: {model.num_parameters():,} parameters; backend "
+        f"{backends.current_backend().name}")
+    return trainer, trainer.fit()
+
+
+def load_run(out_dir: str | Path, which: str = "best") -> tuple:
+    """(model in eval mode, tokenizer, checkpoint metadata) of a finished run; ``which``
+    is ``best`` (lowest validation loss, falling back to the last) or ``last``."""
+    from ..data import tokenizer_from_dict
+
+    out = Path(out_dir)
+    path = out / BEST_NAME if which == "best" and (out / BEST_NAME).exists() else out / CKPT_NAME
+    if not path.exists():
+        raise ValueError(f"no checkpoint in {str(out)!r} (looked for {BEST_NAME} and {CKPT_NAME});"
+                         " train first with `minilm train --out-dir …`")
+    extra = load_training_state(path)
+    model = GPT(GPTConfig.from_dict(extra["model_config"]))
+    model.load_state_dict(load_model_weights(path))
+    model.eval()
+    tokenizer = tokenizer_from_dict(extra["tokenizer"]) if extra.get("tokenizer") else None
+    return model, tokenizer, extra
+
+
