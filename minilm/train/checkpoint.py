@@ -181,6 +181,8 @@ def _host() -> str:
 def _remove_stale_temps(directory: str, base: str) -> None:
     """Delete temporary directories of earlier saves to ``base`` made on this host by
     processes that no longer exist (killed mid-save). Best effort, never raises."""
+    if os.name != "posix":  # os.kill(pid, 0) only probes on POSIX (Windows would kill)
+        return
     prefix, host = f".{base}.", _host()
     try:
         names = os.listdir(directory)
