@@ -27,6 +27,7 @@ from .backends import (
     register_backend,
     use_backend,
 )
+from .backends import get_num_threads, set_num_threads
 from .tensor import Tensor, _install_methods
 
 from . import functional  # needs Tensor defined

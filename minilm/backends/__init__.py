@@ -11,7 +11,9 @@ backend* (``use_backend``), a CuPy array to the CuPy backend.
 
 from __future__ import annotations
 
+import operator
 import os
+import sys
 from collections.abc import Callable
 
 import numpy
@@ -24,8 +26,10 @@ __all__ = [
     "backend_for_array",
     "current_backend",
     "get_backend",
+    "get_num_threads",
     "manual_seed",
     "register_backend",
+    "set_num_threads",
     "use_backend",
 ]
 
@@ -99,10 +103,15 @@ def use_backend(name: str) -> NumpyBackend:
 
 
 def _default_backend_name() -> str:
+    """``MINILM_BACKEND`` if set, else ``numba`` when Numba imports, else ``numpy``."""
     env = os.environ.get("MINILM_BACKEND")
     if env:
         return env
-    return "numpy"
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return "numpy"
+    return "numba"
 
 
 def current_backend() -> NumpyBackend:
@@ -140,3 +149,60 @@ def manual_seed(seed: int) -> None:
     NumpyBackend.default_seed = int(seed)
     for backend in _INSTANCES.values():
         backend.seed(int(seed))
+
+
+# ---------------------------------------------------------------------- threads
+_num_threads: int | None = None  # set by set_num_threads; None = the libraries' defaults
+_blas_limits = None  # the threadpoolctl limiter in force (kept alive on purpose)
+
+
+def _apply_numba_threads() -> None:
+    """Give Numba the thread count of ``set_num_threads`` (if one was set and Numba is
+    loaded); the Numba backend calls this when it is created."""
+    if _num_threads is None or "numba" not in sys.modules:
+        return
+    import numba
+
+    numba.set_num_threads(min(_num_threads, numba.config.NUMBA_NUM_THREADS))
+
+
+def set_num_threads(n: int) -> None:
+    """Use ``n`` threads for the Numba kernels and for BLAS (matmul).
+
+    Numba cannot go above the pool it started with (``NUMBA_NUM_THREADS``, by default
+    the number of cores), so ``n`` is capped there; Numba's setting holds for the
+    calling thread. BLAS threads are set through ``threadpoolctl`` (a dependency);
+    without it only Numba's count changes."""
+    global _num_threads, _blas_limits
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise TypeError(f"set_num_threads: n must be an int, got {type(n).__name__}") from None
+    if n < 1:
+        raise ValueError(f"set_num_threads: n must be at least 1, got {n}")
+    _num_threads = n
+    _apply_numba_threads()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    _blas_limits = threadpool_limits(limits=n, user_api="blas")
+
+
+def get_num_threads() -> int:
+    """The thread count of ``set_num_threads``, else Numba's (when loaded), else the
+    number of cores this process may run on."""
+    if _num_threads is not None:
+        if "numba" in sys.modules:
+            import numba
+
+            return numba.get_num_threads()
+        return _num_threads
+    if "numba" in sys.modules:
+        import numba
+
+        return numba.get_num_threads()
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1

@@ -84,9 +84,16 @@ class Linear(Function):
             raise ValueError(f"linear: bias shape {b.shape} does not match weight shape {w.shape}")
         ctx.has_bias = b is not None
         ctx.save_for_backward(x, w)
-        y = x @ w.T
+        # One (rows, in) @ (in, out) GEMM over all leading dims: NumPy runs a 3-D
+        # x @ W^T as one small GEMM per batch entry, about 1.5-2x slower at GPT
+        # sizes. W^T is a view; BLAS reads it transposed without a copy.
+        rows = math.prod(x.shape[:-1])
+        y = (x.reshape(rows, x.shape[-1]) @ w.T).reshape(x.shape[:-1] + (w.shape[0],))
         if b is not None:
-            y = y + b  # not in place: x W^T may have a narrower dtype than the bias
+            if ctx.xp.result_type(y, b) == y.dtype:
+                y += b  # in place on the fresh product: no second output-sized array
+            else:
+                y = y + b  # x W^T has a narrower dtype than the bias: promote
         return y
 
     @staticmethod

@@ -1,0 +1,27 @@
+"""Fault handling: rank 1 raises in the middle of data-parallel training while rank 0 is
+inside the gradient allreduce. With install_abort_handler() the job must end at once
+(non-zero exit, rank 1's traceback in the output), never hang.
+
+Run: mpiexec -n 2 python -m tests.mpi.scripts.dp_fault
+"""
+
+import time
+
+import minilm as ml
+from minilm.parallel import DataParallel, install_abort_handler, world
+from tests.mpi.common import global_batch, make_model
+
+install_abort_handler()
+comm = world()
+model = DataParallel(make_model(), comm, bucket_size_mb=0.005)
+for step in range(3):
+    x, y = global_batch(step)
+    n = x.shape[0] // comm.size
+    x, y = x[comm.rank * n:(comm.rank + 1) * n], y[comm.rank * n:(comm.rank + 1) * n]
+    _, loss = model(ml.tensor(x), ml.tensor(y))
+    if step == 1 and comm.rank == 1:
+        raise RuntimeError("injected failure on rank 1 at step 1")
+    loss.backward()  # rank 0 blocks here (buckets) and in finish(), waiting for rank 1
+    model.finish()
+    if step == 1:
+        time.sleep(120)  # never reached in a healthy abort; would make a hang obvious
