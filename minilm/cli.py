@@ -53,6 +53,13 @@ _TRAIN_FLAGS = {
     "seed": (int, "random seed"),
     "backend": (str, "numpy | numba | cupy"),
     "dtype": (str, "float32 | float64"),
+    "dp": (int, "data-parallel ranks (default: world size / (tp * pp))"),
+    "tp": (int, "tensor-parallel ranks"),
+    "pp": (int, "pipeline stages"),
+    "zero": (int, "1: shard the optimizer state over the data-parallel ranks (ZeRO-1)"),
+    "micro-batches": (int, "pipeline micro-batches per step"),
+    "schedule": (str, "pipeline schedule: gpipe | 1f1b"),
+    "bucket-mb": (float, "data-parallel gradient bucket size in MiB"),
 }
 
 
@@ -82,6 +89,8 @@ def _train(args: argparse.Namespace, config_path: Any = None) -> int:
 
     model_cfg, train_cfg = _configs(args, config_path)
     trainer, last = train(model_cfg, train_cfg, resume=args.resume)
+    if not trainer.is_main:
+        return 0
     msg = f"done: step {trainer.step}, train loss {last.get('loss', float('nan')):.4f}"
     if "val_loss" in last:
         msg += f", val loss {last['val_loss']:.4f}, val perplexity {last['val_ppl']:.2f}"
@@ -104,11 +113,13 @@ def _sample(args: argparse.Namespace) -> int:
         prompt = [0]
     for i in range(args.num_samples):
         if args.beam:
-            (ids, score), *_ = beam_search(model, prompt, args.max_new_tokens, args.beam)
+            (ids, score), *_ = beam_search(model, prompt, args.max_new_tokens, args.beam,
+                                           vocab_limit=tok.vocab_size)
             text = tok.decode(np.asarray(ids).tolist())
         else:
             ids = generate(model, prompt, args.max_new_tokens, temperature=args.temperature,
-                           top_k=args.top_k, top_p=args.top_p, seed=args.seed + i)[0]
+                           top_k=args.top_k, top_p=args.top_p, seed=args.seed + i,
+                           vocab_limit=tok.vocab_size)[0]
             text = tok.decode(ids.tolist())
         print(f"--- sample {i + 1} " + "-" * 50)
         print(text)
@@ -212,7 +223,19 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (ValueError, FileNotFoundError) as exc:
         print(f"minilm {args.command}: error: {exc}", file=sys.stderr)
+        _abort_other_ranks()
         return 2
+
+
+def _abort_other_ranks() -> None:
+    """Under mpiexec, a clean error on one rank must not leave the others waiting."""
+    if "mpi4py" in sys.modules:
+        from .parallel import world
+
+        w = world()
+        if w.size > 1:
+            sys.stderr.flush()
+            w.abort(2)
 
 
 if __name__ == "__main__":

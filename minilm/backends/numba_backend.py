@@ -40,7 +40,9 @@ from .numpy_backend import NumpyBackend
 __all__ = ["NumbaBackend"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-_JIT = dict(parallel=True, cache=True, fastmath=False)
+_JIT = dict(parallel=True, cache=True, fastmath=False, error_model="numpy")
+_INLINE = dict(cache=True, inline="always", error_model="numpy")  # inlined by Numba
+_FUNC = dict(cache=True, error_model="numpy")  # compiled once, inlined (or not) by LLVM
 _SQRT1_2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _TANH_K = math.sqrt(2.0 / math.pi)
@@ -63,7 +65,7 @@ _LN2_HI = 0.693145751953125  # ln 2 split so that n * _LN2_HI is exact for |n| <
 _LN2_LO = 1.428606820309417e-06
 
 
-@njit(cache=True)
+@njit(**_FUNC)
 def _exp32(y):
     """exp of a float32 by range reduction, exp(y) = 2^n exp(r) with n = round(y/ln2),
     |r| <= ln2/2, and the degree-7 Taylor polynomial of exp(r) (truncation < 6e-9
@@ -92,14 +94,14 @@ def _exp(y):
     return math.exp(y)
 
 
-@overload(_exp, jit_options={"cache": True})
+@overload(_exp, jit_options={"cache": True, "error_model": "numpy"})
 def _exp_overload(y):
     if isinstance(y, types.Float) and y.bitwidth == 32:
         return lambda y: _exp32(y)
     return lambda y: math.exp(y)
 
 
-@njit(cache=True)
+@njit(**_FUNC)
 def _max(a):
     """max of a 1-D array in 8 interleaved partial maxima."""
     n = a.size
@@ -127,7 +129,7 @@ def _max(a):
     return m4 if m4 > m0 else m0
 
 
-@njit(cache=True)
+@njit(**_FUNC)
 def _sum(a):
     """float64 sum of a 1-D array in 8 interleaved partial sums."""
     n = a.size
@@ -149,7 +151,7 @@ def _sum(a):
     return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
 
 
-@njit(cache=True)
+@njit(**_FUNC)
 def _dot(a, b):
     """float64 sum of a * b (1-D arrays) in 8 interleaved partial sums."""
     n = a.size
@@ -171,7 +173,7 @@ def _dot(a, b):
     return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
 
 
-@njit(cache=True)
+@njit(**_FUNC)
 def _dotc(a, b, mu):
     """float64 sum of a * (b - mu) (1-D arrays) in 8 interleaved partial sums."""
     n = a.size
@@ -193,7 +195,7 @@ def _dotc(a, b, mu):
     return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
 
 
-@njit(cache=True)
+@njit(**_FUNC)
 def _sqdev(a, mu):
     """float64 sum of (a - mu)^2 in 8 interleaved partial sums."""
     n = a.size
@@ -227,29 +229,8 @@ def _sqdev(a, mu):
 # GELU, one element: float32 in float32 arithmetic with the reference's float32 erf
 # (Abramowitz & Stegun 7.1.26, |error| < 1.5e-7) on _exp32; float64 with libm's erf.
 
-def _gelu_fwd(v, tanh):
-    return v
 
-
-def _gelu_grad(v, tanh):
-    return v
-
-
-@overload(_gelu_fwd, jit_options={"cache": True})
-def _gelu_fwd_overload(v, tanh):
-    if isinstance(v, types.Float) and v.bitwidth == 32:
-        return lambda v, tanh: _gelu32(v, tanh, False)
-    return lambda v, tanh: _gelu64(v, tanh, False)
-
-
-@overload(_gelu_grad, jit_options={"cache": True})
-def _gelu_grad_overload(v, tanh):
-    if isinstance(v, types.Float) and v.bitwidth == 32:
-        return lambda v, tanh: _gelu32(v, tanh, True)
-    return lambda v, tanh: _gelu64(v, tanh, True)
-
-
-@njit(cache=True)
+@njit(**_INLINE)
 def _gelu32(v, tanh, grad):
     f = np.float32
     if tanh:
@@ -271,7 +252,7 @@ def _gelu32(v, tanh, grad):
     return v * cdf
 
 
-@njit(cache=True)
+@njit(**_FUNC)
 def _gelu64(v, tanh, grad):
     if tanh:
         t = math.tanh(_TANH_K * (v + 0.044715 * v * v * v))
@@ -284,7 +265,7 @@ def _gelu64(v, tanh, grad):
     return v * cdf
 
 
-@njit(cache=True)
+@njit(**_FUNC)
 def _uniform(seed, i):
     """U[0, 1) with 53 random bits: SplitMix64's output number i for ``seed``."""
     z = seed + (np.uint64(i) + np.uint64(1)) * _GOLDEN
@@ -498,19 +479,39 @@ def _norm_backward_kernel(gy, x, w, mean, rstd, rms, need_wb, dx, dw_part, db_pa
 
 
 @njit(**_JIT)
-def _gelu_kernel(x, b, gy, out, tanh, backward):
-    """out = gelu(x + b) or, backward, gy * gelu'(x + b), over the rows of x (R, C)
-    (b has C entries; zeros when there is no bias)."""
+def _gelu32_kernel(x, b, gy, out, tanh, backward):
+    """float32: out = gelu(x + b) or, backward, gy * gelu'(x + b), over the rows of
+    x (R, C) (b has C entries: zeros when there is no bias; gy is a dummy in the
+    forward). One loop per case, with constant flags, so that each one vectorises."""
     R, C = x.shape
     for r in prange(R):
         xr, outr = x[r], out[r]
-        if backward:
+        if backward and tanh:
             gr = gy[r]
             for j in range(C):
-                outr[j] = gr[j] * _gelu_grad(xr[j] + b[j], tanh)
+                outr[j] = gr[j] * _gelu32(xr[j] + b[j], True, True)
+        elif backward:
+            gr = gy[r]
+            for j in range(C):
+                outr[j] = gr[j] * _gelu32(xr[j] + b[j], False, True)
+        elif tanh:
+            for j in range(C):
+                outr[j] = _gelu32(xr[j] + b[j], True, False)
         else:
             for j in range(C):
-                outr[j] = _gelu_fwd(xr[j] + b[j], tanh)
+                outr[j] = _gelu32(xr[j] + b[j], False, False)
+
+
+@njit(**_JIT)
+def _gelu64_kernel(x, b, gy, out, tanh, backward):
+    """float64 (libm's erf and tanh, the reference's formulas): as _gelu32_kernel."""
+    R, C = x.shape
+    for r in prange(R):
+        xr, outr = x[r], out[r]
+        gr = gy[r] if backward else gy[0]
+        for j in range(C):
+            d = _gelu64(xr[j] + b[j], tanh, backward)
+            outr[j] = gr[j] * d if backward else d
 
 
 @njit(**_JIT)
@@ -584,6 +585,32 @@ def _adam_kernel(param, grad, m, v, vmax, amsgrad, lr, decay, one_minus_b1, beta
 # ============================================================================ helpers
 
 
+def _start_thread_pool() -> None:
+    """Start Numba's thread pool now, with OpenMP threads that sleep when idle.
+
+    By default GNU OpenMP threads spin for a while after each parallel loop, and BLAS
+    threads after each matmul; on a machine with as many threads as cores the two
+    pools then take turns stealing each other's cores (measured: an Adam kernel right
+    after a batched matmul 4x slower than the two apart). ``OMP_WAIT_POLICY=PASSIVE``
+    is set only while Numba loads its OpenMP layer (which reads it once) and only when
+    the user has set neither it nor ``GOMP_SPINCOUNT``; other OpenMP runtimes loaded
+    later (e.g. PyTorch's) do not see it."""
+    import os
+
+    user_set = "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ
+    try:
+        from numba.np.ufunc.parallel import _launch_threads
+    except ImportError:  # a Numba without this (private) entry point: pool starts lazily
+        return
+    if not user_set:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    try:
+        _launch_threads()
+    finally:
+        if not user_set:
+            del os.environ["OMP_WAIT_POLICY"]
+
+
 def _same_float(*arrays) -> bool:
     """True when every array is float32 or float64, all of one dtype."""
     dt = arrays[0].dtype
@@ -633,6 +660,7 @@ class NumbaBackend(NumpyBackend):
         super().__init__()
         from . import _apply_numba_threads
 
+        _start_thread_pool()
         _apply_numba_threads()
 
     def _seed64(self) -> np.uint64:
@@ -823,7 +851,8 @@ class NumbaBackend(NumpyBackend):
         b2 = np.zeros(C, x.dtype) if b is None else _c(b)
         g2 = _dummy(x.dtype, 2) if gy is None else _c(gy).reshape(-1, C)
         out = np.empty_like(x2)
-        _gelu_kernel(x2, b2, g2, out, approximate == "tanh", gy is not None)
+        kernel = _gelu32_kernel if x.dtype == np.float32 else _gelu64_kernel
+        kernel(x2, b2, g2, out, approximate == "tanh", gy is not None)
         return out.reshape(x.shape)
 
     def gelu(self, x, approximate: str = "none"):

@@ -199,6 +199,12 @@ class Communicator:
             return Communicator(None)
         return Communicator(self.mpi.Split(color, self.rank if key is None else key))
 
+    def split_shared(self) -> Communicator:
+        """The processes of this communicator that share this node's memory."""
+        if self.mpi is None:
+            return Communicator(None)
+        return Communicator(self.mpi.Split_type(MPI.COMM_TYPE_SHARED, self.rank))
+
     def abort(self, code: int = 1) -> None:
         if self.mpi is not None:
             self.mpi.Abort(code)

@@ -51,6 +51,14 @@ class TrainConfig:
     prefetch: int = 2
     progress: bool = True
     plot: bool = True
+    # parallelism (under mpiexec): dp defaults to world size / (tp * pp)
+    dp: int | None = None
+    tp: int = 1
+    pp: int = 1
+    zero: int = 0
+    micro_batches: int = 1
+    schedule: str = "1f1b"
+    bucket_mb: float = 25.0
 
     def __post_init__(self) -> None:
         if self.tokenizer not in ("char", "bpe"):

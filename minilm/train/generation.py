@@ -59,19 +59,24 @@ def sample_next(logits: np.ndarray, rng: np.random.Generator, temperature: float
     return np.minimum(ids, p.shape[-1] - 1)
 
 
-def _last_logits(model: Any, ids: np.ndarray, cache: KVCache | None) -> np.ndarray:
-    logits = model(Tensor(ids), cache=cache)
-    return logits.numpy()[:, -1, :]
+def _last_logits(model: Any, ids: np.ndarray, cache: KVCache | None,
+                 vocab_limit: int | None = None) -> np.ndarray:
+    logits = model(Tensor(ids), cache=cache).numpy()[:, -1, :]
+    if vocab_limit is not None and vocab_limit < logits.shape[-1]:
+        logits = logits.copy()
+        logits[:, vocab_limit:] = -np.inf  # padding rows of the embedding: never emitted
+    return logits
 
 
 @no_grad()
 def generate(model: Any, prompt: Any, max_new_tokens: int, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, eos_id: int | None = None,
              rng: np.random.Generator | None = None, use_cache: bool = True,
-             seed: int | None = None) -> np.ndarray:
+             seed: int | None = None, vocab_limit: int | None = None) -> np.ndarray:
     """Extend ``prompt`` (token ids, (T,) or (B, T)) by up to ``max_new_tokens`` tokens.
 
-    ``temperature=0`` decodes greedily. Returns an int64 array (B, T + n); rows that
+    ``temperature=0`` decodes greedily. ``vocab_limit`` forbids ids >= it (a vocabulary
+    padded for tensor parallelism). Returns an int64 array (B, T + n); rows that
     produced ``eos_id`` keep emitting it."""
     ctx_len = model.config.context_length
     ids = np.asarray(prompt.numpy() if isinstance(prompt, Tensor) else prompt, dtype=np.int64)
@@ -94,7 +99,7 @@ def generate(model: Any, prompt: Any, max_new_tokens: int, temperature: float = 
     try:
         done = np.zeros(ids.shape[0], dtype=bool)
         cache = KVCache() if use_cache else None
-        logits = _last_logits(model, ids, cache)
+        logits = _last_logits(model, ids, cache, vocab_limit)
         for _ in range(max_new_tokens):
             nxt = sample_next(logits, rng, temperature, top_k, top_p)
             if eos_id is not None:
@@ -104,12 +109,12 @@ def generate(model: Any, prompt: Any, max_new_tokens: int, temperature: float = 
             if eos_id is not None and done.all():
                 break
             if not use_cache:
-                logits = _last_logits(model, ids[:, -ctx_len:], None)
+                logits = _last_logits(model, ids[:, -ctx_len:], None, vocab_limit)
             elif cache.length + 1 > ctx_len:  # window full: crop and rebuild the cache
                 cache = KVCache()
-                logits = _last_logits(model, ids[:, -max(ctx_len // 2, 1):], cache)
+                logits = _last_logits(model, ids[:, -max(ctx_len // 2, 1):], cache, vocab_limit)
             else:
-                logits = _last_logits(model, nxt[:, None], cache)
+                logits = _last_logits(model, nxt[:, None], cache, vocab_limit)
         return ids
     finally:
         model.train(was_training)
@@ -138,7 +143,7 @@ def beam_search(model: Any, prompt: Any, max_new_tokens: int, beam_width: int = 
     model.eval()
     try:
         cache = KVCache()
-        logp = _log_softmax(_last_logits(model, ids[None, :], cache))[0]  # (V,)
+        logp = _log_softmax(_last_logits(model, ids[None, :], cache, vocab_limit))[0]  # (V,)
         cache.reorder(np.zeros(1, dtype=np.int64))
         beams = [(ids, 0.0)]
         finished: list = []
@@ -168,7 +173,7 @@ def beam_search(model: Any, prompt: Any, max_new_tokens: int, beam_width: int = 
             beams = new_beams
             cache.reorder(np.array(parents, dtype=np.int64))
             last = np.array([[s[-1]] for s, _ in beams], dtype=np.int64)
-            step_logp = _log_softmax(_last_logits(model, last, cache))
+            step_logp = _log_softmax(_last_logits(model, last, cache, vocab_limit))
         n_new = lambda s: max(len(s) - ids.size, 1)  # noqa: E731
         finished += [(s, sc / n_new(s) ** length_penalty) for s, sc in beams]
         finished.sort(key=lambda t: -t[1])

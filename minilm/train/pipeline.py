@@ -51,27 +51,68 @@ def prepare_data(cfg: TrainConfig, log: Any = print) -> tuple:
     return tokenizer, train_tokens, val_tokens
 
 
+def _grid(cfg: TrainConfig) -> Any:
+    """The process grid of an MPI run (None for one process), checked before any work."""
+    from ..parallel import ProcessGrid, install_abort_handler, world
+
+    w = world()
+    if w.size == 1 and cfg.tp == 1 and cfg.pp == 1 and (cfg.dp or 1) == 1 and not cfg.zero:
+        return None
+    install_abort_handler()
+    dp = cfg.dp if cfg.dp is not None else max(w.size // (cfg.tp * cfg.pp), 1)
+    grid = ProcessGrid(dp=dp, tp=cfg.tp, pp=cfg.pp, comm=w)
+    configure_threads(grid)
+    return grid
+
+
+def configure_threads(grid: Any) -> int:
+    """Give each rank an equal share of its node's cores, so that ranks on one node do
+    not oversubscribe them (BLAS and Numba threads both follow set_num_threads)."""
+    import os
+
+    from ..backends import set_num_threads
+
+    local = grid.world.split_shared()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    n = max(1, (cores or 1) // max(local.size, 1))
+    set_num_threads(n)
+    return n
+
+
 def train(model_cfg: GPTConfig, cfg: TrainConfig, resume: bool = False,
           log: Any = print) -> tuple:
     """Train a GPT as configured; with ``resume``, continue from ``out_dir``'s last
-    checkpoint. Returns (trainer, last metrics)."""
+    checkpoint. Under mpiexec with ``dp``/``tp``/``pp``/``zero`` set, trains on that
+    process grid. Returns (trainer, last metrics)."""
     from ..data import DataLoader, RandomWindowBatches
     from ..backends import manual_seed
 
     if cfg.backend:
         backends.use_backend(cfg.backend)
+    grid = _grid(cfg)
+    main = grid is None or grid.world.rank == 0
+    say = log if main else (lambda *a, **k: None)
     manual_seed(cfg.seed)
-    tokenizer, train_tokens, val_tokens = prepare_data(cfg, log)
+    if grid is not None and not main:
+        grid.world.barrier()  # rank 0 trains the tokenizer and writes the token cache first
+    tokenizer, train_tokens, val_tokens = prepare_data(cfg, say)
+    if grid is not None and main:
+        grid.world.barrier()
     ckpt = Path(cfg.out_dir) / CKPT_NAME
     if resume:
         if not ckpt.exists():
             raise ValueError(f"--resume: no checkpoint at {str(ckpt)!r}")
         saved = load_training_state(ckpt)["model_config"]
         model_cfg = GPTConfig.from_dict(saved)  # the run's own shape wins
-    model_cfg = dataclasses.replace(model_cfg, vocab_size=tokenizer.vocab_size)
+    vocab = max(tokenizer.vocab_size, model_cfg.vocab_size if resume else 0)
+    if cfg.tp > 1:  # vocab-parallel layers need vocab % tp == 0: pad with unused rows
+        vocab = -(-vocab // cfg.tp) * cfg.tp
+    model_cfg = dataclasses.replace(model_cfg, vocab_size=vocab)
     model = GPT(model_cfg)
     if cfg.dtype != "float32":
         model.to(cfg.dtype)
+    say(f"model: {model.num_parameters():,} parameters; backend "
+        f"{backends.current_backend().name}")
     min_tokens = model_cfg.context_length + 1
     for name, toks in (("training", train_tokens), ("validation", val_tokens)):
         if len(toks) < min_tokens:
@@ -82,12 +123,24 @@ def train(model_cfg: GPTConfig, cfg: TrainConfig, resume: bool = False,
     source = RandomWindowBatches(train_tokens, cfg.batch_size, model_cfg.context_length,
                                  rng=cfg.seed)
     loader = DataLoader(source, prefetch=cfg.prefetch)
-    trainer = Trainer(model, loader, val_tokens, cfg, tokenizer=tokenizer)
+    if grid is None:
+        trainer = Trainer(model, loader, val_tokens, cfg, tokenizer=tokenizer)
+    else:
+        from ..parallel.engine import ParallelEngine
+        from ..parallel.trainer import ParallelTrainer
+
+        engine = ParallelEngine(model, grid, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                                weight_decay=cfg.weight_decay, zero=cfg.zero,
+                                micro_batches=cfg.micro_batches * cfg.grad_accum_steps,
+                                schedule=cfg.schedule, bucket_size_mb=cfg.bucket_mb,
+                                grad_clip=cfg.grad_clip)
+        trainer = ParallelTrainer(engine, loader, val_tokens, cfg, tokenizer=tokenizer)
+        say(f"grid: dp {grid.dp} x tp {grid.tp} x pp {grid.pp} ({grid.world.size} ranks), "
+            f"ZeRO-{cfg.zero}, {cfg.micro_batches} micro-batches ({cfg.schedule}); "
+            f"{engine.parameters_per_rank:,} parameters on rank 0")
     if resume:
         trainer.resume(ckpt)
-        log(f"resumed from {ckpt} at step {trainer.step}")
-    log(f"model: {model.num_parameters():,} parameters; backend "
-        f"{backends.current_backend().name}")
+        say(f"resumed from {ckpt} at step {trainer.step}")
     return trainer, trainer.fit()
 
 

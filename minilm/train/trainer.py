@@ -118,6 +118,7 @@ class Trainer:
         self.tokens_seen = 0
         self.out = Path(c.out_dir)
         self.history: list[dict] = []
+        self.is_main = True  # the process that logs, draws the bar and writes files
 
     # ------------------------------------------------------------------ checkpoints
     def _extra(self) -> dict:
@@ -138,7 +139,14 @@ class Trainer:
 
     def resume(self, path: str | Path) -> None:
         """Restore everything from a checkpoint written by :meth:`save`."""
-        extra = load_training_state(path, self.model, self.optimizer, self.scheduler)
+        if load_training_state(path).get("grid"):
+            # written by an MPI run: full weights here, optimizer state in per-rank files
+            extra = load_training_state(path, self.model, None, self.scheduler)
+            if self.is_main:
+                print(f"resume: {path} comes from a parallel run (grid {extra['grid']}); "
+                      "the optimizer state starts afresh")
+        else:
+            extra = load_training_state(path, self.model, self.optimizer, self.scheduler)
         self.step = int(extra["step"])
         self.best_val = math.inf if extra.get("best_val") is None else float(extra["best_val"])
         self.bad_evals = int(extra.get("bad_evals", 0))
@@ -146,7 +154,7 @@ class Trainer:
         current_backend().set_rng_state(extra["rng"]["backend"])
         self.loader.load_state_dict(extra["rng"]["loader"])
         log = self.out / LOG_NAME
-        if log.exists():  # drop rows logged after the checkpoint (they will be redone)
+        if self.is_main and log.exists():  # drop rows logged after the checkpoint (redone)
             keep = [r for r in log.read_text().splitlines()
                     if r.strip() and json.loads(r).get("step", 0) <= self.step]
             log.write_text("".join(r + "\n" for r in keep))
@@ -154,6 +162,8 @@ class Trainer:
     # ------------------------------------------------------------------ logging
     def _log(self, row: dict) -> None:
         self.history.append(row)
+        if not self.is_main:
+            return
         with open(self.out / LOG_NAME, "a") as f:
             f.write(json.dumps(row) + "\n")
 
@@ -191,7 +201,7 @@ class Trainer:
         self.model.train()
         batches = iter(self.loader)
         bar = None
-        if c.progress:
+        if c.progress and self.is_main:
             from tqdm import tqdm
 
             bar = tqdm(total=c.max_steps, initial=self.step, desc="train", unit="step",
@@ -245,7 +255,7 @@ class Trainer:
                 bar.close()
             if hasattr(self.loader, "close"):
                 self.loader.close()
-        if c.plot and (self.out / LOG_NAME).exists():
+        if c.plot and self.is_main and (self.out / LOG_NAME).exists():
             plot_losses(self.out / LOG_NAME, self.out / "loss.png")
         last["stopped_early"] = stopped_early
         return last

@@ -41,7 +41,7 @@ def make_optimizer(params) -> optim.AdamW:
     return optim.AdamW(params, lr=LR, betas=(0.9, 0.95), weight_decay=0.1)
 
 
-def reference_run(steps: int = STEPS, **overrides) -> tuple:
+def reference_run(steps: int = STEPS, grad_clip: float = 0.0, **overrides) -> tuple:
     """One process, whole global batch: (losses per step, {name: final parameter})."""
     model = make_model(**overrides)
     opt = make_optimizer(model.parameters())
@@ -50,6 +50,8 @@ def reference_run(steps: int = STEPS, **overrides) -> tuple:
         x, y = global_batch(step)
         _, loss = model(ml.tensor(x), ml.tensor(y))
         loss.backward()
+        if grad_clip:
+            optim.clip_grad_norm_(model.parameters(), grad_clip)
         opt.step()
         opt.zero_grad()
         losses.append(loss.item())
@@ -63,10 +65,10 @@ def report(obj: dict) -> None:
 
 
 def compare(losses: list, params: dict, steps: int = STEPS, rtol: float = 1e-9,
-            **overrides) -> dict:
+            grad_clip: float = 0.0, **overrides) -> dict:
     """Compare a parallel run's losses and (gathered, full) parameters with the reference;
     returns a JSON-able summary with the worst relative errors."""
-    ref_losses, ref_params = reference_run(steps, **overrides)
+    ref_losses, ref_params = reference_run(steps, grad_clip, **overrides)
     loss_err = max(abs(a - b) / max(abs(b), 1e-300) for a, b in zip(losses, ref_losses))
     missing = sorted(set(ref_params) - set(params))
     param_err = 0.0

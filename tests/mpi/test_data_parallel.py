@@ -18,7 +18,7 @@ import minilm as ml
 from minilm import nn, optim
 from minilm.parallel import Communicator, DataParallel, LocalSGD, ZeroRedundancyOptimizer
 from minilm.parallel.comm import Request
-from minilm.parallel.data_parallel import assign_buckets
+from minilm.parallel.data_parallel import assign_buckets, to_half
 from tests.mpi.common import global_batch, make_model
 from tests.mpi.conftest import ROOT, _mpiexec, run_mpi
 
@@ -145,6 +145,23 @@ def test_unused_parameters_keep_no_grad_and_forgetting_finish_is_caught():
     dp.finish()
     assert model.unused.grad is None
     assert len(comm.launches) == len(dp.buckets)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fast_half_cast_is_bitwise_numpys(dtype):
+    rng = np.random.default_rng(0)
+    sub = np.arange(-1030, 1031) * 2.0 ** -24  # every subnormal, both signs, the boundary
+    ties = (np.arange(-40, 40) + 0.5) * 2.0 ** -24  # exact halves: round to even
+    x = np.concatenate([
+        sub, ties, sub + 2.0 ** -27, sub - 2.0 ** -27,
+        rng.standard_normal(3000) * 10.0 ** rng.integers(-12, 5, 3000),
+        [0.0, -0.0, np.inf, -np.inf, np.nan, 65504.0, 65520.0, 1e6, 2.0 ** -14, 6e-8, 2.9e-8,
+         3.0e-8, np.finfo(np.float32).tiny, 1e-45],
+    ]).astype(dtype)
+    got = to_half(x, np.empty(x.size, np.float16))
+    with np.errstate(over="ignore"):
+        expect = x.astype(np.float16)
+    np.testing.assert_array_equal(got.view(np.uint16), expect.view(np.uint16))
 
 
 def test_fp16_compression_rounds_each_bucket_to_half_precision():
