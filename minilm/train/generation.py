@@ -127,7 +127,8 @@ def _log_softmax(z: np.ndarray) -> np.ndarray:
 
 @no_grad()
 def beam_search(model: Any, prompt: Any, max_new_tokens: int, beam_width: int = 4,
-                length_penalty: float = 1.0, eos_id: int | None = None) -> list:
+                length_penalty: float = 1.0, eos_id: int | None = None,
+                vocab_limit: int | None = None) -> list:
     """Beam search from a single prompt (T,): keep the ``beam_width`` partial sequences
     with the highest total log-probability; a finished hypothesis is ranked by
     logp / len^length_penalty. Returns [(ids, score), ...] best first."""
