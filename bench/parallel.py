@@ -21,8 +21,9 @@ backend, the same per-rank batch on 1 and 2 ranks (weak scaling), every rank at 
 
 Each configuration is one ``mpiexec`` job running this file with ``--worker dp``.
 
-Pipeline bubble (``--section pipeline``): a placeholder, see
-``pipeline_bubble_section`` below — to be filled in with the pipeline-parallel work.
+Pipeline bubble (``--section pipeline``): ``bench/pipeline_bubble.py`` under
+``mpiexec -n 2``: GPipe and 1F1B with 2, 4, 8 micro-batches, the measured idle share of
+the two stages next to the formula (p - 1) / (M + p - 1).
 """
 
 from __future__ import annotations
@@ -185,15 +186,24 @@ def data_parallel_section(args: argparse.Namespace) -> dict:
 
 
 # ---------------------------------------------------------------------------- pipeline
-# >>> PIPELINE BUBBLE SECTION: to be written with the pipeline-parallel work (GPipe and
-# >>> 1F1B bubble fraction, measured vs (p - 1) / (m + p - 1)). Keep the signature: it
-# >>> takes the parsed args, prints a Markdown section and returns a JSON-able dict.
+# GPipe and 1F1B on 2 stages: bench/pipeline_bubble.py (minilm.parallel.pipeline.
+# bench_pipeline) under mpiexec -n 2, measured bubble vs (p - 1) / (M + p - 1).
 
 
 def pipeline_bubble_section(args: argparse.Namespace) -> dict:
-    print("\n## Pipeline bubble\n\n(not measured yet: filled in by the pipeline-parallel "
-          "benchmark)")
-    return {}
+    env = dict(os.environ, PYTHONPATH=str(ROOT), MINILM_BACKEND=os.environ.get(
+        "MINILM_BACKEND", "numpy"), **{v: "1" for v in THREAD_VARS})
+    cmd = [_mpiexec(), "-n", "2", sys.executable, str(ROOT / "bench" / "pipeline_bubble.py"),
+           "--result", "--d-model", str(args.d_model), "--layers", str(args.layers),
+           "--context", str(args.context), "--vocab", str(args.vocab),
+           "--steps", str(max(args.repeats, 3))]
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    lines = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
+    if p.returncode != 0 or not lines:
+        sys.exit(f"{' '.join(cmd)} failed (exit {p.returncode}):\n{(p.stdout + p.stderr)[-4000:]}")
+    print("\n## Pipeline bubble\n")
+    print("\n".join(x for x in p.stdout.splitlines() if not x.startswith("RESULT ")))
+    return {"rows": json.loads(lines[-1][len("RESULT "):])}
 
 
 # ---------------------------------------------------------------------------- main

@@ -8,17 +8,27 @@ NumPy (BLAS); only what surrounds them is fused.
 
 Conventions, shared by every kernel:
 
-- Kernels are compiled for float32 and float64 C-contiguous arrays of at most two
+- Kernels are compiled for float32 and float64 C-contiguous arrays of at most three
   dims (inputs are reshaped to (rows, last dim) or flattened first) and auxiliary
-  arguments of fixed types (optional arrays are passed as 1-element dummies with a
-  ``has_*`` flag), so that each kernel has two signatures and a fresh machine
-  compiles little. Anything else (float16, a softmax over a dim that is not the last,
-  broadcast operands of different dtypes, empty arrays) goes to the NumPy reference.
-- Reductions accumulate in float64, so float32 results are at least as accurate as the
-  reference's. Elementwise arithmetic of the optimizer updates uses the array's dtype
-  with scalars cast to it, as NumPy does, so that both backends do the same rounding.
+  arguments of fixed types (a missing weight or bias is passed as ones / zeros, other
+  optional arrays as 1-element dummies with a ``has_*`` flag; read-only inputs are
+  copied), so that each kernel has two signatures and a fresh machine compiles little
+  (about 12 s of CPU for everything in float32, as much again for float64). Anything
+  else (float16, a softmax over a dim that is not the last, operands of mixed dtypes,
+  empty arrays) goes to the NumPy reference.
+- Speed comes from vectorised inner loops, which fastmath=False allows only when a
+  loop has no library call and no strict-order reduction: ``error_model="numpy"`` (a
+  division does not test for zero), row reductions in 8 interleaved partial sums
+  accumulated in float64, and for float32 an ``exp`` written in arithmetic (within 1
+  ulp of libm's) and the reference's own float32 erf (A&S 7.1.26) on it. float64
+  keeps libm's ``exp``, ``erf`` and ``tanh``: it is the dtype of the checks.
+- Optimizer updates do the reference's operations in its order, in the array's dtype
+  with scalars cast to it, as NumPy does, so both backends round the same way.
 - ``cache=True``: compiled code is written next to this file (``__pycache__``) or
   under ``NUMBA_CACHE_DIR``, so only the first process on a machine compiles.
+- Numba's thread pool is started with sleeping (passive) OpenMP threads so that it
+  and BLAS's do not steal each other's cores (see ``_start_thread_pool``);
+  ``minilm.set_num_threads`` sets both pools' size.
 - Dropout masks come from a counter-based generator (SplitMix64 of the element's
   index and a seed drawn from ``self.rng``): every element's draw depends only on
   (seed, index), never on which thread ran it, so masks are repeatable under
