@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import operator
 import os
-import sys
 from collections.abc import Callable
 
 import numpy
@@ -156,10 +155,16 @@ _num_threads: int | None = None  # set by set_num_threads; None = the libraries'
 _blas_limits = None  # the threadpoolctl limiter in force (kept alive on purpose)
 
 
-def _apply_numba_threads() -> None:
-    """Give Numba the thread count of ``set_num_threads`` (if one was set and Numba is
-    loaded); the Numba backend calls this when it is created."""
-    if _num_threads is None or "numba" not in sys.modules:
+def _numba_pool_started() -> bool:
+    """Whether the Numba backend exists, i.e. has started Numba's thread pool its way
+    (numba.get/set_num_threads would otherwise start it theirs)."""
+    return "numba" in _INSTANCES
+
+
+def _apply_numba_threads(started: bool = False) -> None:
+    """Give Numba the thread count of ``set_num_threads`` (if one was set) once its pool
+    is started; the Numba backend calls this with ``started=True`` when it has."""
+    if _num_threads is None or not (started or _numba_pool_started()):
         return
     import numba
 
@@ -190,18 +195,14 @@ def set_num_threads(n: int) -> None:
 
 
 def get_num_threads() -> int:
-    """The thread count of ``set_num_threads``, else Numba's (when loaded), else the
-    number of cores this process may run on."""
-    if _num_threads is not None:
-        if "numba" in sys.modules:
-            import numba
-
-            return numba.get_num_threads()
-        return _num_threads
-    if "numba" in sys.modules:
+    """Numba's thread count once the Numba backend is in use, else the count given to
+    ``set_num_threads``, else the number of cores this process may run on."""
+    if _numba_pool_started():
         import numba
 
         return numba.get_num_threads()
+    if _num_threads is not None:
+        return _num_threads
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux

@@ -671,7 +671,7 @@ class NumbaBackend(NumpyBackend):
         from . import _apply_numba_threads
 
         _start_thread_pool()
-        _apply_numba_threads()
+        _apply_numba_threads(started=True)
 
     def _seed64(self) -> np.uint64:
         """A fresh 64-bit seed for the counter-based generator, from ``self.rng``."""

@@ -61,6 +61,31 @@ class _Rotate(Function):
         return g * cos + xp.concatenate([u[..., h:], -u[..., :h]], axis=-1), None, None
 
 
+class _SplitHeads(Function):
+    """(q, k, v) = the (B, T, 3 h d) output of the fused qkv projection viewed as three
+    (B, h, T, d) tensors, q = y[..., :hd] split into heads and moved before T (views:
+    no copy). Backward: the three gradients moved back and written side by side into
+    one (B, T, 3 h d) array. This is ``split`` then ``reshape`` and ``transpose`` of
+    each piece, done as one op so that backward makes one copy instead of four (one
+    per reshape of a transposed gradient, then the concatenation)."""
+
+    is_view = True
+
+    @staticmethod
+    def forward(ctx, qkv, *, n_heads):
+        B, T, three_d = qkv.shape
+        parts = qkv.reshape(B, T, 3, n_heads, three_d // (3 * n_heads))
+        return tuple(ctx.xp.swapaxes(parts[:, :, i], 1, 2) for i in range(3))
+
+    @staticmethod
+    def backward(ctx, gq, gk, gv):
+        B, H, T, d = gq.shape
+        g = ctx.xp.empty((B, T, 3, H, d), dtype=gq.dtype)
+        for i, gi in enumerate((gq, gk, gv)):
+            g[:, :, i] = ctx.xp.swapaxes(gi, 1, 2)
+        return g.reshape(B, T, 3 * H * d)
+
+
 class RotaryEmbedding(Module):
     """RoPE: rotate each (x_i, x_{i+d/2}) pair of a query/key at position p by the angle
     p * base^(-2i/d), so that q_m . k_n depends only on m - n."""
@@ -186,9 +211,9 @@ class MultiHeadAttention(Module):
                 raise ValueError("MultiHeadAttention(cross=True) needs a context tensor")
             q = self.q_proj(x)
             k, v = self.kv_proj(context).split(self.d_model, dim=-1)
+            q, k, v = self._heads(q), self._heads(k), self._heads(v)
         else:
-            q, k, v = self.qkv(x).split(self.d_model, dim=-1)
-        q, k, v = self._heads(q), self._heads(k), self._heads(v)
+            q, k, v = _SplitHeads.apply(self.qkv(x), n_heads=self.n_heads)
         offset = cache.length if cache is not None else 0
         if self.rope is not None:
             q = self.rope(q, offset)
