@@ -130,8 +130,8 @@ def _eval(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .data import iter_windows, load_corpus, split_tokens
-    from .train.trainer import evaluate_loss
     from .train.pipeline import load_run
+    from .train.trainer import evaluate_loss
 
     model, tok, extra = load_run(args.out_dir, args.checkpoint)
     T = model.config.context_length

@@ -28,6 +28,7 @@ import numpy as np
 from .. import optim
 from ..autograd import no_grad
 from ..nn.transformer import GPT
+from . import tensor_parallel as tpm
 from .comm import ProcessGrid
 from .data_parallel import DataParallel
 from .pipeline import (
@@ -39,7 +40,6 @@ from .pipeline import (
     stage_state_dict,
     sync_tied_gradients,
 )
-from . import tensor_parallel as tpm
 from .zero import ZeroRedundancyOptimizer
 
 __all__ = ["ParallelEngine"]

@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from .. import optim
 from ..backends import current_backend
 from ..train.checkpoint import load_model_weights, load_training_state, save_training_state
 from ..train.config import TrainConfig
 from ..train.trainer import Trainer
-from .. import optim
 from .engine import ParallelEngine
 
 __all__ = ["ParallelTrainer"]

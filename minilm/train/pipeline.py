@@ -7,7 +7,6 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-
 from .. import backends
 from ..nn.transformer import GPT, GPTConfig
 from .checkpoint import load_model_weights, load_training_state
@@ -84,8 +83,8 @@ def train(model_cfg: GPTConfig, cfg: TrainConfig, resume: bool = False,
     """Train a GPT as configured; with ``resume``, continue from ``out_dir``'s last
     checkpoint. Under mpiexec with ``dp``/``tp``/``pp``/``zero`` set, trains on that
     process grid. Returns (trainer, last metrics)."""
-    from ..data import DataLoader, RandomWindowBatches
     from ..backends import manual_seed
+    from ..data import DataLoader, RandomWindowBatches
 
     if cfg.backend:
         backends.use_backend(cfg.backend)

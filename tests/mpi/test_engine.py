@@ -6,7 +6,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, _mpiexec
 
 CASES = [  # ranks, dp, tp, pp, zero, schedule, micro-batches
