@@ -4,6 +4,8 @@
     .venv/bin/python bench/gpt_train.py --backend numpy --compare-torch
     .venv/bin/python bench/gpt_train.py --large --compare-torch     # the larger config
     .venv/bin/python bench/gpt_train.py --backend numpy --profile   # where the time goes
+    .venv/bin/python bench/gpt_train.py --backend numpy --compare-torch --baseline /tmp/old
+                      # + minilm from another source tree, e.g. `git archive OLD | tar -x -C /tmp/old`
 
 One step = forward (logits and the mean cross-entropy of a batch of B x T token ids),
 backward, ``AdamW.step()`` and ``zero_grad()``. The model is minilm's ``GPT`` (pre-LN
@@ -37,9 +39,9 @@ What is printed, per framework:
 
   For the reference config: 20.6 MFLOP per token (6 N_lin + 12 L T d), 42.2 GFLOP per step;
 - "of sgemm peak" = achieved GFLOP/s / this machine's BLAS sgemm rate: the GFLOP/s of a
-  2048 x 2048 float32 ``np.matmul`` with the same thread count, sampled a few times
-  between the timed blocks of the run and reported as the median (and range) of the
-  samples;
+  2048 x 2048 float32 ``np.matmul`` (dgemm with ``--dtype float64``) with the same
+  thread count, sampled a few times between the timed blocks of the run and reported as
+  the median (and range) of the samples;
 - peak RSS: ``ru_maxrss`` of the process that ran that framework, and its RSS before the
   model was built (after the imports), so that the growth (parameters, optimizer state,
   activations, allocator caches) is visible too.
@@ -49,7 +51,8 @@ cannot be told apart: each framework therefore runs in its OWN worker process (t
 script, re-run with a hidden ``--_worker`` flag). The parent drives the workers
 alternately, ``--block`` steps at a time (minilm 5 steps, torch 5 steps, minilm 5 steps,
 ...), so that a burst of load from other users of the machine falls on both alike, and
-reports ratios of the medians. The PyTorch model is built in the same script from the
+reports ratios of the medians (``--baseline TREE`` adds a third worker that imports
+minilm from TREE: before/after comparisons in one run). The PyTorch model is built in the same script from the
 same config (same shapes, pre-LN, exact GELU, tied head, AdamW with the same two groups,
 float32, ``torch.set_num_threads(--threads)``), starts from minilm's initial weights
 (written to a temporary .npz) and sees the same batches, so the losses of the first step
@@ -62,7 +65,8 @@ exists, and ``torch.set_num_threads``.
 
 ``--profile`` runs minilm alone, in this process, and prints the time of one step by op
 category (exclusive wall time of every ``Function.forward/backward`` and backend kernel;
-what is left of forward + backward is the autograd engine's own Python) and the top ops.
+what is left of forward + backward is the autograd engine's own Python, and the
+optimizer is timed whole) and the top ops: medians over the ``--steps`` profiled steps.
 
 Timings on a shared machine are noisy: use the medians, compare within one run, and
 re-measure final numbers on a quiet machine.
@@ -115,6 +119,9 @@ def parse_args(argv: list | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="BLAS / Numba / torch threads")
     p.add_argument("--compare-torch", action="store_true",
                    help="also time the identical PyTorch model (if torch imports)")
+    p.add_argument("--baseline", metavar="TREE",
+                   help="also time minilm from another source tree (e.g. a git worktree of "
+                        "an older commit), in its own worker: before/after in one run")
     p.add_argument("--profile", action="store_true",
                    help="minilm only, in process: time per op category and top ops")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
@@ -369,13 +376,24 @@ def worker(a: argparse.Namespace) -> None:
 
 
 class Worker:
-    def __init__(self, kind: str, a: argparse.Namespace, weights: str) -> None:
+    """A worker process of one framework; ``source`` runs minilm from another source
+    tree (put first on its PYTHONPATH)."""
+
+    def __init__(self, kind: str, a: argparse.Namespace, weights: str,
+                 source: str | None = None) -> None:
         argv = [sys.executable, str(Path(__file__).resolve()), *a.worker_argv,
                 "--_worker", kind, "--_weights", weights]
+        env = None
+        if source:
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (source, env.get("PYTHONPATH")) if p)
         self.kind = kind
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True, bufsize=1)
+                                     text=True, bufsize=1, env=env)
         self.info = self._read()
+        if source:
+            self.info["label"] += f" @{Path(source).name}"
         self.times: list = []
 
     def _read(self) -> dict:
@@ -404,16 +422,18 @@ class Worker:
 
 
 class SgemmProbe:
-    """GFLOP/s of a 2048^3 float32 matmul (into a preallocated output), sampled on demand."""
+    """GFLOP/s of a 2048^3 matmul in the run's dtype (sgemm for float32, dgemm for
+    float64) into a preallocated output, sampled on demand."""
 
-    def __init__(self, n: int = 2048) -> None:
+    def __init__(self, dtype: str = "float32", n: int = 2048) -> None:
         import numpy as np
 
         rng = np.random.default_rng(0)
         self.np = np
-        self.a = rng.standard_normal((n, n), dtype=np.float32)
-        self.b = rng.standard_normal((n, n), dtype=np.float32)
-        self.c = np.empty((n, n), dtype=np.float32)
+        self.name = "sgemm" if dtype == "float32" else "dgemm"
+        self.a = rng.standard_normal((n, n)).astype(dtype)
+        self.b = rng.standard_normal((n, n)).astype(dtype)
+        self.c = np.empty((n, n), dtype=dtype)
         self.n = n
         self.samples: list = []
         np.matmul(self.a, self.b, out=self.c)  # warm up (thread pool start, page faults)
@@ -477,12 +497,12 @@ def print_report(a: argparse.Namespace, rows: list, probe: SgemmProbe, extra: st
     print(f"timed: {a.steps} steps after {a.warmup} warmup, medians; frameworks alternate "
           f"every {a.block} steps, each in its own process")
     lo, hi = min(probe.samples), max(probe.samples)
-    print(f"sgemm peak: {probe.gflops:.1f} GFLOP/s (2048^3 float32 np.matmul, median of "
+    print(f"{probe.name} peak: {probe.gflops:.1f} GFLOP/s (2048^3 {a.dtype} np.matmul, median of "
           f"{len(probe.samples)} samples through the run, range {lo:.0f}-{hi:.0f})\n")
     fmt = [("tokens/s", "tokens_per_s", "{:,.0f}"), ("ms / step", "step_ms", "{:.1f}"),
            ("  forward", "forward_ms", "{:.1f}"), ("  backward", "backward_ms", "{:.1f}"),
            ("  optimizer", "optimizer_ms", "{:.1f}"), ("first step ms", "first_step_ms", "{:.0f}"),
-           ("GFLOP/s", "gflops", "{:.1f}"), ("of sgemm peak", "of_peak", "{:.0%}"),
+           ("GFLOP/s", "gflops", "{:.1f}"), (f"of {probe.name} peak", "of_peak", "{:.0%}"),
            ("peak RSS MiB", "peak_rss_mib", "{:.0f}"), ("RSS at start MiB", "rss_start_mib", "{:.0f}"),
            ("loss at step 1", "loss_step1", "{:.6f}"), ("loss at last step", "loss_last", "{:.6f}")]
     width = max(14, *(len(r["label"]) + 2 for r in rows))
@@ -491,12 +511,17 @@ def print_report(a: argparse.Namespace, rows: list, probe: SgemmProbe, extra: st
         cells = "".join(f"{f.format(r[key]) if r[key] is not None else '-':>{width}s}"
                         for r in rows)
         print(f"{title:20s}{cells}")
-    if len(rows) == 2:
-        m, t = rows
-        print(f"\nminilm / torch: tokens/s {m['tokens_per_s'] / t['tokens_per_s']:.2f}x, "
-              f"peak RSS {m['peak_rss_mib'] / t['peak_rss_mib']:.2f}x, RSS growth "
-              f"{(m['peak_rss_mib'] - m['rss_start_mib']):.0f} vs "
-              f"{(t['peak_rss_mib'] - t['rss_start_mib']):.0f} MiB")
+    if rows[-1]["label"] == "torch":
+        t = rows[-1]
+        print()
+        for m in rows[:-1]:
+            print(f"{m['label']} / torch: tokens/s {m['tokens_per_s'] / t['tokens_per_s']:.2f}x, "
+                  f"peak RSS {m['peak_rss_mib'] / t['peak_rss_mib']:.2f}x, RSS growth "
+                  f"{(m['peak_rss_mib'] - m['rss_start_mib']):.0f} vs "
+                  f"{(t['peak_rss_mib'] - t['rss_start_mib']):.0f} MiB")
+    if len(rows) > 1 and "@" in rows[1]["label"]:
+        print(f"{rows[0]['label']} / {rows[1]['label']}: tokens/s "
+              f"{rows[0]['tokens_per_s'] / rows[1]['tokens_per_s']:.2f}x")
 
 
 def compare(a: argparse.Namespace) -> None:
@@ -510,11 +535,14 @@ def compare(a: argparse.Namespace) -> None:
             extra = f"; torch {torch.__version__}"
         except ImportError:
             print("(PyTorch does not import here: minilm only)")
-    probe = SgemmProbe()
+    probe = SgemmProbe(a.dtype)
     probe.sample()
     with tempfile.TemporaryDirectory() as tmp:
         weights = os.path.join(tmp, "init.npz")
-        workers = [Worker(kind, a, weights) for kind in kinds]  # minilm first: it writes them
+        workers = [Worker("minilm", a, weights)]  # first: it writes the initial weights
+        if a.baseline:  # same seed, same init: its own copy of the weights, unused
+            workers.append(Worker("minilm", a, os.path.join(tmp, "base.npz"), a.baseline))
+        workers += [Worker(kind, a, weights) for kind in kinds[1:]]
         done = 0
         while done < a.steps:
             k = min(a.block, a.steps - done)
@@ -530,7 +558,7 @@ def compare(a: argparse.Namespace) -> None:
     if a.json:
         Path(a.json).write_text(json.dumps({"config": {k: getattr(a, k) for k in (
             "layers", "heads", "d_model", "d_ff", "context", "batch", "vocab", "dtype",
-            "threads", "steps", "warmup")}, "sgemm_gflops": probe.samples, "results": rows},
+            "threads", "steps", "warmup")}, f"{probe.name}_gflops": probe.samples, "results": rows},
             indent=2))
 
 
@@ -539,7 +567,8 @@ def compare(a: argparse.Namespace) -> None:
 
 # op category of each timed name (Function class or backend kernel), first match wins
 CATEGORIES = [
-    ("matmul (BLAS)", ("Linear.", "Matmul.", "Einsum.", "attention", "bias_")),
+    ("linear layers (BLAS GEMMs)", ("Linear.", "Matmul.", "Einsum.")),
+    ("attention kernels (batched GEMMs)", ("attention",)),
     ("softmax / norm / loss", ("softmax", "Softmax", "norm", "Norm", "cross_entropy",
                                "CrossEntropy", "ScaledDotProductAttention")),
     ("elementwise (GELU, adds, dropout)", ("gelu", "Gelu", "erf", "dropout", "Dropout", "Add.",
@@ -623,6 +652,9 @@ class OpProfiler:
 
 
 def profile(a: argparse.Namespace) -> None:
+    """Per step: the exclusive time of every timed name, grouped by category; the
+    medians over the profiled steps are printed (a burst of load from another process
+    spoils a step or two, not the medians)."""
     import minilm as ml
 
     runner = MinilmRunner(a)
@@ -630,33 +662,40 @@ def profile(a: argparse.Namespace) -> None:
         runner.step(i)
     prof = OpProfiler()
     prof.install(ml.current_backend())
-    fb, opt = [], []
-    prof.active = True
+    per_step: list = []  # {name or category: ms} for each step
     for i in range(a.steps):
+        prof.excl.clear()
+        prof.active = True
         _, f, b, o = runner.step(a.warmup + i)
-        fb.append(f + b)
-        opt.append(o)
-    prof.active = False
+        prof.active = False
+        # the optimizer is one row of its own, measured whole: leave its kernels out
+        timed = {k: v * 1e3 for k, v in prof.excl.items() if not k.endswith("_step")}
+        row: dict = defaultdict(float)
+        for name, ms in timed.items():
+            row[name] = ms
+            row["cat:" + category_of(name)] += ms
+        row["cat:autograd engine + module Python"] = (f + b) * 1e3 - sum(timed.values())
+        row["cat:optimizer (AdamW step + zero_grad)"] = o * 1e3
+        row["step"] = (f + b + o) * 1e3
+        per_step.append(row)
     prof.uninstall()
     n = a.steps
-    step_ms = (sum(fb) + sum(opt)) / n * 1e3
-    # the optimizer is one row of its own, measured whole: leave its kernels out here
-    timed = {k: v / n * 1e3 for k, v in prof.excl.items() if not k.endswith("_step")}
-    cats: dict = defaultdict(float)
-    for name, ms in timed.items():
-        cats[category_of(name)] += ms
-    cats["autograd engine + module Python"] = sum(fb) / n * 1e3 - sum(timed.values())
-    cats["optimizer (AdamW step + zero_grad)"] = sum(opt) / n * 1e3
+    med = {k: statistics.median(r.get(k, 0.0) for r in per_step)
+           for k in set().union(*per_step)}
+    step_ms = med.pop("step")
     print(f"machine: {machine_line()}")
     print(f"{runner.label}, {a.layers} layers, {a.heads} heads, d_model {a.d_model}, context "
           f"{a.context}, batch {a.batch}, vocab {a.vocab}, {a.dtype}, {a.threads} threads")
-    print(f"mean over {n} profiled steps: {step_ms:.1f} ms/step "
+    print(f"median over {n} profiled steps: {step_ms:.1f} ms/step "
           f"({a.batch * a.context / step_ms * 1e3:,.0f} tokens/s with the profiler on)\n")
     print(f"{'category':40s} {'ms/step':>9s} {'share':>7s}")
+    cats = {k[4:]: v for k, v in med.items() if k.startswith("cat:")}
     for cat, ms in sorted(cats.items(), key=lambda kv: -kv[1]):
         print(f"{cat:40s} {ms:9.1f} {ms / step_ms:7.1%}")
+    print(f"{'(sum of the category medians)':40s} {sum(cats.values()):9.1f}")
+    ops = {k: v for k, v in med.items() if not k.startswith("cat:")}
     print(f"\n{'top ops (exclusive time)':40s} {'ms/step':>9s} {'calls':>7s}  category")
-    for name, ms in sorted(timed.items(), key=lambda kv: -kv[1])[:20]:
+    for name, ms in sorted(ops.items(), key=lambda kv: -kv[1])[:20]:
         print(f"{name:40s} {ms:9.2f} {prof.calls[name] // n:7d}  {category_of(name)}")
 
 

@@ -23,7 +23,6 @@ import statistics
 import sys
 import time
 
-
 # The backends take turns (numpy a few calls, numba a few calls, ... TURNS times), so
 # that load from other users of the machine falls on them alike; not call by call,
 # because the thread pools of BLAS and Numba spin for a while after each parallel call
