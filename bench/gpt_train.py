@@ -125,6 +125,9 @@ def parse_args(argv: list | None = None) -> argparse.Namespace:
     p.add_argument("--profile", action="store_true",
                    help="minilm only, in process: time per op category and top ops")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--tune-malloc", action="store_true",
+                   help="minilm worker calls minilm.backends.tune_allocator() (as `minilm "
+                        "train` does); PyTorch's worker is left as is")
     p.add_argument("--_worker", choices=["minilm", "torch"], help=argparse.SUPPRESS)
     p.add_argument("--_weights", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -346,7 +349,10 @@ def worker(a: argparse.Namespace) -> None:
         out.flush()
 
     if a._worker == "minilm":
-        import minilm  # noqa: F401
+        import minilm
+
+        if a.tune_malloc:
+            minilm.backends.tune_allocator()
     else:
         import torch  # noqa: F401
     rss_start = current_rss_mib()  # after the imports, before the model
@@ -713,7 +719,8 @@ def main() -> None:
         "--layers", str(args.layers), "--heads", str(args.heads), "--d-model", str(args.d_model),
         "--d-ff", str(args.d_ff), "--context", str(args.context), "--batch", str(args.batch),
         "--vocab", str(args.vocab), "--dtype", args.dtype, "--warmup", str(args.warmup),
-        "--threads", str(args.threads)] + (["--backend", args.backend] if args.backend else [])
+        "--threads", str(args.threads)] + (["--backend", args.backend] if args.backend else []) \
+        + (["--tune-malloc"] if args.tune_malloc else [])
     if args.profile:
         profile(args)
     else:

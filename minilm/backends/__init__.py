@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import operator
 import os
+import sys
 from collections.abc import Callable
 
 import numpy
@@ -207,3 +208,27 @@ def get_num_threads() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def tune_allocator(mmap_threshold: int = 32 << 20, trim_threshold: int = 2 << 30) -> bool:
+    """Keep freed multi-MiB arrays in the process instead of returning them to the OS.
+
+    glibc's malloc serves large blocks with mmap and unmaps them on free, so every
+    training step maps and zeroes its activations afresh. Raising M_MMAP_THRESHOLD (and
+    M_TRIM_THRESHOLD with it: raising only the trim threshold makes things slower) lets
+    the heap reuse them. Process-wide, so it is opt-in; ``minilm train`` calls it. Returns
+    False where it does not apply (not glibc)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
+        ok = libc.mallopt(m_mmap_threshold, int(mmap_threshold))
+        ok &= libc.mallopt(m_trim_threshold, int(trim_threshold))
+    except (OSError, AttributeError):
+        return False
+    return bool(ok)

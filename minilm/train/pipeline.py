@@ -88,6 +88,7 @@ def train(model_cfg: GPTConfig, cfg: TrainConfig, resume: bool = False,
 
     if cfg.backend:
         backends.use_backend(cfg.backend)
+    backends.tune_allocator()  # reuse freed activation memory (see docs/performance.md)
     grid = _grid(cfg)
     main = grid is None or grid.world.rank == 0
     say = log if main else (lambda *a, **k: None)
