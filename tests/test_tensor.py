@@ -162,3 +162,13 @@ def test_unavailable_backend_says_which():
     with pytest.raises(ImportError, match="backend 'cupy' is not available here"):
         ml.use_backend("cupy")
     assert ml.current_backend().name == "numpy"  # the failed switch changed nothing
+
+
+def test_set_num_threads_and_tune_allocator():
+    n = ml.get_num_threads()
+    ml.set_num_threads(1)
+    assert ml.get_num_threads() == 1
+    ml.set_num_threads(n)
+    assert isinstance(ml.backends.tune_allocator(), bool)
+    x = ml.randn(512, 512)  # allocation still works afterwards
+    assert float((x * 0).sum()) == 0.0
