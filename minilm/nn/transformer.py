@@ -171,13 +171,7 @@ class GPT(Module):
                 f"GPT: sequence of {offset + T} tokens exceeds the context length "
                 f"{c.context_length}; crop the prompt to its last {c.context_length} tokens"
             )
-        x = self.tok_emb(ids)
-        if c.positional == "learned":
-            pos = Tensor._make(x.backend.xp.arange(offset, offset + T))
-            x = x + self.pos_emb(pos)
-        elif c.positional == "sinusoidal":
-            x = x + Tensor._make(self.pos_table.data[offset:offset + T].astype(x.dtype))
-        x = self.drop(x)
+        x = self.embed(ids, offset)
         for block in self.blocks:
             if c.checkpoint_activations and self.training and cache is None:
                 x = checkpoint(block, x)
@@ -186,13 +180,32 @@ class GPT(Module):
                           context_length=c.context_length)
         if cache is not None:
             cache.advance(T)
-        logits = self.head(self.ln_f(x))
+        logits = self.logits(x)
         if targets is None:
             return logits
         if not isinstance(targets, Tensor):
             targets = Tensor(np.asarray(targets))
-        loss = F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(-1))
-        return logits, loss
+        return logits, self.loss(logits, targets)
+
+    # the forward pass in pieces: tensor- and pipeline-parallel models reuse them
+    def embed(self, ids: Tensor, offset: int = 0) -> Tensor:
+        """Token embeddings plus positions offset .. offset+T-1 (RoPE acts later, inside
+        attention), then dropout."""
+        T = ids.shape[-1]
+        x = self.tok_emb(ids)
+        if self.config.positional == "learned":
+            x = x + self.pos_emb(Tensor._make(x.backend.xp.arange(offset, offset + T)))
+        elif self.config.positional == "sinusoidal":
+            x = x + Tensor._make(self.pos_table.data[offset:offset + T].astype(x.dtype))
+        return self.drop(x)
+
+    def logits(self, h: Tensor) -> Tensor:
+        """Logits of the final hidden states: LN_f(h) W_head^T."""
+        return self.head(self.ln_f(h))
+
+    def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
+        """Mean next-token cross-entropy (targets of -100 ignored)."""
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
     def extra_repr(self) -> str:
         return f"{self.num_parameters():,} parameters"

@@ -62,7 +62,7 @@ from typing import Any
 import numpy as np
 
 from .. import functional as F
-from ..autograd import Function, checkpoint
+from ..autograd import Function
 from ..backends import backend_for_array
 from ..nn.attention import KVCache, MultiHeadAttention, build_attention_mask
 from ..nn.layers import Embedding, Linear
@@ -664,7 +664,7 @@ def check_tensor_parallel_sizes(config: Any, tp: int) -> None:
                          f"vocab_size divisible by {tp}; not divisible: {', '.join(problems)}")
 
 
-class TensorParallelGPT(Module):
+class TensorParallelGPT(GPT):
     """A GPT sharded over a tensor-parallel communicator. Built from a full GPT (the same
     on every rank), whose modules it takes over — the blocks are converted in place, so
     use this module, not the GPT, afterwards. Parameter names and the order of
@@ -675,7 +675,7 @@ class TensorParallelGPT(Module):
     number on every rank."""
 
     def __init__(self, model: GPT, comm: Communicator) -> None:
-        super().__init__()
+        Module.__init__(self)  # not GPT.__init__: the modules are taken from ``model``
         if not isinstance(model, GPT):
             raise TypeError(f"TensorParallelGPT: expected a minilm.nn.GPT, got "
                             f"{type(model).__name__}")
@@ -700,16 +700,7 @@ class TensorParallelGPT(Module):
             self.head = ColumnParallelLinear.from_linear(model.head, comm)
         self.train(model.training)
 
-    # the forward pass in pieces, so that pipeline stages can reuse them
-    def embed(self, ids: Tensor, offset: int = 0) -> Tensor:
-        T = ids.shape[-1]
-        x = self.tok_emb(ids)
-        if self.config.positional == "learned":
-            x = x + self.pos_emb(Tensor._make(x.backend.xp.arange(offset, offset + T)))
-        elif self.config.positional == "sinusoidal":
-            x = x + Tensor._make(self.pos_table.data[offset:offset + T].astype(x.dtype))
-        return self.drop(x)
-
+    # GPT.forward runs embed (inherited), the blocks, then these two overrides
     def logits(self, h: Tensor) -> Tensor:
         """This rank's vocab slice of the logits of the final hidden states."""
         return self.head(self.ln_f(h))
@@ -720,34 +711,6 @@ class TensorParallelGPT(Module):
     def gather_logits(self, logits_local: Tensor) -> Tensor:
         """The full (..., vocab) logits on every rank (for sampling or checks)."""
         return gather_from_tp_region(logits_local, self.comm)
-
-    def forward(self, ids: Tensor, targets: Tensor | None = None, cache: KVCache | None = None,
-                key_padding_mask: Any = None) -> Any:
-        if not isinstance(ids, Tensor):
-            ids = Tensor(np.asarray(ids))
-        if ids.ndim == 1:
-            ids = ids.reshape(1, -1)
-        B, T = ids.shape
-        c = self.config
-        offset = cache.length if cache is not None else 0
-        if offset + T > c.context_length:
-            raise ValueError(f"TensorParallelGPT: sequence of {offset + T} tokens exceeds the "
-                             f"context length {c.context_length}")
-        x = self.embed(ids, offset)
-        for block in self.blocks:
-            if c.checkpoint_activations and self.training and cache is None:
-                x = checkpoint(block, x)
-            else:
-                x = block(x, key_padding_mask=key_padding_mask, cache=cache,
-                          context_length=c.context_length)
-        if cache is not None:
-            cache.advance(T)
-        logits = self.logits(x)
-        if targets is None:
-            return logits
-        if not isinstance(targets, Tensor):
-            targets = Tensor(np.asarray(targets))
-        return logits, self.loss(logits, targets)
 
     def extra_repr(self) -> str:
         return f"tp={self.comm.size}, {self.num_parameters():,} local parameters"
