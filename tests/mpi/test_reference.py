@@ -13,3 +13,12 @@ def test_reference_run_is_deterministic():
 def test_two_ranks_start_and_allreduce(mpi):
     res = mpi(2, "scripts.hello")
     assert res == {"size": 2, "sum": 3.0}
+
+
+def test_collectives_on_hypothesis_shapes(mpi):
+    for n in (2, 3):
+        res = mpi(n, "scripts.comm_props")
+        assert res["size"] == n
+        assert set(res["checked"]) == {"allreduce", "reduce_scatter/allgather/bcast",
+                                       "send/recv/json"}
+        assert min(res["checked"].values()) >= 10  # examples actually ran on every rank
