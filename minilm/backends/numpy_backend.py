@@ -333,6 +333,19 @@ class NumpyBackend:
     # object) and only read ``grad``. They allocate at most two parameter-sized scratch
     # arrays; a fused backend does the same arithmetic in one pass with none.
 
+    def _step_grad(self, param, grad, weight_decay: float, maximize: bool):
+        """The gradient an update uses: ±grad + weight_decay * param (L2 folded in). A
+        new array when it differs from ``grad``; ``grad`` itself (only read) otherwise."""
+        xp = self.xp
+        if weight_decay != 0.0:
+            g = xp.multiply(param, weight_decay)
+            if maximize:
+                g -= grad
+            else:
+                g += grad
+            return g
+        return xp.negative(grad) if maximize else grad
+
     def sgd_step(self, param, grad, momentum_buf, lr: float, momentum: float = 0.0,
                  dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False,
                  maximize: bool = False, init_buf: bool = False) -> None:
@@ -346,16 +359,7 @@ class NumpyBackend:
 
         ``momentum_buf`` may be None when ``momentum == 0``."""
         xp = self.xp
-        if weight_decay != 0.0:  # g in its own array: weight_decay * param -/+ grad
-            g = xp.multiply(param, weight_decay)
-            if maximize:
-                g -= grad
-            else:
-                g += grad
-        elif maximize:
-            g = xp.negative(grad)
-        else:
-            g = grad  # only read from here on
+        g = self._step_grad(param, grad, weight_decay, maximize)
         tmp = xp.empty_like(param)
         d = g
         if momentum != 0.0:
@@ -394,16 +398,7 @@ class NumpyBackend:
             param = param - lr / (1 - beta1^t) * m / denom
         """
         xp = self.xp
-        if weight_decay != 0.0 and not decoupled:
-            g = xp.multiply(param, weight_decay)
-            if maximize:
-                g -= grad
-            else:
-                g += grad
-        elif maximize:
-            g = xp.negative(grad)
-        else:
-            g = grad  # only read from here on
+        g = self._step_grad(param, grad, 0.0 if decoupled else weight_decay, maximize)
         if weight_decay != 0.0 and decoupled:
             param *= 1.0 - lr * weight_decay
         tmp = xp.empty_like(param)

@@ -138,6 +138,27 @@ def _check_class_weight(op: str, weight: Tensor | None, num_classes: int) -> Non
 # ---------------------------------------------------------------------------- cross-entropy
 
 
+def _reduce_rows(ctx: Any, loss: Any, row_w: Any, reduction: str, shape: tuple) -> Any:
+    """Per-row losses reduced as PyTorch does for class-index losses: 'none' keeps them,
+    'sum' adds them, 'mean' divides the sum by the total weight of the counted rows
+    (ignored rows have weight 0)."""
+    if reduction == "none":
+        return loss.reshape(shape)
+    if reduction == "sum":
+        return loss.sum()
+    ctx.total_w = row_w.sum()
+    return loss.sum() / ctx.total_w
+
+
+def _rows_grad(ctx: Any, g: Any, reduction: str, rows_shape: tuple) -> Any:
+    """The upstream gradient of each row's loss, undoing :func:`_reduce_rows`."""
+    if reduction == "none":
+        return g.reshape(-1)
+    if reduction == "mean":
+        g = g / ctx.total_w
+    return ctx.xp.broadcast_to(g, rows_shape)
+
+
 class CrossEntropy(Function):
     """Class-index targets, z = logits, logp = log_softmax(z), eps = label smoothing:
     loss_i = (1-eps) w[y_i] (-logp[i, y_i]) + eps/C sum_c w_c (-logp[i, c]);
@@ -152,24 +173,13 @@ class CrossEntropy(Function):
                                                       weight)
         ctx.save_for_backward(logp, t, weight)
         ctx.opts = x.shape, ignore_index, label_smoothing, reduction
-        if reduction == "none":
-            return loss.reshape(target.shape)
-        if reduction == "sum":
-            return loss.sum()
-        ctx.total_w = row_w.sum()
-        return loss.sum() / ctx.total_w
+        return _reduce_rows(ctx, loss, row_w, reduction, target.shape)
 
     @staticmethod
     def backward(ctx, g):
         logp, t, weight = ctx.saved
         shape, ignore_index, label_smoothing, reduction = ctx.opts
-        xp = ctx.xp
-        if reduction == "none":
-            g_row = g.reshape(-1)
-        else:
-            if reduction == "mean":
-                g = g / ctx.total_w
-            g_row = xp.broadcast_to(g, t.shape)
+        g_row = _rows_grad(ctx, g, reduction, t.shape)
         dz = ctx.backend.cross_entropy_backward(logp, t, g_row, ignore_index,
                                                 label_smoothing, weight)
         return _classes_back(dz, shape), None, None
@@ -268,23 +278,14 @@ class NLLLoss(Function):
         loss = -z[rows, safe_t] * wy
         ctx.save_for_backward(safe_t, wy)
         ctx.opts = x.shape, z.shape, reduction
-        if reduction == "none":
-            return loss.reshape(target.shape)
-        if reduction == "sum":
-            return loss.sum()
-        ctx.total_w = wy.sum()
-        return loss.sum() / ctx.total_w
+        return _reduce_rows(ctx, loss, wy, reduction, target.shape)
 
     @staticmethod
     def backward(ctx, g):
         safe_t, wy = ctx.saved
         shape, zshape, reduction = ctx.opts
         xp = ctx.xp
-        if reduction == "none":
-            g_row = g.reshape(-1)
-        else:
-            g_row = xp.broadcast_to(g / ctx.total_w if reduction == "mean" else g,
-                                    safe_t.shape)
+        g_row = _rows_grad(ctx, g, reduction, safe_t.shape)
         dz = xp.zeros(zshape, dtype=g.dtype)
         dz[xp.arange(zshape[0]), safe_t] = -wy * g_row
         return _classes_back(dz, shape), None, None
