@@ -12,7 +12,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from collections import OrderedDict
 
 import numpy as np
@@ -219,53 +218,86 @@ def test_failure_mid_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
 
 
 SAVER = textwrap.dedent("""
-    import sys
+    import os, signal, sys
     import numpy as np
-    from minilm.train.checkpoint import save_checkpoint
-    path = sys.argv[1]
-    big = np.empty(2_000_000, np.float64)  # 16 MB per save
-    i = 0
-    while True:
-        big.fill(i)
-        save_checkpoint(path, {"big": big, "small": np.array([i])}, {"i": i})
-        print(i, flush=True)
-        i += 1
+    import safetensors.numpy as stnp
+    from minilm.train import checkpoint
+
+    path, point = sys.argv[1], sys.argv[2]
+    big = np.arange(50_000, dtype=np.float64)
+    checkpoint.save_checkpoint(path, {"big": big, "small": np.array([0])}, {"i": 0})
+    print(os.getpid(), flush=True)
+
+    def die():  # SIGKILL: no exception, no finally, no cleanup of any kind
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    real_write, real_fsync, real_replace = checkpoint._write_safetensors, checkpoint._fsync_path, os.replace
+
+    def write_part(tmp, arrays, metadata):
+        data = stnp.save(arrays, metadata=metadata)
+        header_end = 8 + int.from_bytes(data[:8], "little")
+        n = {"empty": 0, "header": header_end // 2, "half": len(data) // 2,
+             "last_byte": len(data) - 1}[point]
+        with open(tmp, "wb") as f:
+            f.write(data[:n])
+            f.flush()
+            os.fsync(f.fileno())
+        die()
+
+    def fsync_then_die(p, directory=False):
+        die()
+
+    def replace_then_die(src, dst):
+        real_replace(src, dst)
+        die()
+
+    if point in ("empty", "header", "half", "last_byte"):
+        checkpoint._write_safetensors = write_part
+    elif point == "before_fsync":
+        checkpoint._fsync_path = fsync_then_die
+    elif point == "before_replace":
+        os.replace = lambda src, dst: die()
+    elif point == "after_replace":
+        os.replace = replace_then_die
+    else:
+        raise SystemExit("unknown point " + point)
+    checkpoint.save_checkpoint(path, {"big": big + 1, "small": np.array([1])}, {"i": 1})
+    print("the saver was not killed", flush=True)
 """)
 
+# where the saver dies during its second save: part-way through the bytes of the file
+# (none, half the header, half the file, all but the last byte), with the file written
+# but not yet fsync-ed, just before the rename, and just after it
+KILL_POINTS = ["empty", "header", "half", "last_byte", "before_fsync", "before_replace",
+               "after_replace"]
 
-def test_sigkill_during_save_loop_leaves_loadable_checkpoint(tmp_path):
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_sigkill_during_save_leaves_a_loadable_checkpoint(tmp_path, point):
+    """A saver killed (SIGKILL) at a fixed point of a save leaves the previous
+    checkpoint intact, or the new one complete once the rename happened; never a
+    mixture. The interruption points are fixed, so every run checks the same thing."""
     path = tmp_path / "ckpt.safetensors"
     script = tmp_path / "saver.py"
     script.write_text(SAVER)
-    proc = subprocess.Popen([sys.executable, str(script), str(path)], stdout=subprocess.PIPE,
-                            text=True)
-    try:
-        last = -1
-        deadline = time.monotonic() + 20
-        while last < 2 and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            last = int(line)
-        assert last >= 2, "the saver did not get going"
-        time.sleep(np.random.default_rng().uniform(0.0, 0.05))  # most of the time is spent writing
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
-        proc.stdout.close()
+    proc = subprocess.run([sys.executable, str(script), str(path), point], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stdout, proc.stderr)
+    pid = int(proc.stdout.split()[0])
     tensors, meta = load_checkpoint(path)
-    i = meta["i"]
-    assert i >= last
-    assert np.all(tensors["big"] == i) and tensors["small"][0] == i
-    # at most the killed saver's temporary directory is left over, clearly named ...
+    i = 1 if point == "after_replace" else 0
+    assert meta == {"i": i}
+    np.testing.assert_array_equal(tensors["big"], np.arange(50_000, dtype=np.float64) + i)
+    assert tensors["small"].tolist() == [i]
+    # the killed saver's temporary directory is left over, clearly named ...
     others = set(files_in(tmp_path)) - {"ckpt.safetensors", "saver.py"}
-    assert all(n.startswith(f".ckpt.safetensors.{socket.gethostname()}.{proc.pid}.") for n in others)
+    assert len(others) == 1 and others.pop().startswith(f".ckpt.safetensors.{socket.gethostname()}.{pid}.")
     # ... and the next save to that path removes it (its process is gone)
     live = tmp_path / f".ckpt.safetensors.{socket.gethostname()}.{os.getpid()}.abc.tmp"
     live.mkdir()  # a save in progress in a live process is left alone
     save_checkpoint(path, {"big": np.zeros(1)}, {"i": -1})
     assert files_in(tmp_path) == sorted([live.name, "ckpt.safetensors", "saver.py"])
+    assert load_checkpoint(path)[1] == {"i": -1}
 
 
 # --------------------------------------------------------------------------- bad files
@@ -536,20 +568,38 @@ def test_failed_load_is_rolled_back(tmp_path, monkeypatch):
     assert small.state == {}
 
 
-def test_resume_real_gpt_adamw_scheduler_is_exact(tmp_path):
-    """With the real optimizer and schedule: train 3 steps, save, train 3 more; a fresh
-    model/optimizer/schedule resumed from the file reproduces the same 3 losses."""
-    optim = pytest.importorskip("minilm.optim")
-    import minilm.functional as F
+def _named_optimizer_state(model, opt):
+    """The optimizer's param groups and per-parameter state keyed by parameter name."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups = [{**{k: v for k, v in g.items() if k != "params"},
+               "params": [names[id(p)] for p in g["params"]]} for g in opt.param_groups]
+    state = {names[id(p)]: {k: (np.array(v) if hasattr(v, "shape") else v) for k, v in s.items()}
+             for p, s in opt.state.items() if s}
+    return groups, dict(sorted(state.items()))
 
-    cfg = nn.GPTConfig(vocab_size=20, context_length=8, n_layers=1, n_heads=2, d_model=16)
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_resume_real_gpt_adamw_scheduler_is_exact(tmp_path, backend):
+    """With the real model (dropout on), optimizer and schedule: train 3 steps, save
+    (the backend RNG in ``extra``), train 3 more; fresh objects resumed from the file
+    reproduce the same losses and end in the same parameters (by name), Adam moments
+    and step counts (by parameter name), schedule and RNG state, bit for bit."""
+    import minilm.functional as F
+    from minilm import optim
+
+    minilm.use_backend(backend)
+    minilm.manual_seed(0)
+    cfg = nn.GPTConfig(vocab_size=20, context_length=8, n_layers=1, n_heads=2, d_model=16,
+                       dropout=0.2)
 
     def build():
         model = nn.GPT(cfg)
-        opt = optim.AdamW(model.parameters(), lr=1e-2, betas=(0.9, 0.95), weight_decay=0.1)
+        opt = optim.AdamW(optim.param_groups_for_weight_decay(model, 0.1), lr=1e-2,
+                          betas=(0.9, 0.95))
         return model, opt, optim.lr_scheduler.CosineWithWarmup(opt, warmup_steps=2, total_steps=20)
 
     ids = minilm.tensor(np.random.default_rng(0).integers(0, 20, (2, 8)))
+    rng = minilm.get_backend(backend)
 
     def step(model, opt, sched):
         loss = F.cross_entropy(model(ids).reshape(-1, 20), ids.reshape(-1))
@@ -559,12 +609,32 @@ def test_resume_real_gpt_adamw_scheduler_is_exact(tmp_path):
         sched.step()
         return loss.item()
 
+    def state(model, opt, sched):
+        groups, opt_state = _named_optimizer_state(model, opt)
+        return {"params": {n: p.numpy().copy() for n, p in model.named_parameters()},
+                "groups": groups, "opt_state": opt_state, "sched": sched.state_dict(),
+                "rng": rng.get_rng_state()}
+
     model, opt, sched = build()
     for _ in range(3):
         step(model, opt, sched)
     path = tmp_path / "gpt.safetensors"
-    save_training_state(path, model, opt, sched, {"step": 3})
+    save_training_state(path, model, opt, sched, {"step": 3, "rng": rng.get_rng_state()})
     expected = [step(model, opt, sched) for _ in range(3)]
+    want = state(model, opt, sched)
+
+    minilm.manual_seed(1)  # a different RNG stream until the checkpoint's is restored
     model2, opt2, sched2 = build()
-    assert load_training_state(path, model2, opt2, sched2) == {"step": 3}
+    extra = load_training_state(path, model2, opt2, sched2)
+    assert extra["step"] == 3
+    rng.set_rng_state(extra["rng"])
     assert [step(model2, opt2, sched2) for _ in range(3)] == expected
+    got = state(model2, opt2, sched2)
+    assert list(got["params"]) == list(want["params"])  # same names, same count
+    assert same(got["params"], want["params"])
+    assert same(got["groups"], want["groups"])
+    assert list(got["opt_state"]) == list(want["opt_state"]) == sorted(want["params"])
+    assert all(s["step"] == 6 for s in want["opt_state"].values())
+    assert same(got["opt_state"], want["opt_state"])
+    assert same(got["sched"], want["sched"]) and got["sched"]["last_epoch"] == 6
+    assert same(got["rng"], want["rng"])
