@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from .. import optim
 from ..backends import current_backend
 from ..train.checkpoint import load_model_weights, load_training_state, save_training_state
 from ..train.config import TrainConfig
-from ..train.trainer import Trainer
+from ..train.trainer import LOG_NAME, Trainer
 from .engine import ParallelEngine
 
 __all__ = ["ParallelTrainer"]
@@ -110,6 +111,11 @@ class ParallelTrainer(Trainer):
         self.tokens_seen = int(extra.get("tokens_seen", 0))
         current_backend().set_rng_state(extra["rng"]["backend"])
         self.loader.load_state_dict(extra["rng"]["loader"])
+        log = self.out / LOG_NAME
+        if self.is_main and log.exists():  # drop rows logged after the checkpoint (redone)
+            keep = [r for r in log.read_text().splitlines()
+                    if r.strip() and json.loads(r).get("step", 0) <= self.step]
+            log.write_text("".join(r + "\n" for r in keep))
 
     def train_step(self, batches: Any) -> float:
         """One optimizer step; gradient accumulation is pipeline micro-batching here:

@@ -1,5 +1,6 @@
 """Shared pieces of the MPI tests: a tiny float64 GPT, a deterministic global batch per
-step, and the one-process reference run every parallel mode is compared against.
+step, and the one-process reference run every parallel mode is compared against (its
+losses, final parameters and, per step, the full gradient before clipping and its norm).
 
 Scripts run under ``mpiexec`` import this module too (``python -m tests.mpi.<script>`` from
 the repository root), so the reference is computed with exactly the same code."""
@@ -19,6 +20,8 @@ CONFIG = dict(vocab_size=16, context_length=8, n_layers=4, n_heads=4, d_model=16
 GLOBAL_BATCH = 8
 STEPS = 3
 LR = 1e-2
+SGD_LR = 0.1  # plain SGD (no momentum, no decay): the update is -lr * g, so a gradient
+              # off by a constant factor moves the parameters by the wrong amount
 
 
 def make_model(**overrides) -> GPT:
@@ -37,25 +40,87 @@ def global_batch(step: int, batch: int = GLOBAL_BATCH) -> tuple:
     return ids[:, :-1], ids[:, 1:]
 
 
-def make_optimizer(params) -> optim.AdamW:
+def make_optimizer(params, kind: str = "adamw") -> optim.Optimizer:
+    if kind == "sgd":
+        return optim.SGD(params, lr=SGD_LR)
+    if kind != "adamw":
+        raise ValueError(f"unknown optimizer {kind!r}")
     return optim.AdamW(params, lr=LR, betas=(0.9, 0.95), weight_decay=0.1)
 
 
-def reference_run(steps: int = STEPS, grad_clip: float = 0.0, **overrides) -> tuple:
-    """One process, whole global batch: (losses per step, {name: final parameter})."""
+def reference_trace(steps: int = STEPS, grad_clip: float = 0.0, optimizer: str = "adamw",
+                    **overrides) -> dict:
+    """One process, whole global batch: {"losses": per step, "params": {name: final},
+    "grads": per step {name: gradient before clipping}, "norms": per step the 2-norm of
+    the whole gradient before clipping (computed here from the gradients, not by the
+    clipping code)}."""
     model = make_model(**overrides)
-    opt = make_optimizer(model.parameters())
-    losses = []
+    opt = make_optimizer(model.parameters(), optimizer)
+    out: dict = {"losses": [], "grads": [], "norms": []}
     for step in range(steps):
         x, y = global_batch(step)
         _, loss = model(ml.tensor(x), ml.tensor(y))
         loss.backward()
+        grads = {n: p.grad.numpy().copy() for n, p in model.named_parameters()}
+        out["grads"].append(grads)
+        out["norms"].append(float(np.sqrt(sum(float((g * g).sum()) for g in grads.values()))))
         if grad_clip:
             optim.clip_grad_norm_(model.parameters(), grad_clip)
         opt.step()
         opt.zero_grad()
-        losses.append(loss.item())
-    return losses, {n: p.numpy().copy() for n, p in model.named_parameters()}
+        out["losses"].append(loss.item())
+    out["params"] = {n: p.numpy().copy() for n, p in model.named_parameters()}
+    return out
+
+
+def reference_run(steps: int = STEPS, grad_clip: float = 0.0, **overrides) -> tuple:
+    """One process, whole global batch, AdamW: (losses per step, {name: final parameter})."""
+    ref = reference_trace(steps, grad_clip, **overrides)
+    return ref["losses"], ref["params"]
+
+
+def max_rel_err(got: dict, ref: dict) -> tuple:
+    """(worst error, its name, names missing from ``got``): per tensor, the largest
+    absolute difference relative to the reference tensor's largest entry (the key part
+    of the qkv bias has an exactly zero gradient: rounding noise there is judged
+    against the tensor's scale, not elementwise)."""
+    worst, name = 0.0, None
+    for k, r in ref.items():
+        if k not in got:
+            continue
+        g = np.asarray(got[k])
+        if g.shape != r.shape:
+            return float("inf"), f"{k}: shape {g.shape} vs reference {r.shape}", []
+        err = float(np.max(np.abs(g - r)) / max(float(np.max(np.abs(r))), 1e-300))
+        if not err <= worst:  # NaN counts as the worst
+            worst, name = (err if np.isfinite(err) else float("inf")), k
+    return worst, name, sorted(set(ref) - set(got))
+
+
+def compare_trace(run: dict, ref: dict, rtol: float = 1e-9) -> dict:
+    """A parallel run's ``losses``, final ``params``, per-step full ``grads`` (before
+    clipping) and ``norms`` (the engine's own global norm, or None where it has none)
+    against a :func:`reference_trace`; a JSON-able summary, ``ok`` when all agree to
+    ``rtol``."""
+    res: dict = {"steps": len(run["losses"])}
+    res["loss_err"] = float(np.max([abs(a - b) / abs(b)
+                                    for a, b in zip(run["losses"], ref["losses"])]))
+    res["param_err"], res["param_worst"], missing = max_rel_err(run["params"], ref["params"])
+    res["grad_err"], res["grad_worst"], gmiss = 0.0, None, []
+    for step, (got, want) in enumerate(zip(run["grads"], ref["grads"])):
+        err, name, miss = max_rel_err(got, want)
+        gmiss += miss
+        if not err <= res["grad_err"]:
+            res["grad_err"], res["grad_worst"] = err, f"step {step}: {name}"
+    pairs = [(a, b) for a, b in zip(run["norms"], ref["norms"]) if a is not None]
+    res["norm_err"] = float(np.max([abs(a - b) / b for a, b in pairs], initial=0.0))
+    res["norms_checked"] = len(pairs)
+    res["norms"], res["ref_norms"] = run["norms"], ref["norms"]
+    res["missing"] = sorted(set(missing) | set(gmiss))
+    worst = max(res["loss_err"], res["param_err"], res["grad_err"], res["norm_err"])
+    res["ok"] = bool(len(run["losses"]) == len(ref["losses"]) == len(run["grads"])
+                     and worst <= rtol and not res["missing"])
+    return res
 
 
 def report(obj: dict) -> None:

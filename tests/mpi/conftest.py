@@ -1,4 +1,8 @@
-"""Spawn ``mpiexec`` (from the installed ``mpich`` wheel) on the scripts of this folder."""
+"""Spawn ``mpiexec`` (from the installed ``mpich`` wheel) on the scripts of this folder.
+
+``make test`` installs mpi4py and mpich (``pip install -e .[mpi]``), so a missing or
+broken MPI is a failure with the reason, never a skip: a skipped MPI test would hide
+every parallel bug."""
 
 import json
 import os
@@ -10,6 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+INSTALL_HINT = "`make test` installs it with pip install -e '.[mpi]' (mpi4py and mpich)"
 
 
 def _mpiexec() -> str | None:
@@ -17,16 +22,33 @@ def _mpiexec() -> str | None:
     return str(here) if here.exists() else shutil.which("mpiexec")
 
 
+def mpiexec_or_fail() -> str:
+    """The mpiexec to use; fails the test (with the reason and the fix) when mpi4py is
+    not importable or there is no mpiexec."""
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError as exc:
+        pytest.fail(f"mpi4py is not importable: {exc}; {INSTALL_HINT}", pytrace=False)
+    exe = _mpiexec()
+    if exe is None:
+        pytest.fail(f"mpiexec not found next to {sys.executable} nor on PATH; {INSTALL_HINT}",
+                    pytrace=False)
+    return exe
+
+
+def mpi_env(**extra: str) -> dict:
+    """One thread per rank, the NumPy reference backend, the repository importable."""
+    return dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
+                NUMBA_NUM_THREADS="1", MINILM_BACKEND="numpy", PYTHONPATH=str(ROOT), **extra)
+
+
 def run_mpi(n: int, module: str, *args: str, timeout: float = 240) -> dict:
     """Run ``python -m tests.mpi.<module> args`` on ``n`` ranks; return rank 0's RESULT
     JSON. Fails with the full output when the job fails or prints no result."""
-    exe = _mpiexec()
-    if exe is None:
-        pytest.skip("mpiexec not found (pip install mpich mpi4py)")
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               NUMBA_NUM_THREADS="1", MINILM_BACKEND="numpy", PYTHONPATH=str(ROOT))
+    exe = mpiexec_or_fail()
     cmd = [exe, "-n", str(n), sys.executable, "-m", f"tests.mpi.{module}", *args]
-    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    p = subprocess.run(cmd, cwd=ROOT, env=mpi_env(), capture_output=True, text=True,
+                       timeout=timeout)
     out = p.stdout + p.stderr
     if p.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed (exit {p.returncode}):\n{out[-6000:]}")
@@ -38,5 +60,5 @@ def run_mpi(n: int, module: str, *args: str, timeout: float = 240) -> dict:
 
 @pytest.fixture
 def mpi():
-    pytest.importorskip("mpi4py")
+    mpiexec_or_fail()
     return run_mpi
