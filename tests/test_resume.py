@@ -29,7 +29,7 @@ BACKENDS = ["numpy", "numba"]
 TEXT = ("the quick brown fox jumps over the lazy dog. " * 30
         + "pack my box with five dozen liquor jugs. " * 30)
 N_STEPS = 8
-CKPT_EVERY = 3  # checkpoints at steps 3 and 6 (and 8, the end)
+CKPT_EVERY = 3  # checkpoints at steps 3 and 6 (and 8, the end); evaluations every 2
 CRASH_AT = 4  # the crashed run dies after step 4: step 4 is lost and must be redone
 
 
@@ -48,7 +48,7 @@ def build(out_dir, backend):
     model = GPT(GPTConfig(vocab_size=tok.vocab_size, context_length=16, n_layers=1, n_heads=2,
                           d_model=16, dropout=0.2, positional="rope"))
     cfg = TrainConfig(out_dir=str(out_dir), batch_size=3, grad_accum_steps=2, max_steps=N_STEPS,
-                      warmup_steps=2, eval_interval=4, eval_batches=2, ckpt_interval=CKPT_EVERY,
+                      warmup_steps=2, eval_interval=2, eval_batches=2, ckpt_interval=CKPT_EVERY,
                       log_interval=1, progress=False, plot=False, lr=3e-3, min_lr=3e-4,
                       grad_clip=0.5)
     loader = DataLoader(RandomWindowBatches(train, 3, 16, rng=7), prefetch=2)
@@ -168,6 +168,7 @@ def test_resume_after_a_crash_reproduces_the_full_state_bit_for_bit(tmp_path, ba
         assert np.any(s["exp_avg"] != 0) and np.any(s["exp_avg_sq"] != 0), name
     assert reference["backend_rng"] != at_ckpt["backend_rng"]  # dropout drew masks
     assert reference["loader"] != at_ckpt["loader"]
+    assert 0 < at_ckpt["counters"]["best_val"] < 10  # the checkpoint follows an evaluation
     assert set(reference["params"]) == set(reference["optimizer.state"])
 
     # 2. the crashed run: checkpoint at step 3, steps 4 done (and logged), dies
