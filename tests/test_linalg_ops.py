@@ -16,6 +16,10 @@ import minilm as ml
 import minilm.functional as F
 from minilm import Tensor
 
+# Every test here runs on each backend (numpy, numba, cupy where present): see the
+# ``backend`` fixture in conftest.py.
+pytestmark = pytest.mark.usefixtures("backend")
+
 side = st.integers(1, 4)
 
 
@@ -284,5 +288,5 @@ def test_matmul_with_numpy_operand(data):
     m, k = data.draw(side), data.draw(side)
     x = data.draw(tensors((m, k)))
     y = data.draw(arrays((k,)))
-    check_op(lambda t: F.matmul(t, y), [x], lambda a: a @ y)
-    check_op(lambda t: F.matmul(y, t.T), [x], lambda a: y @ a.T)
+    check_op(lambda t, yy: F.matmul(t, yy), [x, y], lambda a, yy: a @ yy)
+    check_op(lambda t, yy: F.matmul(yy, t.T), [x, y], lambda a, yy: yy @ a.T)

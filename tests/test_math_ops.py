@@ -13,6 +13,10 @@ import minilm as ml
 import minilm.functional as F
 from minilm import Tensor
 
+# Every test here runs on each backend (numpy, numba, cupy where present): see the
+# ``backend`` fixture in conftest.py.
+pytestmark = pytest.mark.usefixtures("backend")
+
 BINARY = {
     "add": (F.add, np.add),
     "sub": (F.sub, np.subtract),

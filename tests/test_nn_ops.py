@@ -10,11 +10,34 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from strategies import check_forward, check_grad, check_op, dims_of, shapes, tensors
+from hypothesis import settings
+from strategies import (
+    DTYPES,
+    arrays,
+    check_forward,
+    check_grad,
+    check_op,
+    close,
+    dims_of,
+    directional_gradcheck,
+    magnitudes,
+    readonly_strided,
+    row_shapes,
+    shapes,
+    shifted,
+    tensors,
+    unshifted,
+    uses_kernels,
+    views,
+)
 
 import minilm
 import minilm.functional as F
 from minilm import Tensor
+
+# Every test here runs on each backend (numpy, numba, cupy where present): see the
+# ``backend`` fixture in conftest.py.
+pytestmark = pytest.mark.usefixtures("backend")
 
 # ---------------------------------------------------------------------------- references
 
@@ -68,18 +91,61 @@ def np_attention(q, k, v, mask=None, is_causal=False, scale=None):
 # ---------------------------------------------------------------------------- softmax
 
 
-@given(st.data())
-def test_softmax(data):
-    x = data.draw(tensors(shapes(1, 3)))
-    dim = data.draw(dims_of(x.ndim))
-    check_op(lambda t: F.softmax(t, dim), [x], lambda a: np_softmax(a, dim))
+SOFTMAX_FAMILY = {"softmax": (F.softmax, np_softmax), "log_softmax": (F.log_softmax, np_log_softmax)}
 
 
+def np_softmax_family_vjp(name: str, x: np.ndarray, g: np.ndarray, axis: int) -> np.ndarray:
+    """dx for the cotangent g: softmax y (g - sum(g y)); log-softmax g - softmax sum(g)."""
+    p = np_softmax(x, axis)
+    if name == "softmax":
+        return p * (g - (g * p).sum(axis=axis, keepdims=True))
+    return g - p * g.sum(axis=axis, keepdims=True)
+
+
+@pytest.mark.parametrize("name", sorted(SOFTMAX_FAMILY))
 @given(st.data())
-def test_log_softmax(data):
-    x = data.draw(tensors(shapes(1, 3)))
+def test_softmax_family(backend, name, data):
+    """Any dim, any layout: forward, float64 gradcheck, float32 against float64. Along
+    the last dim the Numba backend must use its kernels."""
+    fn, ref = SOFTMAX_FAMILY[name]
+    x = data.draw(tensors(shapes(1, 4)))
     dim = data.draw(dims_of(x.ndim))
-    check_op(lambda t: F.log_softmax(t, dim), [x], lambda a: np_log_softmax(a, dim))
+    last = dim % x.ndim == x.ndim - 1
+    with uses_kernels(backend, *(("softmax", "softmax_backward") if last else ())):
+        check_op(lambda t: fn(t, dim), [x], lambda a: ref(a, dim))
+
+
+@pytest.mark.parametrize("name", sorted(SOFTMAX_FAMILY))
+@given(data=st.data(), dtype=st.sampled_from(DTYPES), offset=magnitudes())
+def test_softmax_family_kernel_sizes_and_large_magnitudes(backend, name, data, dtype, offset):
+    """Rows past the kernels' unrolled reductions, at offsets up to ±1e4 where exp
+    overflows unless the row max is subtracted first: forward and gradient against the
+    formulas evaluated in float64 on the same values shifted back to 0 (softmax does
+    not change under the shift), to the accuracy of the dtype."""
+    fn, _ = SOFTMAX_FAMILY[name]
+    shape = data.draw(row_shapes())
+    x = data.draw(views(shifted(data.draw(arrays(shape)), offset, dtype)))
+    small = unshifted(x, offset)
+    g = data.draw(arrays(shape)).astype(dtype)
+    t = Tensor(x, requires_grad=True)
+    with uses_kernels(backend, "softmax", "softmax_backward"):
+        y = fn(t, -1)
+        y.backward(Tensor(readonly_strided(g)))
+    assert y.dtype == dtype and t.grad.dtype == dtype
+    close(y, SOFTMAX_FAMILY[name][1](small, -1))
+    close(t.grad, np_softmax_family_vjp(name, small, g.astype(np.float64), -1))
+
+
+@pytest.mark.parametrize("name", sorted(SOFTMAX_FAMILY))
+@settings(max_examples=max(5, settings().max_examples // 4))
+@given(data=st.data())
+def test_softmax_family_directional_gradcheck_on_kernel_sizes(backend, name, data):
+    """float64 gradcheck along random directions on shapes too large to check one
+    element at a time (up to 150 rows of 40)."""
+    fn, _ = SOFTMAX_FAMILY[name]
+    x = data.draw(tensors(row_shapes(many_rows=True)))
+    with uses_kernels(backend, "softmax", "softmax_backward"):
+        directional_gradcheck(lambda t: fn(t, -1), [x])
 
 
 def test_softmax_methods_scalar_and_stability():
@@ -114,7 +180,7 @@ def norm_case(draw, bias: bool = True):
 
 
 @given(norm_case())
-def test_layer_norm(case):
+def test_layer_norm(backend, case):
     x, ns, k, w, b = case
     inputs = [t for t in (x, w, b) if t is not None]
 
@@ -125,22 +191,83 @@ def test_layer_norm(case):
         bb = next(it) if b is not None else None
         return F.layer_norm(xx, ns, ww, bb, eps=1e-5)
 
-    check_forward(fn, inputs, lambda *a: np_layer_norm(
-        x.numpy(), k, None if w is None else w.numpy(), None if b is None else b.numpy()))
-    check_grad(fn, inputs)
+    with uses_kernels(backend, "norm", "norm_backward"):
+        check_op(fn, inputs, lambda *a: np_layer_norm(
+            a[0], k, None if w is None else a[1], None if b is None else a[-1]))
 
 
 @given(norm_case(bias=False))
-def test_rms_norm(case):
+def test_rms_norm(backend, case):
     x, ns, k, w, _ = case
     inputs = [x] if w is None else [x, w]
 
     def fn(xx, ww=None):
         return F.rms_norm(xx, ns, ww)
 
-    check_forward(fn, inputs, lambda *a: np_rms_norm(
-        x.numpy(), k, None if w is None else w.numpy()))
-    check_grad(fn, inputs)
+    with uses_kernels(backend, "norm", "norm_backward"):
+        check_op(fn, inputs, lambda *a: np_rms_norm(a[0], k, None if w is None else a[1]))
+
+
+def np_norm_vjp(x, g, w, rms: bool, eps: float):
+    """(dx, dw, db) of layer norm (rms=False) or RMS norm over the last dim, with
+    xh = (x - mean) rstd (RMS: x rstd) and gw = g w:
+    dx = rstd (gw - mean(gw) - xh mean(gw xh))  (RMS: without mean(gw)),
+    dw = sum(g xh), db = sum(g) over the rows."""
+    mu = 0.0 if rms else x.mean(-1, keepdims=True)
+    rstd = 1 / np.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + eps)
+    xh = (x - mu) * rstd
+    gw = g * (1.0 if w is None else w)
+    dx = rstd * (gw - (0.0 if rms else gw.mean(-1, keepdims=True))
+                 - xh * (gw * xh).mean(-1, keepdims=True))
+    rows = tuple(range(x.ndim - 1))
+    return dx, (g * xh).sum(rows), g.sum(rows)
+
+
+@pytest.mark.parametrize("kind", ["layer_norm", "rms_norm"])
+@given(data=st.data(), dtype=st.sampled_from(DTYPES), affine=st.booleans())
+def test_norm_kernel_sizes_and_large_offsets(backend, kind, data, dtype, affine):
+    """Rows past the unrolled reductions and more rows (65..150) than the 64 chunks of
+    the backward kernel's weight gradient; layer norm also at offsets up to ±1e4 (it
+    does not change under a shift). Forward and gradients against the formulas in
+    float64 on the values shifted back, to the accuracy of the dtype plus the error
+    that rounding the row mean at the offset brings: C eps |offset| rstd."""
+    rms = kind == "rms_norm"
+    shape = data.draw(row_shapes(many_rows=True))
+    C = shape[-1]
+    offset = 0.0 if rms else data.draw(magnitudes())
+    # a ramp of amplitude 4 along each row, which values in [-3, 3] cannot cancel: no
+    # row is near-constant, so rstd stays small and the bound below stays tight
+    a = data.draw(arrays(shape)) + np.linspace(-4.0, 4.0, C)
+    x = data.draw(views(shifted(a, offset, dtype)))
+    small = unshifted(x, offset)
+    w = data.draw(arrays((C,), 0.5, 2.0)).astype(dtype) if affine else None
+    b = data.draw(arrays((C,))).astype(dtype) if affine and not rms else None
+    g = data.draw(arrays(shape)).astype(dtype)
+    eps = 1e-5 if not rms else 1e-6
+    tx = Tensor(x, requires_grad=True)
+    tw = None if w is None else Tensor(w, requires_grad=True)
+    tb = None if b is None else Tensor(b, requires_grad=True)
+    with uses_kernels(backend, "norm", "norm_backward"):
+        y = (F.rms_norm(tx, C, tw, eps=eps) if rms else F.layer_norm(tx, C, tw, tb, eps=eps))
+        y.backward(Tensor(readonly_strided(g)))
+    w64 = None if w is None else w.astype(np.float64)
+    b64 = None if b is None else b.astype(np.float64)
+    want = (np_rms_norm(small, 1, w64, eps) if rms else np_layer_norm(small, 1, w64, b64, eps))
+    dx, dw, db = np_norm_vjp(small, g.astype(np.float64), w64, rms, eps)
+    rstd = 1 / np.sqrt(((small - (0 if rms else small.mean(-1, keepdims=True))) ** 2)
+                       .mean(-1) + eps).max()
+    cond = 2 * C * np.finfo(dtype).eps * abs(offset) * rstd  # error of xh at the offset
+    wmax = 1.0 if w is None else float(np.abs(w64).max())
+    close(y, want, atol=cond * wmax)
+    # dx = rstd (gw - mean(gw) - xh mean(gw xh)), |gw| <= 3 wmax, |xh| <= sqrt(C)
+    close(tx.grad, dx, atol=cond * rstd * 3 * wmax * (1 + np.sqrt(C)))
+    if affine:
+        # column sums over up to 150 rows: errors relative to the sum of |terms|
+        rows = tuple(range(len(shape) - 1))
+        gabs = np.abs(g.astype(np.float64)).sum(rows)
+        close(tw.grad, dw, scale=float((gabs * 5).max()), atol=float(gabs.max()) * cond)
+        if tb is not None:
+            close(tb.grad, db, scale=float(gabs.max()))
 
 
 def test_norm_errors():
@@ -169,9 +296,10 @@ def test_layer_norm_float32_and_statistics():
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.8])
-def test_dropout_statistics(p):
+def test_dropout_statistics(backend, p):
     x = Tensor(np.ones((200, 100)), requires_grad=True)
-    y = F.dropout(x, p)
+    with uses_kernels(backend, "dropout"):
+        y = F.dropout(x, p)
     kept = y.numpy() != 0
     assert abs(kept.mean() - (1 - p)) < 0.02
     np.testing.assert_allclose(y.numpy()[kept], 1 / (1 - p))
@@ -230,16 +358,19 @@ def test_dropout_under_checkpoint_replays_the_mask():
 
 
 @given(st.data())
-def test_embedding(data):
+def test_embedding(backend, data):
+    """The Numba backward splits the embedding dim into blocks of 16 columns or more:
+    dims up to 70 cross several blocks, with a remainder."""
     vocab = data.draw(st.integers(1, 5))
-    dim = data.draw(st.integers(1, 3))
+    dim = data.draw(st.integers(1, 3) | st.integers(17, 70))
     ids_shape = data.draw(shapes(0, 2, max_side=5))
     ids = np.asarray(data.draw(st.lists(st.integers(0, vocab - 1),
                                         min_size=int(np.prod(ids_shape)),
                                         max_size=int(np.prod(ids_shape))))).reshape(ids_shape)
     w = data.draw(tensors((vocab, dim)))
     idt = Tensor(ids.astype(np.int64))
-    check_op(lambda ww: F.embedding(idt, ww), [w], lambda ww: ww[ids])
+    with uses_kernels(backend, "embedding_backward"):
+        check_op(lambda ww: F.embedding(idt, ww), [w], lambda ww: ww[ids])
 
 
 @given(st.data())
@@ -337,7 +468,7 @@ def attention_case(draw):
 
 
 @given(attention_case())
-def test_scaled_dot_product_attention(case):
+def test_scaled_dot_product_attention(backend, case):
     q, k, v, kind, mask, scale = case
     causal = kind == "causal"
 
@@ -347,9 +478,71 @@ def test_scaled_dot_product_attention(case):
 
     inputs = [q, k, v] + ([mask] if kind == "float" else [])
     ref_mask = None if mask is None else mask.numpy()
-    check_forward(fn, inputs, lambda qq, kk, vv, *m: np_attention(qq, kk, vv, ref_mask,
-                                                                     causal, scale))
-    check_grad(fn, inputs)
+    with uses_kernels(backend, "masked_softmax", "softmax_backward"):
+        check_op(fn, inputs, lambda qq, kk, vv, *m: np_attention(
+            qq, kk, vv, m[0] if m else ref_mask, causal, scale))
+
+
+def np_attention_vjp(q, k, v, mask, scale, g):
+    """(dq, dk, dv, dS) of softmax(q k^T scale + mask) v for the cotangent g, written
+    out: P the probabilities, dv = P^T g, dP = g v^T, dS = P (dP - sum(dP P)),
+    dq = dS k scale, dk = dS^T q scale (dS is also the mask's gradient)."""
+    s = np.where(np.isneginf(mask), -np.inf, q @ np.swapaxes(k, -1, -2) * scale + mask)
+    m = s.max(-1, keepdims=True)
+    e = np.exp(s - np.where(np.isfinite(m), m, 0))
+    d = e.sum(-1, keepdims=True)
+    p = e / np.where(d > 0, d, 1)
+    dp = g @ np.swapaxes(v, -1, -2)
+    ds = p * (dp - (dp * p).sum(-1, keepdims=True))
+    return ds @ k * scale, np.swapaxes(ds, -1, -2) @ q * scale, np.swapaxes(p, -1, -2) @ g, ds
+
+
+@given(data=st.data(), dtype=st.sampled_from(DTYPES), offset=magnitudes())
+def test_attention_kernel_sizes_and_large_scores(backend, data, dtype, offset):
+    """Key lengths past the unrolled row reductions (8..40), several batch and head
+    rows, an additive mask with -inf entries shifted by up to ±1e4 (the probabilities
+    do not change; exp overflows unless the row max is subtracted). Output and every
+    gradient against the formulas in float64 on the unshifted mask, to the accuracy of
+    the dtype plus the rounding of the scores at the offset (eps |offset|)."""
+    B, H = data.draw(st.integers(1, 2)), data.draw(st.integers(1, 3))
+    lq, lk = data.draw(st.integers(1, 9)), data.draw(st.integers(1, 4) | st.integers(8, 40))
+    E = data.draw(st.integers(1, 8))
+    q, k, v = (data.draw(arrays((B, H, n, E))).astype(dtype) for n in (lq, lk, lk))
+    mshape = data.draw(st.sampled_from([(lq, lk), (B, 1, 1, lk), (B, H, lq, lk)]))
+    base = data.draw(arrays(mshape))
+    base[np.asarray(data.draw(hnp.arrays(np.bool_, mshape)))] = -np.inf
+    mask = np.where(np.isneginf(base), -np.inf, shifted(np.nan_to_num(base, neginf=0), offset,
+                                                        dtype)).astype(dtype)
+    small = np.where(np.isneginf(mask), -np.inf, np.nan_to_num(mask, neginf=offset) - offset)
+    g = data.draw(arrays((B, H, lq, E))).astype(dtype)
+    scale = 1 / np.sqrt(E)
+    tq, tk, tv, tm = (Tensor(data.draw(views(a, ("contiguous", "strided", "transposed"))),
+                             requires_grad=True) for a in (q, k, v, mask))
+    with uses_kernels(backend, "masked_softmax", "softmax_backward"):
+        out = F.scaled_dot_product_attention(tq, tk, tv, attn_mask=tm)
+        out.backward(Tensor(readonly_strided(g)))
+    q64, k64, v64, g64 = (a.astype(np.float64) for a in (q, k, v, g))
+    # Tolerances: d bounds the rounding of one score at the offset, which changes each
+    # probability by a relative 2d; float32 products and row sums over up to lk terms,
+    # with cancellation in dS, err relative to sqrt(lk) times the largest result.
+    d = float(np.finfo(dtype).eps) * abs(offset)
+    dpmax = float(np.abs(g64 @ np.swapaxes(v64, -1, -2)).max())
+    close(out, np_attention(q64, k64, v64, small, scale=scale), atol=4 * d * np.abs(v64).max())
+    dq, dk, dv, ds = np_attention_vjp(q64, k64, v64, small, scale, g64)
+    dm = np_sum_to(ds, mshape)
+    rows = ds.size // dm.size  # score rows summed into one mask entry
+    for got, want, atol in (
+            (tq.grad, dq, 8 * d * dpmax * np.abs(k64).max() * scale),
+            (tk.grad, dk, 8 * d * dpmax * np.abs(q64).max() * scale * lq),
+            (tv.grad, dv, 4 * d * np.abs(g64).max() * lq),
+            (tm.grad, dm, 8 * d * dpmax * rows)):
+        close(got, want, scale=max(1.0, float(np.abs(want).max())) * np.sqrt(lk), atol=atol)
+
+
+def np_sum_to(a: np.ndarray, shape: tuple) -> np.ndarray:
+    """``a`` summed down to ``shape`` (the gradient of broadcasting ``shape`` to a.shape)."""
+    a = a.sum(axis=tuple(range(a.ndim - len(shape))))
+    return a.sum(axis=tuple(i for i, n in enumerate(shape) if n == 1), keepdims=True)
 
 
 def test_attention_causal_alignment_and_lq_ne_lk():
