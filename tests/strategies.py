@@ -379,16 +379,20 @@ def directional_gradcheck(fn: Callable, inputs: Sequence[Tensor], eps: float = 1
 
 @contextlib.contextmanager
 def uses_kernels(backend: Any, *names: str) -> Iterator[Counter]:
-    """On the Numba backend, assert that each named kernel (``softmax`` for
-    ``_softmax_kernel`` …) ran inside the block, i.e. that the op did not fall back to
-    the NumPy reference; on other backends there is nothing to check."""
+    """On the Numba backend, count the calls of every Numba kernel inside the block
+    (``softmax`` for ``_softmax_kernel`` …) and assert that each named one ran, i.e.
+    that the op did not fall back to the NumPy reference; yields the counts. On other
+    backends there is nothing to check (the counts stay empty)."""
     calls: Counter = Counter()
     if getattr(backend, "name", backend) != "numba":
         yield calls
         return
     from minilm.backends import numba_backend as mod
 
-    saved = {n: getattr(mod, f"_{n}_kernel") for n in names}
+    saved = {a[1:-len("_kernel")]: getattr(mod, a) for a in dir(mod)
+             if a.startswith("_") and a.endswith("_kernel")}
+    unknown = set(names) - set(saved)
+    assert not unknown, f"no such Numba kernel: {sorted(unknown)}"
 
     def spy(name: str, kernel: Callable) -> Callable:
         def run(*args: Any) -> Any:

@@ -7,7 +7,23 @@ import numpy as np
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
-from strategies import arrays, check_forward, check_grad, shapes, tensors
+from hypothesis.extra import numpy as hnp
+from strategies import (
+    DTYPES,
+    arrays,
+    check_forward,
+    check_grad,
+    check_op,
+    close,
+    magnitudes,
+    readonly_strided,
+    shapes,
+    shifted,
+    tensors,
+    unshifted,
+    uses_kernels,
+    views,
+)
 
 import minilm
 import minilm.functional as F
@@ -88,23 +104,73 @@ def class_case(draw, max_spatial: int = 2):
     return x, t, w, ignore_index
 
 
-@given(class_case(), REDUCTIONS, st.sampled_from([0.0, 0.1, 0.35]))
-def test_cross_entropy_class_indices(case, reduction, label_smoothing):
+@given(class_case(), REDUCTIONS, st.sampled_from([0.0, 0.1, 0.35]), st.data())
+def test_cross_entropy_class_indices(backend, case, reduction, label_smoothing, data):
     x, t, w, ignore_index = case
     valid = t != ignore_index
     assume(reduction != "mean" or (valid * (1 if w is None else w[np.where(valid, t, 0)])).sum()
            > 0.1)
     tt = Tensor(t)
-    wt = None if w is None else Tensor(w)
 
-    def fn(inp):
-        return F.cross_entropy(inp, tt, weight=wt, ignore_index=ignore_index,
+    def fn(inp, *ww):
+        return F.cross_entropy(inp, tt, weight=ww[0] if ww else None, ignore_index=ignore_index,
                                reduction=reduction, label_smoothing=label_smoothing)
 
+    xt = Tensor(data.draw(views(x)), requires_grad=True)
+    inputs = [xt] + ([] if w is None else [Tensor(w)])  # the weight follows x's dtype
+    with uses_kernels(backend, "cross_entropy", "cross_entropy_backward"):
+        check_op(fn, inputs, lambda a, *ww: np_cross_entropy(
+            a, t, ww[0] if ww else None, ignore_index, reduction, label_smoothing))
+
+
+def np_cross_entropy_rows_grad(x, t, w, ignore_index, label_smoothing, g_row):
+    """d loss_i / d x_i for (N, C) logits, written out: with p = softmax(x_i),
+    loss_i = (1-e) w_y (-log p_y) + e/C sum_c w_c (-log p_c) and d(-log p_c)/dx = p - onehot(c):
+    dx_i = g_i [(1-e) w_y (p - onehot(y)) + e/C (sum(w) p - w)], 0 for ignored rows."""
+    n, c = x.shape
+    w = np.ones(c) if w is None else w
+    valid = t != ignore_index
+    y = np.where(valid, t, 0)
+    p = np.exp(np_log_softmax(x, 1))
+    onehot = np.eye(c)[y]
+    d = (1 - label_smoothing) * w[y][:, None] * (p - onehot) \
+        + label_smoothing / c * (w.sum() * p - w)
+    return d * (g_row * valid)[:, None]
+
+
+@given(data=st.data(), dtype=st.sampled_from(DTYPES), offset=magnitudes(),
+       reduction=REDUCTIONS, label_smoothing=st.sampled_from([0.0, 0.1]), weighted=st.booleans())
+def test_cross_entropy_kernel_sizes_and_large_logits(backend, data, dtype, offset, reduction,
+                                                     label_smoothing, weighted):
+    """Up to 150 rows of up to 40 classes (past the unrolled row reductions), logits
+    shifted by up to ±1e4 (the loss does not change; exp overflows unless the row max
+    is subtracted), ignored rows, class weights: loss and gradient against the
+    formulas in float64 on the unshifted logits, to the accuracy of the dtype."""
+    n = data.draw(st.integers(1, 9) | st.integers(65, 150))
+    c = data.draw(st.integers(1, 4) | st.integers(8, 40))
+    x = data.draw(views(shifted(data.draw(arrays((n, c))), offset, dtype)))
+    small = unshifted(x, offset)
+    t = np.asarray(data.draw(hnp.arrays(np.int64, (n,), elements=st.integers(0, c - 1))))
+    t[np.asarray(data.draw(hnp.arrays(np.bool_, (n,))))] = -100
+    w = data.draw(arrays((c,), 0.2, 2.0)) if weighted else None
+    valid = t != -100
+    counted = float((valid * (1 if w is None else w[np.where(valid, t, 0)])).sum())
+    assume(reduction != "mean" or counted > 0.1)
     xt = Tensor(x, requires_grad=True)
-    check_forward(fn, [xt], lambda a: np_cross_entropy(a, t, w, ignore_index, reduction,
-                                                        label_smoothing))
-    check_grad(fn, [xt])
+    wt = None if w is None else Tensor(w.astype(dtype))
+    with uses_kernels(backend, "cross_entropy", "cross_entropy_backward"):
+        loss = F.cross_entropy(xt, Tensor(t), weight=wt, reduction=reduction,
+                               label_smoothing=label_smoothing)
+        g = np.ones(loss.shape) if reduction != "none" else data.draw(arrays((n,)))
+        loss.backward(Tensor(readonly_strided(g.astype(dtype))))
+    w64 = None if w is None else w.astype(dtype).astype(np.float64)
+    want = np_cross_entropy(small, t, w64, -100, reduction, label_smoothing)
+    g_row = g if reduction == "none" else np.full(n, 1.0 / counted if reduction == "mean" else 1.0)
+    want_dx = np_cross_entropy_rows_grad(small, t, w64, -100, label_smoothing, g_row)
+    # the per-row losses (~|logits| + log C) add up over up to 150 rows
+    row_scale = float(np.abs(np_cross_entropy(small, t, w64, -100, "none", label_smoothing)).sum())
+    close(loss, want, scale=max(1.0, row_scale if reduction == "sum" else 0.0))
+    close(xt.grad, want_dx)
 
 
 @given(class_case(), REDUCTIONS, st.sampled_from([0.0, 0.2]), st.data())

@@ -7,7 +7,21 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import arrays, broadcastable_pair, check_op, shapes, tensors
+from strategies import (
+    DTYPES,
+    NO_BROADCAST,
+    arrays,
+    broadcastable_pair,
+    check_op,
+    close,
+    directional_gradcheck,
+    readonly_strided,
+    row_shapes,
+    shapes,
+    tensors,
+    uses_kernels,
+    views,
+)
 
 import minilm as ml
 import minilm.functional as F
@@ -32,8 +46,8 @@ def test_binary_broadcasting(name, data):
     fn, ref = BINARY[name]
     sa, sb = data.draw(broadcastable_pair())
     # a on a 0.1 grid, b offset by 0.05: never tied (max/min have a kink at ties)
-    a = np.round(data.draw(arrays(sa)), 1)
-    b = np.round(data.draw(arrays(sb)), 1) + 0.05
+    a = data.draw(views(np.round(data.draw(arrays(sa)), 1)))
+    b = data.draw(views(np.round(data.draw(arrays(sb)), 1) + 0.05))
     check_op(fn, [Tensor(a, requires_grad=True), Tensor(b, requires_grad=True)], ref)
 
 
@@ -115,11 +129,13 @@ def _away_from_kinks(a, kinks=(0.0, -1.0, 0.5, 0.3, 1.5)):
 
 @pytest.mark.parametrize("name", sorted(UNARY))
 @given(data=st.data())
-def test_unary(name, data):
+def test_unary(backend, name, data):
     fn, ref, bounds = UNARY[name]
     lo, hi = bounds or (-3.0, 3.0)
-    a = _away_from_kinks(data.draw(arrays(shapes(), lo, hi)))
-    check_op(fn, [Tensor(a, requires_grad=True)], ref)
+    a = data.draw(views(_away_from_kinks(data.draw(arrays(shapes(), lo, hi)))))
+    kernels = ("gelu64", "gelu32") if name.startswith("gelu") else ()  # float64, float32
+    with uses_kernels(backend, *kernels):
+        check_op(fn, [Tensor(a, requires_grad=True)], ref)
 
 
 def test_sigmoid_softplus_stable_at_extremes():
@@ -137,6 +153,68 @@ def test_gelu_float32_close_to_exact():
     a = np.linspace(-6, 6, 1001)
     y32 = F.gelu(ml.tensor(a.astype(np.float32))).numpy()
     np.testing.assert_allclose(y32, _gelu(a), atol=2e-6)
+
+
+def _gelu_grad(a):
+    """d/dx x Phi(x) = Phi(x) + x phi(x)."""
+    cdf = 0.5 * (1 + np.vectorize(math.erf)(a / math.sqrt(2)))
+    return cdf + a * np.exp(-0.5 * a * a) / math.sqrt(2 * math.pi)
+
+
+def _gelu_tanh_grad(a):
+    """d/dx 0.5 x (1 + tanh(u)), u = k (x + 0.044715 x^3), k = sqrt(2/pi):
+    0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) k (1 + 3 * 0.044715 x^2)."""
+    k = math.sqrt(2 / math.pi)
+    t = np.tanh(k * (a + 0.044715 * a ** 3))
+    return 0.5 * (1 + t) + 0.5 * a * (1 - t * t) * k * (1 + 3 * 0.044715 * a * a)
+
+
+GELU = {"none": (_gelu, _gelu_grad), "tanh": (_gelu_tanh, _gelu_tanh_grad)}
+
+
+@given(data=st.data(), dtype=st.sampled_from(DTYPES), approximate=st.sampled_from(["none", "tanh"]))
+def test_gelu_kernel_sizes_and_wide_range(backend, data, dtype, approximate):
+    """GELU and its gradient on kernel-sized rows, inputs in [-10, 10] (tails where
+    Phi(x) underflows or tanh saturates), any layout, against the formulas written
+    out above, in float64, to the accuracy of the dtype."""
+    shape = data.draw(row_shapes(many_rows=True))
+    x = data.draw(views(data.draw(arrays(shape, -10, 10)).astype(dtype)))
+    g = data.draw(arrays(shape)).astype(dtype)
+    t = Tensor(x, requires_grad=True)
+    with uses_kernels(backend, "gelu32" if dtype == np.float32 else "gelu64"):
+        y = F.gelu(t, approximate=approximate)
+        y.backward(Tensor(readonly_strided(g)))
+    f, df = GELU[approximate]
+    x64 = x.astype(np.float64)
+    close(y, f(x64))
+    close(t.grad, g.astype(np.float64) * df(x64))
+    if dtype == np.float64:
+        directional_gradcheck(lambda u: F.gelu(u, approximate=approximate),
+                              [Tensor(x, requires_grad=True)])
+
+
+@given(data=st.data(), dtype=st.sampled_from(DTYPES), approximate=st.sampled_from(["none", "tanh"]))
+def test_bias_gelu_kernel_against_the_formula(backend, data, dtype, approximate):
+    """backend.bias_gelu(x, b) = gelu(x + b) with b along the last dim, and its backward
+    (dx = g gelu'(x + b), db = dx summed over the rows), against the GELU formulas
+    written out above (not against the backend's own gelu)."""
+    shape = data.draw(row_shapes(many_rows=True))
+    x = data.draw(views(data.draw(arrays(shape)).astype(dtype), NO_BROADCAST))
+    b = data.draw(arrays(shape[-1:])).astype(dtype)
+    g = data.draw(arrays(shape)).astype(dtype)
+    with uses_kernels(backend, "gelu32" if dtype == np.float32 else "gelu64"):
+        y = backend.bias_gelu(x, b, approximate)
+        dx, db = backend.bias_gelu_backward(x, b, readonly_strided(g), approximate)
+    f, df = GELU[approximate]
+    h = x.astype(np.float64) + b.astype(np.float64)
+    assert y.dtype == dx.dtype == db.dtype == dtype
+    close(y, f(h))
+    want_dx = g.astype(np.float64) * df(h)
+    close(dx, want_dx)
+    # a column sum over up to 150 rows: errors relative to the sum of |terms| (and to
+    # the O(1) cdf from which a tail's tiny gradient is computed)
+    close(db, want_dx.reshape(-1, shape[-1]).sum(0),
+          scale=max(1.0, float(np.abs(want_dx).reshape(-1, shape[-1]).sum(0).max())))
 
 
 @given(data=st.data())

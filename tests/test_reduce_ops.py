@@ -11,7 +11,23 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from strategies import arrays, check_forward, check_grad, check_op, dims_of, shapes, tensors
+from strategies import (
+    DTYPES,
+    NO_BROADCAST,
+    arrays,
+    check_forward,
+    check_grad,
+    check_op,
+    close,
+    dims_of,
+    magnitudes,
+    readonly_strided,
+    shapes,
+    shifted,
+    tensors,
+    unshifted,
+    views,
+)
 
 import minilm as ml
 import minilm.functional as F
@@ -56,7 +72,8 @@ def distinct_tensors(draw, shape):
     order = np.asarray(draw(st.permutations(range(n))), dtype=np.float64)
     jitter = draw(arrays((n,), -0.1, 0.1))
     a = (order - (n - 1) / 2) * 0.5 + jitter
-    return Tensor(a.reshape(shape), requires_grad=True)
+    # any layout but broadcast, whose repeated values would be ties
+    return Tensor(draw(views(a.reshape(shape), NO_BROADCAST)), requires_grad=True)
 
 
 def np_axis(dim, ndim):
@@ -143,14 +160,36 @@ def test_logsumexp_matches_log_of_sum_of_exp_with_large_values(data):
     """Shifting by the max keeps logsumexp finite where exp would overflow."""
     shape, dim, keepdim = data.draw(reduction_cases())
     a = data.draw(arrays(shape, -3, 3))
-    x = Tensor(a + 800.0, requires_grad=True)
+    x = Tensor(data.draw(views(a + 800.0)), requires_grad=True)
     axis = np_axis(dim, len(shape))
-    expected = np_logsumexp(a, axis=axis, keepdims=keepdim) + 800.0
+    expected = np_logsumexp(x.numpy() - 800.0, axis=axis, keepdims=keepdim) + 800.0
     check_forward(lambda t: F.logsumexp(t, dim, keepdim), [x], lambda _: expected)
     # eps 1e-4, not 1e-6: near 800 one rounding of f is ~1e-13, which a step of 1e-6
     # would magnify to ~1e-7; logsumexp's third derivative is < 1, so the larger step's
     # truncation error (eps^2/6 |f'''|) stays below 2e-9
     check_grad(lambda t: F.logsumexp(t, dim, keepdim), [x], eps=1e-4)
+
+
+@given(data=st.data(), dtype=st.sampled_from(DTYPES), offset=magnitudes())
+def test_logsumexp_at_offsets_up_to_1e4_in_both_dtypes(data, dtype, offset):
+    """logsumexp(x + c) = logsumexp(x) + c and its gradient (softmax over the dims)
+    does not change: against the formulas in float64 on the unshifted values, to the
+    accuracy of the dtype plus the rounding of a result of size |c|."""
+    shape, dim, keepdim = data.draw(reduction_cases(max_dims=4))
+    x = data.draw(views(shifted(data.draw(arrays(shape)), offset, dtype)))
+    small = unshifted(x, offset)
+    axis = np_axis(dim, len(shape))
+    t = Tensor(x, requires_grad=True)
+    y = F.logsumexp(t, dim, keepdim)
+    g = data.draw(arrays(y.shape)).astype(dtype)
+    y.backward(Tensor(readonly_strided(g)))
+    lse = np_logsumexp(small, axis=axis, keepdims=True)
+    d = 2 * float(np.finfo(dtype).eps) * abs(offset)  # the rounding of a result near |c|
+    close(y, np.reshape(lse, y.shape) + offset, atol=d)
+    # the backward is exp(x - y) with y the rounded result (as in PyTorch): a relative
+    # error d in every entry of the gradient
+    want = np.exp(small - lse) * np.reshape(g.astype(np.float64), lse.shape)
+    close(t.grad, want, atol=d * float(np.abs(want).max(initial=0.0)))
 
 
 def test_logsumexp_extremes():
