@@ -267,6 +267,23 @@ def test_custom_function_and_gradcheck_catching_a_wrong_backward():
     assert ml.gradcheck(WrongCube.apply, [x], raise_exception=False) is False
 
 
+class SlightlyWrongCube(Cube):
+    """A backward wrong by one part in 100,000: what a mistyped constant looks like."""
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved
+        return 3 * x * x * g * (1 + 1e-5)
+
+
+def test_gradcheck_catches_a_backward_wrong_by_one_part_in_1e5():
+    """The default tolerances (atol 1e-8, rtol 1e-6 at eps 1e-6) are tight enough that a
+    relative error of 1e-5 fails, while the correct backward passes."""
+    x = Tensor(np.linspace(0.5, 2.0, 6).reshape(3, 2), requires_grad=True)
+    assert ml.gradcheck(Cube.apply, [x])
+    assert ml.gradcheck(SlightlyWrongCube.apply, [x], raise_exception=False) is False
+
+
 def test_gradcheck_requires_float64_inputs():
     with pytest.raises(TypeError, match="float64"):
         ml.gradcheck(Cube.apply, [ml.randn(2, requires_grad=True)])

@@ -150,6 +150,19 @@ def test_minilm_backend_environment_variable():
     assert r.returncode != 0 and "unknown backend 'tpu'" in r.stderr
 
 
+def test_tensor_keeps_the_layout_of_a_numpy_view():
+    """Tensor(array) wraps the array as it is: strided, transposed and broadcast (zero
+    stride, read-only) views stay views, so the op tests that draw such layouts test
+    the ops on them, not on contiguous copies."""
+    base = np.arange(24.0).reshape(4, 6)
+    for view in (base[::2, 1::2], base.T, np.broadcast_to(base[:1], (5, 6))):
+        t = Tensor(view)
+        assert np.shares_memory(t.data, base)
+        assert t.data.strides == view.strides and t.data.flags.writeable == view.flags.writeable
+    y = Tensor(np.broadcast_to(base[:1], (5, 6)), requires_grad=True) * 2  # read-only input
+    np.testing.assert_array_equal(y.numpy(), np.broadcast_to(base[:1] * 2, (5, 6)))
+
+
 def test_tensor_hash_is_identity():
     a, b = ml.zeros(2), ml.zeros(2)
     assert len({a, b}) == 2
