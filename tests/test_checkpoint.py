@@ -231,7 +231,7 @@ SAVER = textwrap.dedent("""
     def die():  # SIGKILL: no exception, no finally, no cleanup of any kind
         os.kill(os.getpid(), signal.SIGKILL)
 
-    real_write, real_fsync, real_replace = checkpoint._write_safetensors, checkpoint._fsync_path, os.replace
+    real_replace = os.replace
 
     def write_part(tmp, arrays, metadata):
         data = stnp.save(arrays, metadata=metadata)
@@ -244,7 +244,7 @@ SAVER = textwrap.dedent("""
             os.fsync(f.fileno())
         die()
 
-    def fsync_then_die(p, directory=False):
+    def die_instead_of_fsync(p, directory=False):
         die()
 
     def replace_then_die(src, dst):
@@ -254,7 +254,7 @@ SAVER = textwrap.dedent("""
     if point in ("empty", "header", "half", "last_byte"):
         checkpoint._write_safetensors = write_part
     elif point == "before_fsync":
-        checkpoint._fsync_path = fsync_then_die
+        checkpoint._fsync_path = die_instead_of_fsync
     elif point == "before_replace":
         os.replace = lambda src, dst: die()
     elif point == "after_replace":
