@@ -139,16 +139,18 @@ def np_cross_entropy_rows_grad(x, t, w, ignore_index, label_smoothing, g_row):
 
 
 @given(data=st.data(), dtype=st.sampled_from(DTYPES), offset=magnitudes(),
-       reduction=REDUCTIONS, label_smoothing=st.sampled_from([0.0, 0.1]), weighted=st.booleans())
-def test_cross_entropy_kernel_sizes_and_large_logits(backend, data, dtype, offset, reduction,
-                                                     label_smoothing, weighted):
+       spread=st.sampled_from([1.0, 300.0]), reduction=REDUCTIONS,
+       label_smoothing=st.sampled_from([0.0, 0.1]), weighted=st.booleans())
+def test_cross_entropy_kernel_sizes_and_large_logits(backend, data, dtype, offset, spread,
+                                                     reduction, label_smoothing, weighted):
     """Up to 150 rows of up to 40 classes (past the unrolled row reductions), logits
-    shifted by up to ±1e4 (the loss does not change; exp overflows unless the row max
-    is subtracted), ignored rows, class weights: loss and gradient against the
-    formulas in float64 on the unshifted logits, to the accuracy of the dtype."""
+    shifted by up to ±1e4 and spread over ±900 in a row (the loss does not change
+    under the shift; exp overflows unless the row's true max is subtracted), ignored
+    rows, class weights: loss and gradient against the formulas in float64 on the
+    unshifted logits, to the accuracy of the dtype."""
     n = data.draw(st.integers(1, 9) | st.integers(65, 150))
     c = data.draw(st.integers(1, 4) | st.integers(8, 40))
-    x = data.draw(views(shifted(data.draw(arrays((n, c))), offset, dtype)))
+    x = data.draw(views(shifted(data.draw(arrays((n, c))) * spread, offset, dtype)))
     small = unshifted(x, offset)
     t = np.asarray(data.draw(hnp.arrays(np.int64, (n,), elements=st.integers(0, c - 1))))
     t[np.asarray(data.draw(hnp.arrays(np.bool_, (n,))))] = -100
@@ -163,6 +165,7 @@ def test_cross_entropy_kernel_sizes_and_large_logits(backend, data, dtype, offse
                                label_smoothing=label_smoothing)
         g = np.ones(loss.shape) if reduction != "none" else data.draw(arrays((n,)))
         loss.backward(Tensor(readonly_strided(g.astype(dtype))))
+    assert loss.dtype == xt.grad.dtype == dtype
     w64 = None if w is None else w.astype(dtype).astype(np.float64)
     want = np_cross_entropy(small, t, w64, -100, reduction, label_smoothing)
     g_row = g if reduction == "none" else np.full(n, 1.0 / counted if reduction == "mean" else 1.0)
