@@ -6,9 +6,9 @@
 - Checkpoints: ``ckpt.safetensors`` holds the *full* one-process model (gathered over
   tp and pp), the schedule, RNG states, step and configs: ``minilm sample`` and a
   one-process ``--resume`` read it directly, and a parallel run with any grid reshards
-  it on load. Each rank also writes its optimizer state to
+  it on load. Each rank also writes its optimizer state and its dropout RNG state to
   ``<name>.optim-rank<r>-of-<world>.safetensors``; a resume on the same grid restores
-  it exactly, another grid starts the optimizer afresh (said in the log).
+  them exactly, another grid starts the optimizer afresh (said in the log).
 """
 
 from __future__ import annotations
@@ -85,8 +85,10 @@ class ParallelTrainer(Trainer):
         if self.is_main:
             save_training_state(path, _Snapshot(full), None, self.scheduler, extra)
         state = self.optimizer.state_dict()  # a collective under ZeRO
+        # this rank's dropout RNG too: pipeline stages draw different numbers of values
         save_training_state(self._rank_file(path), None, _Snapshot(state), None,
-                            {"step": self.step, "grid": extra["grid"]})
+                            {"step": self.step, "grid": extra["grid"],
+                             "rng_backend": extra["rng"]["backend"]})
         self.grid.world.barrier()
 
     def resume(self, path: str | Path) -> None:
@@ -97,11 +99,13 @@ class ParallelTrainer(Trainer):
         mine = self._rank_file(path)
         same_grid = extra.get("grid") == {"dp": self.grid.dp, "tp": self.grid.tp,
                                           "pp": self.grid.pp}
+        rng = extra["rng"]["backend"]  # rank 0's
         if same_grid and mine.exists():
             opt_extra = load_training_state(mine, None, self.optimizer, None)
             if int(opt_extra.get("step", -1)) != int(extra["step"]):
                 raise ValueError(f"{mine}: optimizer state of step {opt_extra.get('step')} "
                                  f"does not match {path} (step {extra['step']})")
+            rng = opt_extra.get("rng_backend", rng)
         elif self.is_main:
             print(f"resume: {path} comes from grid {extra.get('grid')}; the optimizer state "
                   "starts afresh on this grid")
@@ -109,7 +113,7 @@ class ParallelTrainer(Trainer):
         self.best_val = math.inf if extra.get("best_val") is None else float(extra["best_val"])
         self.bad_evals = int(extra.get("bad_evals", 0))
         self.tokens_seen = int(extra.get("tokens_seen", 0))
-        current_backend().set_rng_state(extra["rng"]["backend"])
+        current_backend().set_rng_state(rng)
         self.loader.load_state_dict(extra["rng"]["loader"])
         log = self.out / LOG_NAME
         if self.is_main and log.exists():  # drop rows logged after the checkpoint (redone)

@@ -112,6 +112,7 @@ def _resume_args(tmp_path, out):
     return ["--config", str(tmp_path / "run.toml"), "--data", str(corpus), "--out-dir",
             str(out), "--tokenizer", "char", "--n-layers", "2", "--n-heads", "2",
             "--d-model", "16", "--context-length", "16", "--batch-size", "4",
+            "--dropout", "0.1",  # the dropout RNG stream must be restored too
             "--dtype", "float64", "--lr", "3e-3", "--min-lr", "3e-3", "--warmup-steps", "0",
             "--grad-clip", "1.0", "--eval-interval", "2", "--eval-batches", "2",
             "--ckpt-interval", "2", "--log-interval", "1", "--no-progress"]
