@@ -45,16 +45,16 @@ import minilm
 from minilm import Tensor
 
 __all__ = [
-    "DTYPES", "EPS32", "LAYOUTS", "arrays", "astype_like", "broadcastable_pair",
-    "check_backward_f32", "check_forward", "check_grad", "check_op",
-    "directional_gradcheck", "dims_of", "examples", "magnitudes", "readonly_strided",
-    "row_shapes", "shapes", "shifted", "unshifted", "close", "small_floats", "tensors", "uses_kernels", "views",
+    "DTYPES", "LAYOUTS", "NO_BROADCAST", "arrays", "astype_like", "broadcastable_pair",
+    "check_backward_f32", "check_forward", "check_grad", "check_op", "close", "dims_of",
+    "directional_gradcheck", "examples", "kernel_arrays", "magnitudes", "readonly_strided",
+    "row_shapes", "shapes", "shifted", "small_floats", "tensors", "unshifted", "uses_kernels",
+    "views",
 ]
 
 DTYPES = (np.float32, np.float64)
 LAYOUTS = ("contiguous", "strided", "transposed", "broadcast")
 NO_BROADCAST = ("contiguous", "strided", "transposed")  # for ops with a kink at ties
-EPS32 = float(np.finfo(np.float32).eps)  # 1.19e-7
 
 
 def examples(fraction: float, least: int = 5) -> settings:
@@ -87,6 +87,16 @@ def arrays(shape: Any, lo: float = -3.0, hi: float = 3.0, dtype: Any = np.float6
            ) -> st.SearchStrategy:
     """C-contiguous arrays of ``shape`` (a tuple or a strategy) with values in [lo, hi]."""
     return hnp.arrays(dtype, shape, elements=small_floats(lo, hi))
+
+
+def kernel_arrays(shape: Any, lo: float = -3.0, hi: float = 3.0) -> st.SearchStrategy:
+    """float64 arrays for kernel-sized cases: either as :func:`arrays` draws them (for
+    large arrays mostly one repeated value and a few others, which Hypothesis shrinks
+    well) or dense, every entry uniform in [lo, hi] from a drawn seed (a row's max then
+    sits anywhere, e.g. in any lane of a blocked reduction)."""
+    seeded = st.integers(0, 2**32 - 1).map(
+        lambda seed: np.random.default_rng(seed).uniform(lo, hi, shape))
+    return arrays(shape, lo, hi) | seeded
 
 
 def row_shapes(max_lead_dims: int = 2, max_lead_side: int = 3, many_rows: bool = False
@@ -138,15 +148,23 @@ def views(draw: Any, a: np.ndarray, layouts: Sequence[str] = LAYOUTS,
 
 
 def shifted(a: np.ndarray, offset: float, dtype: Any) -> np.ndarray:
-    """``a + offset`` rounded to ``dtype`` (a C-contiguous array); see :func:`unshifted`."""
-    return np.asarray(np.asarray(a, dtype=np.float64) + offset).astype(dtype)
+    """``a + offset`` in ``dtype`` (a C-contiguous array), exactly: ``a`` is first
+    rounded to the spacing of ``dtype`` at |offset| + max|a| (so that :func:`unshifted`
+    gets it back exactly)."""
+    a = np.asarray(a, dtype=np.float64)
+    top = abs(offset) + float(np.max(np.abs(a), initial=0.0))
+    if offset and top:
+        # numbers below 2^(e+1) on a grid of 2^(e+1-p) fit in p significant bits
+        q = 2.0 ** (math.floor(math.log2(top)) + 1 - (np.finfo(dtype).nmant + 1))
+        a = np.round(a / q) * q
+    return np.asarray(a + offset).astype(dtype)
 
 
 def unshifted(big: np.ndarray, offset: float) -> np.ndarray:
-    """``big - offset`` in float64, exactly (Sterbenz: the entries of ``big`` and
-    ``offset`` are within a factor 2 of each other, or offset is 0). An op invariant
-    under a shift by ``offset`` (softmax, layer norm …) must give on ``big`` what a
-    NumPy formula gives on this; only the op's own rounding at large magnitude differs."""
+    """``big - offset`` in float64, exactly (for ``big`` from :func:`shifted`). An op
+    invariant under a shift by ``offset`` (softmax, layer norm …) must give on ``big``
+    what a NumPy formula gives on this; only the op's own rounding at large magnitude
+    differs."""
     small = np.asarray(big, dtype=np.float64) - offset
     assert np.array_equal(small + offset, np.asarray(big, dtype=np.float64)), "inexact shift"
     return small

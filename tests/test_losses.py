@@ -15,6 +15,7 @@ from strategies import (
     check_grad,
     check_op,
     close,
+    kernel_arrays,
     magnitudes,
     readonly_strided,
     shapes,
@@ -123,6 +124,24 @@ def test_cross_entropy_class_indices(backend, case, reduction, label_smoothing, 
             a, t, ww[0] if ww else None, ignore_index, reduction, label_smoothing))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("C", [8, 9, 16, 23, 40])
+def test_cross_entropy_logit_max_in_every_lane(backend, dtype, C):
+    """Row j of the logits is -1000 everywhere but 0 at j (at an offset of 1e4): the
+    max sits once in every lane of the kernels' 8-way blocked reductions and in the
+    remainder. The loss is 0 for target j and 1000 for any other target; a reduction
+    that misses the max overflows."""
+    small = np.where(np.eye(C, dtype=bool), 0.0, -1000.0)
+    x = Tensor(shifted(small, 1e4, dtype), requires_grad=True)
+    t = np.arange(C)
+    t[1::2] = (t[1::2] + 1) % C  # odd rows: a wrong class
+    with uses_kernels(backend, "cross_entropy", "cross_entropy_backward"):
+        loss = F.cross_entropy(x, Tensor(t), reduction="none")
+        loss.backward(Tensor(np.ones(C, dtype=dtype)))
+    close(loss, np_cross_entropy(small, t, None, -100, "none", 0.0))
+    close(x.grad, np_cross_entropy_rows_grad(small, t, None, -100, 0.0, np.ones(C)))
+
+
 def np_cross_entropy_rows_grad(x, t, w, ignore_index, label_smoothing, g_row):
     """d loss_i / d x_i for (N, C) logits, written out: with p = softmax(x_i),
     loss_i = (1-e) w_y (-log p_y) + e/C sum_c w_c (-log p_c) and d(-log p_c)/dx = p - onehot(c):
@@ -139,18 +158,18 @@ def np_cross_entropy_rows_grad(x, t, w, ignore_index, label_smoothing, g_row):
 
 
 @given(data=st.data(), dtype=st.sampled_from(DTYPES), offset=magnitudes(),
-       spread=st.sampled_from([1.0, 300.0]), reduction=REDUCTIONS,
+       spread=st.sampled_from([1.0, 300.0, 3000.0]), reduction=REDUCTIONS,
        label_smoothing=st.sampled_from([0.0, 0.1]), weighted=st.booleans())
 def test_cross_entropy_kernel_sizes_and_large_logits(backend, data, dtype, offset, spread,
                                                      reduction, label_smoothing, weighted):
     """Up to 150 rows of up to 40 classes (past the unrolled row reductions), logits
-    shifted by up to ±1e4 and spread over ±900 in a row (the loss does not change
+    shifted by up to ±1e4 and spread over ±900 or ±9000 in a row (the loss does not change
     under the shift; exp overflows unless the row's true max is subtracted), ignored
     rows, class weights: loss and gradient against the formulas in float64 on the
     unshifted logits, to the accuracy of the dtype."""
     n = data.draw(st.integers(1, 9) | st.integers(65, 150))
     c = data.draw(st.integers(1, 4) | st.integers(8, 40))
-    x = data.draw(views(shifted(data.draw(arrays((n, c))) * spread, offset, dtype)))
+    x = data.draw(views(shifted(data.draw(kernel_arrays((n, c))) * spread, offset, dtype)))
     small = unshifted(x, offset)
     t = np.asarray(data.draw(hnp.arrays(np.int64, (n,), elements=st.integers(0, c - 1))))
     t[np.asarray(data.draw(hnp.arrays(np.bool_, (n,))))] = -100

@@ -10,16 +10,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from hypothesis import settings
 from strategies import (
     DTYPES,
     arrays,
-    check_forward,
     check_grad,
     check_op,
     close,
     dims_of,
     directional_gradcheck,
+    examples,
+    kernel_arrays,
     magnitudes,
     readonly_strided,
     row_shapes,
@@ -117,17 +117,17 @@ def test_softmax_family(backend, name, data):
 
 @pytest.mark.parametrize("name", sorted(SOFTMAX_FAMILY))
 @given(data=st.data(), dtype=st.sampled_from(DTYPES), offset=magnitudes(),
-       spread=st.sampled_from([1.0, 300.0]))
+       spread=st.sampled_from([1.0, 300.0, 3000.0]))
 def test_softmax_family_kernel_sizes_and_large_magnitudes(backend, name, data, dtype, offset,
                                                           spread):
-    """Rows past the kernels' unrolled reductions, at offsets up to ±1e4 and with
-    values spread over ±900 in a row: exp overflows unless the row's true max is
-    subtracted first. Forward and gradient against the formulas evaluated in float64
+    """Rows past the kernels' unrolled reductions (and up to 150 of them), at offsets up
+    to ±1e4 and with values spread over ±900 or ±9000 in a row: exp overflows unless
+    the row's true max is subtracted first. Forward and gradient against the formulas evaluated in float64
     on the same values shifted back to 0 (softmax does not change under the shift),
     to the accuracy of the dtype."""
     fn, _ = SOFTMAX_FAMILY[name]
-    shape = data.draw(row_shapes())
-    x = data.draw(views(shifted(data.draw(arrays(shape)) * spread, offset, dtype)))
+    shape = data.draw(row_shapes(many_rows=True))
+    x = data.draw(views(shifted(data.draw(kernel_arrays(shape)) * spread, offset, dtype)))
     small = unshifted(x, offset)
     g = data.draw(arrays(shape)).astype(dtype)
     t = Tensor(x, requires_grad=True)
@@ -140,7 +140,26 @@ def test_softmax_family_kernel_sizes_and_large_magnitudes(backend, name, data, d
 
 
 @pytest.mark.parametrize("name", sorted(SOFTMAX_FAMILY))
-@settings(max_examples=max(5, settings().max_examples // 4))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("C", [8, 9, 16, 23, 40])
+def test_softmax_family_row_max_in_every_lane(backend, name, dtype, C):
+    """Row j is -1000 everywhere but 0 at j (at an offset of 1e4): the max sits once in
+    every lane of the kernels' 8-way blocked reductions and in the remainder. Softmax
+    is the identity matrix; log-softmax 0 on the diagonal and -1000 off it; a reduction
+    that misses the max overflows (exp(1000) is inf in both dtypes)."""
+    fn, _ = SOFTMAX_FAMILY[name]
+    small = np.where(np.eye(C, dtype=bool), 0.0, -1000.0)
+    x = Tensor(shifted(small, 1e4, dtype), requires_grad=True)
+    g = np.random.default_rng(C).standard_normal((C, C))
+    with uses_kernels(backend, "softmax", "softmax_backward"):
+        y = fn(x, -1)
+        y.backward(Tensor(g.astype(dtype)))
+    close(y, SOFTMAX_FAMILY[name][1](small, -1))
+    close(x.grad, np_softmax_family_vjp(name, small, g.astype(dtype).astype(np.float64), -1))
+
+
+@pytest.mark.parametrize("name", sorted(SOFTMAX_FAMILY))
+@examples(0.25)  # a quarter of the profile's examples: up to 150 rows of 40 per example
 @given(data=st.data())
 def test_softmax_family_directional_gradcheck_on_kernel_sizes(backend, name, data):
     """float64 gradcheck along random directions on shapes too large to check one
@@ -248,7 +267,7 @@ def test_norm_kernel_sizes_and_large_offsets(backend, kind, data, dtype, affine)
     offset = 0.0 if rms else data.draw(magnitudes())
     # a ramp of amplitude 4 along each row, which values in [-3, 3] cannot cancel: no
     # row is near-constant, so rstd stays small and the bound below stays tight
-    a = data.draw(arrays(shape)) + np.linspace(-4.0, 4.0, C)
+    a = data.draw(kernel_arrays(shape)) + np.linspace(-4.0, 4.0, C)
     x = data.draw(views(shifted(a, offset, dtype)))
     small = unshifted(x, offset)
     w = data.draw(arrays((C,), 0.5, 2.0)).astype(dtype) if affine else None
@@ -519,9 +538,9 @@ def test_attention_kernel_sizes_and_large_scores(backend, data, dtype, offset):
     B, H = data.draw(st.integers(1, 2)), data.draw(st.integers(1, 3))
     lq, lk = data.draw(st.integers(1, 9)), data.draw(st.integers(1, 4) | st.integers(8, 40))
     E = data.draw(st.integers(1, 8))
-    q, k, v = (data.draw(arrays((B, H, n, E))).astype(dtype) for n in (lq, lk, lk))
+    q, k, v = (data.draw(kernel_arrays((B, H, n, E))).astype(dtype) for n in (lq, lk, lk))
     mshape = data.draw(st.sampled_from([(lq, lk), (B, 1, 1, lk), (B, H, lq, lk)]))
-    base = data.draw(arrays(mshape))
+    base = data.draw(kernel_arrays(mshape))
     base[np.asarray(data.draw(hnp.arrays(np.bool_, mshape)))] = -np.inf
     mask = np.where(np.isneginf(base), -np.inf, shifted(np.nan_to_num(base, neginf=0), offset,
                                                         dtype)).astype(dtype)

@@ -15,6 +15,7 @@ _K = "minilm/backends/_numba_kernels.py"
 _NB = "minilm/backends/numba_backend.py"
 _REF = "minilm/backends/numpy_backend.py"
 
+_LANES = "tests/test_nn_ops.py::test_softmax_family_row_max_in_every_lane"
 _SOFTMAX_BIG = "tests/test_nn_ops.py::test_softmax_family_kernel_sizes_and_large_magnitudes"
 _CE_BIG = "tests/test_losses.py::test_cross_entropy_kernel_sizes_and_large_logits"
 _NORM_BIG = "tests/test_nn_ops.py::test_norm_kernel_sizes_and_large_offsets"
@@ -30,8 +31,9 @@ MUTATIONS = [
         file=_K,
         old="        m7 = a[i + 7] if a[i + 7] > m7 else m7\n",
         new="        m7 = a[i + 6] if a[i + 6] > m7 else m7\n",
-        tests=[f"{_SOFTMAX_BIG}[numba-softmax]", f"{_SOFTMAX_BIG}[numba-log_softmax]",
-               f"{_CE_BIG}[numba]"],
+        tests=[f"{_LANES}[numba-16-float64-softmax]", f"{_LANES}[numba-9-float32-log_softmax]",
+               "tests/test_losses.py::test_cross_entropy_logit_max_in_every_lane[numba-23-float64]",
+               f"{_SOFTMAX_BIG}[numba-softmax]"],
     ),
     Mutation(
         name="numba: the row sum adds lane 6 twice and lane 7 never (rows of 8+ only)",
@@ -47,7 +49,8 @@ MUTATIONS = [
         file=_K,
         old="        m = _max(xr)\n",
         new="        m = xr[0]\n",
-        tests=[f"{_SOFTMAX_BIG}[numba-softmax]", f"{_SOFTMAX_BIG}[numba-log_softmax]"],
+        tests=[f"{_LANES}[numba-8-float32-softmax]", f"{_LANES}[numba-8-float64-log_softmax]",
+               f"{_SOFTMAX_BIG}[numba-softmax]", f"{_SOFTMAX_BIG}[numba-log_softmax]"],
     ),
     Mutation(
         name="numba: norm backward chunk bounds use R // nchunks (rows past 64 * (R // 64) "
@@ -88,8 +91,7 @@ MUTATIONS = [
         file=_K,
         old="                sr[j] = sr[j] * scale + br[j]\n",
         new="                sr[j] = (sr[j] + br[j]) * scale\n",
-        tests=[f"{_ATT_BIG}[numba]", "tests/test_nn_ops.py::test_scaled_dot_product_attention[numba]",
-               f"{_NBT}test_attention_forward_backward"],
+        tests=[f"{_ATT_BIG}[numba]", f"{_NBT}test_attention_forward_backward"],
     ),
     Mutation(
         name="numba: optimizer kernels take any array as contiguous (a Fortran-ordered "
