@@ -94,6 +94,15 @@ MUTATIONS = [
         tests=[f"{_ATT_BIG}[numba]", f"{_NBT}test_attention_forward_backward"],
     ),
     Mutation(
+        name="numba: softmax / log-softmax use the kernels only for dim=-1, and the ops "
+             "pass dims normalised to ndim-1 (every F.softmax silently runs NumPy)",
+        file=_NB,
+        old="    return ndim >= 1 and dim in (-1, ndim - 1)\n",
+        new="    return ndim >= 1 and dim == -1\n",
+        tests=["tests/test_nn_ops.py::test_softmax_family[numba-softmax]",
+               f"{_SOFTMAX_BIG}[numba-log_softmax]"],
+    ),
+    Mutation(
         name="numba: optimizer kernels take any array as contiguous (a Fortran-ordered "
              "parameter is updated in a flat copy, not in place)",
         file=_NB,
