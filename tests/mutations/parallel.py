@@ -9,7 +9,9 @@ from tests.mutations import Mutation
 
 DP = "minilm/parallel/data_parallel.py"
 ZERO = "minilm/parallel/zero.py"
-TP = "minilm/parallel/tensor_parallel.py"
+TP_MAP = "minilm/parallel/tensor_parallel/mappings.py"
+TP_LAYERS = "minilm/parallel/tensor_parallel/layers.py"
+TP_CE = "minilm/parallel/tensor_parallel/cross_entropy.py"
 PP = "minilm/parallel/pipeline.py"
 ENGINE = "minilm/parallel/engine.py"
 TRAINER = "minilm/parallel/trainer.py"
@@ -109,10 +111,15 @@ MUTATIONS = [
     Mutation(
         name="tensor parallel: backward of copy_to_tp_region and reduce_from_tp_region "
              "swapped (copy passes g through, reduce allreduces it)",
-        file=TP,
+        file=TP_MAP,
         old='''        if ctx.comm.is_single:
             return g, None
         return _allreduce(ctx.xp, g, ctx.comm), None
+
+
+def copy_to_tp_region(x: Tensor, comm: Communicator) -> Tensor:
+    """Identity forward, allreduce-sum backward."""
+    return CopyToTPRegion.apply(x, comm)
 
 
 class ReduceFromTPRegion(Function):
@@ -130,6 +137,11 @@ class ReduceFromTPRegion(Function):
     def backward(ctx, g):
         return g, None''',
         new='''        return g, None
+
+
+def copy_to_tp_region(x: Tensor, comm: Communicator) -> Tensor:
+    """Identity forward, allreduce-sum backward."""
+    return CopyToTPRegion.apply(x, comm)
 
 
 class ReduceFromTPRegion(Function):
@@ -154,7 +166,7 @@ class ReduceFromTPRegion(Function):
     Mutation(
         name="tensor parallel: row-parallel bias added on every rank before the reduce "
              "(counted tp times)",
-        file=TP,
+        file=TP_LAYERS,
         old="y = reduce_from_tp_region(F.linear(x, self.weight), self.comm)",
         new="y = reduce_from_tp_region(F.linear(x, self.weight, self.bias), self.comm)\n"
             "        return y",
@@ -162,21 +174,21 @@ class ReduceFromTPRegion(Function):
     ),
     Mutation(
         name="vocab-parallel embedding: backward not masked to the rows this rank owns",
-        file=TP,
+        file=TP_LAYERS,
         old="dw = ctx.backend.embedding_backward(local, g * own[..., None], ctx.rows)",
         new="dw = ctx.backend.embedding_backward(local, g, ctx.rows)",
         tests=[TP_GRADCHECK, TP_OPS2, engine("tp2")],
     ),
     Mutation(
         name="vocab-parallel embedding: ids not shifted by the shard's first row",
-        file=TP,
+        file=TP_LAYERS,
         old="local = ids - start",
         new="local = ids",
         tests=[TP_OPS2, engine("tp2")],
     ),
     Mutation(
         name="vocab-parallel cross-entropy: targets not shifted by the shard's first id",
-        file=TP,
+        file=TP_CE,
         old="local = target - start",
         new="local = target",
         tests=[TP_OPS2, engine("tp2")],
