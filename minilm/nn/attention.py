@@ -177,7 +177,15 @@ class MultiHeadAttention(Module):
     Self-attention uses one fused (d_model -> 3 d_model) projection; cross-attention
     (``cross=True``) projects queries from ``x`` and keys/values from ``context``.
     ``causal`` masks the future, ``window`` restricts each query to its last
-    ``window`` keys (local attention), ``rope`` rotates queries and keys."""
+    ``window`` keys (local attention), ``rope`` rotates queries and keys.
+
+    The hook for tensor parallelism: ``n_local_heads`` is the number of heads this
+    process computes (``n_heads`` here). ``forward`` splits the qkv output into
+    ``n_local_heads`` heads, concatenates their outputs to ``n_local_heads * head_dim``
+    features and hands them to ``out_proj``. TensorParallelAttention keeps n_heads / tp
+    heads and swaps in a column-parallel qkv (this rank's heads' q, k, v rows) and a
+    row-parallel out_proj (whose allreduce sums the ranks' partial outputs), and reuses
+    this forward unchanged."""
 
     def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True,
                  causal: bool = True, window: int | None = None, cross: bool = False,
@@ -187,6 +195,7 @@ class MultiHeadAttention(Module):
             raise ValueError(f"MultiHeadAttention: d_model {d_model} is not divisible by "
                              f"n_heads {n_heads}")
         self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
+        self.n_local_heads = n_heads  # heads computed here (n_heads / tp when sharded)
         self.causal, self.window, self.cross = causal, window, cross
         self.dropout_p = dropout
         self.layer_index = layer_index
@@ -213,7 +222,7 @@ class MultiHeadAttention(Module):
             k, v = self.kv_proj(context).split(self.d_model, dim=-1)
             q, k, v = self._heads(q), self._heads(k), self._heads(v)
         else:
-            q, k, v = _SplitHeads.apply(self.qkv(x), n_heads=self.n_heads)
+            q, k, v = _SplitHeads.apply(self.qkv(x), n_heads=self.n_local_heads)
         offset = cache.length if cache is not None else 0
         if self.rope is not None:
             q = self.rope(q, offset)
@@ -233,7 +242,7 @@ class MultiHeadAttention(Module):
         drop = self.dropout_p if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop,
                                            is_causal=causal and simple)
-        y = y.transpose(1, 2).reshape(B, T, self.d_model)
+        y = y.transpose(1, 2).reshape(B, T, self.n_local_heads * self.head_dim)
         return self.resid_dropout(self.out_proj(y))
 
     def extra_repr(self) -> str:

@@ -30,7 +30,7 @@ import numpy as np
 from ... import functional as F
 from ...autograd import Function
 from ...backends import backend_for_array
-from ...nn.attention import KVCache, MultiHeadAttention, build_attention_mask
+from ...nn.attention import KVCache, MultiHeadAttention
 from ...nn.layers import Embedding, Linear
 from ...nn.module import Module, Parameter
 from ...nn.transformer import MLP
@@ -323,21 +323,26 @@ class VocabParallelEmbedding(_TPModule):
 # ---------------------------------------------------------------------------- transformer parts
 
 
-class TensorParallelAttention(Module):
+class TensorParallelAttention(MultiHeadAttention):
     """Causal self-attention on this rank's n_heads/tp heads: qkv column-parallel with
     q, k, v of each head kept together, out_proj row-parallel (one allreduce forward,
     one backward). Same arguments as MultiHeadAttention.forward (cross-attention is not
-    supported)."""
+    supported).
+
+    The forward pass is MultiHeadAttention.forward itself, through its hook:
+    ``n_local_heads`` = n_heads / tp heads are split from the (local) qkv output and
+    their concatenated outputs, n_local_heads * head_dim features, go to the
+    row-parallel out_proj, whose reduce_from_tp_region sums the ranks' partial
+    projections: out = sum_r y_r W_out,r^T + b."""
 
     def __init__(self, mha: MultiHeadAttention, comm: Communicator) -> None:
-        super().__init__()
+        Module.__init__(self)  # not MultiHeadAttention.__init__: the shards come from ``mha``
         if mha.cross:
             raise ValueError("TensorParallelAttention: cross-attention is not supported")
         _check_div("n_heads", mha.n_heads, comm.size, "TensorParallelAttention")
         self.comm = comm
         self.d_model, self.n_heads, self.head_dim = mha.d_model, mha.n_heads, mha.head_dim
-        self.local_heads = mha.n_heads // comm.size
-        self.local_dim = self.local_heads * self.head_dim
+        self.n_local_heads = mha.n_heads // comm.size
         self.causal, self.window, self.cross = mha.causal, mha.window, False
         self.dropout_p, self.layer_index = mha.dropout_p, mha.layer_index
         self.qkv = ColumnParallelLinear.from_linear(mha.qkv, comm, fused=3)
@@ -345,36 +350,15 @@ class TensorParallelAttention(Module):
         self.resid_dropout = mha.resid_dropout
         self.rope = mha.rope
 
-    def _heads(self, t: Tensor) -> Tensor:
-        B, T, _ = t.shape
-        return t.reshape(B, T, self.local_heads, self.head_dim).transpose(1, 2)
-
     def forward(self, x: Tensor, context: Tensor | None = None, key_padding_mask: Any = None,
                 cache: KVCache | None = None, context_length: int | None = None) -> Tensor:
         if context is not None:
             raise ValueError("TensorParallelAttention: cross-attention is not supported")
-        B, T, _ = x.shape
-        q, k, v = self.qkv(x).split(self.local_dim, dim=-1)
-        q, k, v = self._heads(q), self._heads(k), self._heads(v)
-        offset = cache.length if cache is not None else 0
-        if self.rope is not None:
-            q, k = self.rope(q, offset), self.rope(k, offset)
-        if cache is not None:
-            k, v = cache.update(self.layer_index, k, v, context_length or (offset + T))
-        S = k.shape[-2]
-        kpm = key_padding_mask.data if isinstance(key_padding_mask, Tensor) else key_padding_mask
-        simple = offset == 0 and self.window is None and kpm is None
-        mask = None if simple else Tensor._make(build_attention_mask(
-            x.backend.xp, T, S, causal=self.causal, offset=offset, window=self.window,
-            key_padding_mask=kpm))
-        drop = self.dropout_p if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop,
-                                           is_causal=self.causal and simple)
-        y = y.transpose(1, 2).reshape(B, T, self.local_dim)
-        return self.resid_dropout(self.out_proj(y))
+        return super().forward(x, key_padding_mask=key_padding_mask, cache=cache,
+                               context_length=context_length)
 
     def extra_repr(self) -> str:
-        return (f"d_model={self.d_model}, n_heads={self.n_heads} (local {self.local_heads}), "
+        return (f"d_model={self.d_model}, n_heads={self.n_heads} (local {self.n_local_heads}), "
                 f"tp={self.comm.size}")
 
 
