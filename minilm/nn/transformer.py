@@ -9,6 +9,7 @@ with W_head = E_tok when the input and output embeddings are tied.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -174,7 +175,8 @@ class GPT(Module):
         x = self.embed(ids, offset)
         for block in self.blocks:
             if c.checkpoint_activations and self.training and cache is None:
-                x = checkpoint(block, x)
+                # the mask goes in with the block (a constant, not a differentiable input)
+                x = checkpoint(partial(block, key_padding_mask=key_padding_mask), x)
             else:
                 x = block(x, key_padding_mask=key_padding_mask, cache=cache,
                           context_length=c.context_length)
