@@ -186,8 +186,8 @@ def data_parallel_section(args: argparse.Namespace) -> dict:
 
 
 # ---------------------------------------------------------------------------- pipeline
-# GPipe and 1F1B on 2 stages: bench/pipeline_bubble.py (minilm.parallel.pipeline.
-# bench_pipeline) under mpiexec -n 2, measured bubble vs (p - 1) / (M + p - 1).
+# GPipe and 1F1B on 2 stages: bench/pipeline_bubble.py (its bench_pipeline) under
+# mpiexec -n 2, measured bubble vs (p - 1) / (M + p - 1).
 
 
 def pipeline_bubble_section(args: argparse.Namespace) -> dict:

@@ -23,10 +23,67 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
 import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 import minilm as ml  # noqa: E402
+from minilm.backends import manual_seed  # noqa: E402
+from minilm.nn.transformer import GPT, GPTConfig  # noqa: E402
 from minilm.parallel import world  # noqa: E402
-from minilm.parallel.pipeline import bench_pipeline  # noqa: E402
+from minilm.parallel.comm import Communicator  # noqa: E402
+from minilm.parallel.pipeline import PipelineStage, bubble_fraction, run_pipeline  # noqa: E402
+from minilm.parallel.pipeline_schedule import SCHEDULES  # noqa: E402
+
+
+def measured_bubble(stats: Sequence[dict]) -> float:
+    """Idle share of a step from every stage's ``last_stats`` (started together):
+    1 - (sum of busy time) / (n_stages * the slowest stage's time)."""
+    span = max(st["time"] for st in stats)
+    return 1.0 - sum(st["busy"] for st in stats) / (len(stats) * span) if span > 0 else 0.0
+
+
+def bench_pipeline(comm: Communicator | None = None, *, config: dict | None = None,
+                   batch_size: int = 16, micro_batches: Sequence[int] = (2, 4, 8),
+                   schedules: Sequence[str] = SCHEDULES, steps: int = 3, warmup: int = 1,
+                   dtype: str = "float32", seed: int = 0) -> list[dict]:
+    """Time forward+backward of a GPT split over the stages of ``comm`` (default: the
+    world) for each schedule and micro-batch count. Returns on every rank one row per
+    run: theoretical bubble, measured bubble (idle share across stages, best of
+    ``steps``), mean per-stage recv-wait share, step time, each stage's busy seconds
+    (unequal busy times, e.g. the head and loss on the last stage, add to the bubble)."""
+    comm = comm if comm is not None else world()
+    cfg = dict(vocab_size=256, context_length=64, n_layers=4, n_heads=4, d_model=128,
+               dropout=0.0)
+    cfg.update(config or {})
+    cfg["n_layers"] = max(cfg["n_layers"], comm.size)  # at least one block per stage
+    manual_seed(seed)
+    model = GPT(GPTConfig(**cfg)).to(dtype)
+    stage = PipelineStage(model, comm)
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, cfg["vocab_size"], size=(batch_size, cfg["context_length"] + 1))
+    x, y = ids[:, :-1], ids[:, 1:]
+    rows = []
+    for kind in schedules:
+        for M in micro_batches:
+            best = None
+            for it in range(warmup + steps):
+                stage.zero_grad()
+                comm.barrier()
+                run_pipeline(stage, x, y, kind, M)
+                stats = comm.allgather_json(stage.last_stats)
+                if it >= warmup and (best is None or max(st["time"] for st in stats)
+                                     < max(st["time"] for st in best)):
+                    best = stats
+            rows.append({
+                "schedule": kind, "pp": comm.size, "micro_batches": M,
+                "bubble_theory": bubble_fraction(comm.size, M),
+                "bubble_measured": measured_bubble(best),
+                "recv_wait": float(np.mean([st["wait_fraction"] for st in best])),
+                "step_time_s": max(st["time"] for st in best),
+                "stage_busy_s": [st["busy"] for st in best],
+            })
+    return rows
 
 
 def main() -> None:
@@ -65,6 +122,7 @@ def main() -> None:
               + " / ".join(f"{b * 1e3:.1f}" for b in r["stage_busy_s"]) + " |")
     if args.result:
         print("RESULT " + json.dumps(rows))
+
 
 if __name__ == "__main__":
     main()

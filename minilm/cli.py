@@ -85,7 +85,7 @@ def _configs(args: argparse.Namespace, config_path: Any = None) -> tuple:
 
 
 def _train(args: argparse.Namespace, config_path: Any = None) -> int:
-    from .train.pipeline import train
+    from .run import train
 
     model_cfg, train_cfg = _configs(args, config_path)
     trainer, last = train(model_cfg, train_cfg, resume=args.resume)
@@ -102,8 +102,8 @@ def _train(args: argparse.Namespace, config_path: Any = None) -> int:
 def _sample(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from .run import load_run
     from .train.generation import beam_search, generate
-    from .train.pipeline import load_run
 
     model, tok, _ = load_run(args.out_dir, args.checkpoint)
     if tok is None:
@@ -130,7 +130,7 @@ def _eval(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .data import iter_windows, load_corpus, split_tokens
-    from .train.pipeline import load_run
+    from .run import load_run
     from .train.trainer import evaluate_loss
 
     model, tok, extra = load_run(args.out_dir, args.checkpoint)

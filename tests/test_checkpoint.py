@@ -29,11 +29,13 @@ from minilm.train.checkpoint import (
     CheckpointError,
     flatten_state,
     load_checkpoint,
+    save_checkpoint,
+    unflatten_state,
+)
+from minilm.train.training_state import (
     load_model_weights,
     load_training_state,
-    save_checkpoint,
     save_training_state,
-    unflatten_state,
 )
 
 DTYPES = [np.bool_, np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.int64,

@@ -72,15 +72,12 @@ import numpy as np
 
 from .. import functional as F
 from ..autograd import checkpoint, no_grad
-from ..backends import manual_seed
 from ..nn.module import Module, ModuleDict
-from ..nn.transformer import GPT, GPTConfig
 from ..tensor import Tensor
-from .comm import Communicator, Request, world
+from .comm import Communicator, Request
 from .pipeline_schedule import (
     BACKWARD,
     FORWARD,
-    SCHEDULES,
     Action,
     bubble_fraction,
     format_schedule,
@@ -92,10 +89,10 @@ from .pipeline_schedule import (
 )
 
 __all__ = [
-    "Action", "PipelineStage", "bench_pipeline", "bubble_fraction", "build_stage",
-    "evaluate", "format_schedule", "full_state_dict", "gpt_layer_costs", "load_full_state_dict",
-    "make_schedule", "measured_bubble", "partition_balanced", "run_pipeline",
-    "simulate_schedule", "stage_state_dict", "sync_tied_gradients", "train_step",
+    "Action", "PipelineStage", "bubble_fraction", "build_stage", "evaluate",
+    "format_schedule", "full_state_dict", "gpt_layer_costs", "load_full_state_dict",
+    "make_schedule", "partition_balanced", "run_pipeline", "simulate_schedule",
+    "stage_state_dict", "sync_tied_gradients", "tied_state_dict", "train_step",
 ]
 
 _TAG_ACT, _TAG_GRAD, _TAG_TIED = 11, 12, 13
@@ -467,19 +464,42 @@ def full_state_dict(stage: PipelineStage, comm: Communicator | None = None,
             else:
                 arr = comm.recv(np.empty(tuple(shp), dtype=np.dtype(dt)), src, _TAG_TIED)
             full.setdefault(name, arr)
-    return full
+    return tied_state_dict(full, stage.tied)
+
+
+def tied_state_dict(state_dict: dict, tied: bool) -> dict:
+    """A full state dict in the one-process layout: with tied weights, ``head.weight``
+    is the very array of ``tok_emb.weight`` (as in ``GPT.state_dict()``, where both
+    names hold one Parameter), so a checkpoint stores it once, whatever the grid.
+
+    The first and last stages each hold a copy of the tied weight; the last stage's
+    copy comes back as a separate ``head.weight``, and checkpoints of older versions
+    stored it as a second tensor. It is dropped (replaced by the embedding) when it
+    equals the embedding: both copies receive the same summed gradient and stay equal
+    bit for bit, so it carries nothing. A copy that differs is an error: loading it
+    would silently keep one of two different weights."""
+    if not tied or "tok_emb.weight" not in state_dict:
+        return state_dict
+    out = OrderedDict(state_dict)
+    emb = out["tok_emb.weight"]
+    head = out.get("head.weight", emb)
+    if head is not emb:
+        e, h = (np.asarray(a.data if isinstance(a, Tensor) else a) for a in (emb, head))
+        if e.shape != h.shape or not np.array_equal(e, h):
+            raise ValueError(
+                f"tied_state_dict: head.weight {h.shape} {h.dtype} differs from "
+                f"tok_emb.weight {e.shape} {e.dtype}, but the model ties them (one weight); "
+                "the checkpoint is corrupted or comes from an untied model "
+                "(tie_weights=False)")
+    out["head.weight"] = emb
+    return out
 
 
 def stage_state_dict(stage: PipelineStage, state_dict: dict) -> dict:
     """The entries of a full (one-process) state dict that belong to ``stage``; a tied
-    ``head.weight`` missing from the checkpoint is taken from ``tok_emb.weight``."""
-    part = {}
-    for k in stage.state_dict():
-        if k in state_dict:
-            part[k] = state_dict[k]
-        elif k == "head.weight" and stage.tied and "tok_emb.weight" in state_dict:
-            part[k] = state_dict["tok_emb.weight"]
-    return part
+    ``head.weight`` is taken from ``tok_emb.weight`` (see :func:`tied_state_dict`)."""
+    state_dict = tied_state_dict(state_dict, stage.tied)
+    return {k: state_dict[k] for k in stage.state_dict() if k in state_dict}
 
 
 def load_full_state_dict(stage: PipelineStage, state_dict: dict) -> None:
@@ -487,56 +507,3 @@ def load_full_state_dict(stage: PipelineStage, state_dict: dict) -> None:
     checkpoint onto any number of stages (with tp > 1, pass ``stage_state_dict(stage,
     sd)`` to the tensor-parallel loader instead)."""
     stage.load_state_dict(stage_state_dict(stage, state_dict), strict=True)
-
-
-# ---------------------------------------------------------------------------- measuring
-
-
-def measured_bubble(stats: Sequence[dict]) -> float:
-    """Idle share of a step from every stage's ``last_stats`` (started together):
-    1 - (sum of busy time) / (n_stages * the slowest stage's time)."""
-    span = max(st["time"] for st in stats)
-    return 1.0 - sum(st["busy"] for st in stats) / (len(stats) * span) if span > 0 else 0.0
-
-
-def bench_pipeline(comm: Communicator | None = None, *, config: dict | None = None,
-                   batch_size: int = 16, micro_batches: Sequence[int] = (2, 4, 8),
-                   schedules: Sequence[str] = SCHEDULES, steps: int = 3, warmup: int = 1,
-                   dtype: str = "float32", seed: int = 0) -> list[dict]:
-    """Time forward+backward of a GPT split over the stages of ``comm`` (default: the
-    world) for each schedule and micro-batch count. Returns on every rank one row per
-    run: theoretical bubble, measured bubble (idle share across stages, best of
-    ``steps``), mean per-stage recv-wait share, step time, each stage's busy seconds
-    (unequal busy times, e.g. the head and loss on the last stage, add to the bubble)."""
-    comm = comm if comm is not None else world()
-    cfg = dict(vocab_size=256, context_length=64, n_layers=4, n_heads=4, d_model=128,
-               dropout=0.0)
-    cfg.update(config or {})
-    cfg["n_layers"] = max(cfg["n_layers"], comm.size)  # at least one block per stage
-    manual_seed(seed)
-    model = GPT(GPTConfig(**cfg)).to(dtype)
-    stage = PipelineStage(model, comm)
-    rng = np.random.default_rng(seed)
-    ids = rng.integers(0, cfg["vocab_size"], size=(batch_size, cfg["context_length"] + 1))
-    x, y = ids[:, :-1], ids[:, 1:]
-    rows = []
-    for kind in schedules:
-        for M in micro_batches:
-            best = None
-            for it in range(warmup + steps):
-                stage.zero_grad()
-                comm.barrier()
-                run_pipeline(stage, x, y, kind, M)
-                stats = comm.allgather_json(stage.last_stats)
-                if it >= warmup and (best is None or max(st["time"] for st in stats)
-                                     < max(st["time"] for st in best)):
-                    best = stats
-            rows.append({
-                "schedule": kind, "pp": comm.size, "micro_batches": M,
-                "bubble_theory": bubble_fraction(comm.size, M),
-                "bubble_measured": measured_bubble(best),
-                "recv_wait": float(np.mean([st["wait_fraction"] for st in best])),
-                "step_time_s": max(st["time"] for st in best),
-                "stage_busy_s": [st["busy"] for st in best],
-            })
-    return rows

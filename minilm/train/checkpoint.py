@@ -10,7 +10,7 @@ the raw tensor bytes. minilm stores in ``__metadata__``:
 - ``"minilm_aliases"`` (only when needed): JSON ``{name: stored_name}`` for tensors
   that are the very same memory as another (tied weights are stored once).
 
-Three layers:
+Two layers:
 
 1. :func:`save_checkpoint` / :func:`load_checkpoint`: a flat ``{name: array}`` dict and
    a JSON-able ``meta`` dict. Writes go to a temporary file in the target's directory,
@@ -24,10 +24,10 @@ Three layers:
 2. :func:`flatten_state` / :func:`unflatten_state`: any nested structure of dicts,
    lists and tuples whose leaves are arrays, minilm Tensors or JSON scalars, to
    ``(tensors, meta)`` and back, exactly (key types, containers, dtypes, 0-d arrays).
-3. :func:`save_training_state` / :func:`load_training_state` /
-   :func:`load_model_weights`: model, optimizer and scheduler ``state_dict()``s plus an
-   ``extra`` dict (step, config, RNG states, tokenizer). Loading checks the model's keys
-   and shapes before touching anything, and undoes a partial load if a later part fails.
+
+What a *training* checkpoint contains (model, optimizer and scheduler state, step,
+RNG states, tokenizer) is :mod:`minilm.train.training_state`, built on the two layers
+here; this module knows nothing about training and never imports it.
 
 Loading reads the whole file into memory (about twice the checkpoint's size at peak).
 """
@@ -51,14 +51,15 @@ from ..tensor import Tensor
 
 __all__ = [
     "FORMAT_VERSION",
+    "META_KEY",
     "CheckpointError",
     "CheckpointNotFoundError",
+    "checkpoint_error",
+    "decode_checkpoint",
     "flatten_state",
     "load_checkpoint",
-    "load_model_weights",
-    "load_training_state",
+    "read_safetensors",
     "save_checkpoint",
-    "save_training_state",
     "unflatten_state",
 ]
 
@@ -255,11 +256,12 @@ def save_checkpoint(path: str | os.PathLike, tensors: Mapping, meta: dict | None
     _fsync_path(directory, directory=True)
 
 
-def _corrupt(path: str, why: str) -> CheckpointError:
+def checkpoint_error(path: str, why: str) -> CheckpointError:
+    """The error for an unusable checkpoint file: ``checkpoint <path>: <why>``."""
     return CheckpointError(f"checkpoint {path}: {why}")
 
 
-def _read_safetensors(path: str) -> tuple:
+def read_safetensors(path: str) -> tuple:
     """(tensors, metadata) of any safetensors file, every failure a CheckpointError."""
     try:
         with open(path, "rb") as f:
@@ -267,38 +269,40 @@ def _read_safetensors(path: str) -> tuple:
     except FileNotFoundError as exc:
         raise CheckpointNotFoundError(f"checkpoint {path}: no such file") from exc
     except OSError as exc:
-        raise _corrupt(path, f"cannot be read ({exc})") from exc
+        raise checkpoint_error(path, f"cannot be read ({exc})") from exc
     size = len(data)
     if size < 8:
-        raise _corrupt(path, f"only {size} bytes, truncated or not a safetensors file")
+        raise checkpoint_error(path, f"only {size} bytes, truncated or not a safetensors file")
     n = int.from_bytes(data[:8], "little")
     if n > size - 8 or n > _HEADER_LIMIT:
-        raise _corrupt(path, f"header length {n} exceeds the file size {size}: "
-                             "truncated or not a safetensors file")
+        raise checkpoint_error(path, f"header length {n} exceeds the file size {size}: "
+                               "truncated or not a safetensors file")
     try:
         header = json.loads(data[8:8 + n])
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _corrupt(path, f"corrupted header, not valid JSON ({exc})") from exc
+        raise checkpoint_error(path, f"corrupted header, not valid JSON ({exc})") from exc
     if not isinstance(header, dict):
-        raise _corrupt(path, "corrupted header, not a JSON object")
+        raise checkpoint_error(path, "corrupted header, not a JSON object")
     metadata = header.pop(_RESERVED, None) or {}
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise _corrupt(path, "corrupted header, __metadata__ is not a dict of strings")
+        raise checkpoint_error(path, "corrupted header, __metadata__ is not a dict of strings")
     end = 0
     for name, info in header.items():
         offsets = info.get("data_offsets") if isinstance(info, dict) else None
         if (not isinstance(offsets, list) or len(offsets) != 2
                 or not all(isinstance(o, int) and o >= 0 for o in offsets) or offsets[0] > offsets[1]):
-            raise _corrupt(path, f"corrupted header entry for tensor {name!r}")
+            raise checkpoint_error(path, f"corrupted header entry for tensor {name!r}")
         end = max(end, offsets[1])
     if 8 + n + end > size:
-        raise _corrupt(path, f"truncated: the header promises {8 + n + end} bytes, the file has {size}")
+        raise checkpoint_error(path, f"truncated: the header promises {8 + n + end} bytes, "
+                               f"the file has {size}")
     if 8 + n + end < size:
-        raise _corrupt(path, f"corrupted: {size - 8 - n - end} unexpected bytes after the tensor data")
+        raise checkpoint_error(path, f"corrupted: {size - 8 - n - end} unexpected bytes after "
+                               "the tensor data")
     try:
         tensors = stnp.load(data)
     except Exception as exc:  # SafetensorError, KeyError (unknown dtype), ValueError
-        raise _corrupt(path, f"corrupted safetensors file ({type(exc).__name__}: {exc})") from exc
+        raise checkpoint_error(path, f"corrupted safetensors file ({type(exc).__name__}: {exc})") from exc
     return tensors, metadata
 
 
@@ -311,32 +315,33 @@ def load_checkpoint(path: str | os.PathLike) -> tuple:
     corrupted, a safetensors file without minilm metadata, or of a newer format.
     """
     path = os.fspath(path)
-    return _decode(path, *_read_safetensors(path))
+    return decode_checkpoint(path, *read_safetensors(path))
 
 
-def _decode(path: str, tensors: dict, metadata: dict) -> tuple:
-    """The minilm layer of :func:`load_checkpoint` on a file already read."""
+def decode_checkpoint(path: str, tensors: dict, metadata: dict) -> tuple:
+    """The minilm layer of :func:`load_checkpoint` on a file already read by
+    :func:`read_safetensors`: ``(tensors with aliases restored, meta)``."""
     if META_KEY not in metadata:
-        raise _corrupt(path, f"not a minilm checkpoint (a safetensors file without {META_KEY!r} "
-                             "metadata); load plain weights with load_model_weights()")
+        raise checkpoint_error(path, f"not a minilm checkpoint (a safetensors file without {META_KEY!r} "
+                               "metadata); load plain weights with load_model_weights()")
     version = metadata.get(VERSION_KEY)
     try:
         version_num = int(version)
     except (TypeError, ValueError):
         version_num = None
     if version_num is None or not 1 <= version_num <= FORMAT_VERSION:
-        raise _corrupt(path, f"unsupported minilm checkpoint format version {version!r} "
-                             f"(this minilm reads versions 1..{FORMAT_VERSION})")
+        raise checkpoint_error(path, f"unsupported minilm checkpoint format version {version!r} "
+                               f"(this minilm reads versions 1..{FORMAT_VERSION})")
     try:
         meta = json.loads(metadata[META_KEY])
         aliases = json.loads(metadata.get(ALIAS_KEY, "{}"))
     except json.JSONDecodeError as exc:
-        raise _corrupt(path, f"corrupted minilm metadata ({exc})") from exc
+        raise checkpoint_error(path, f"corrupted minilm metadata ({exc})") from exc
     if not isinstance(aliases, dict):
-        raise _corrupt(path, "corrupted minilm metadata (aliases)")
+        raise checkpoint_error(path, "corrupted minilm metadata (aliases)")
     for alias, target in aliases.items():
         if target not in tensors:
-            raise _corrupt(path, f"alias {alias!r} points to a missing tensor {target!r}")
+            raise checkpoint_error(path, f"alias {alias!r} points to a missing tensor {target!r}")
         tensors[alias] = tensors[target]
     return tensors, meta
 
@@ -456,13 +461,3 @@ def unflatten_state(tensors: Mapping, meta: Mapping) -> Any:
         raise ValueError(f"unflatten_state: unknown tree node {tag!r}")
 
     return build(meta["tree"])
-
-
-# =========================================================================== training state
-# Layer 3 lives in training_state.py, which builds on the two layers above; imported
-# last, once they are defined, and re-exported here.
-from .training_state import (  # noqa: E402
-    load_model_weights,
-    load_training_state,
-    save_training_state,
-)

@@ -13,6 +13,18 @@ on a fixed set of windows; every ``ckpt_interval`` steps a checkpoint is written
 atomically. A checkpoint holds everything the next step depends on (weights, optimizer
 moments, schedule position, the RNG streams of dropout and of the data), so a resumed
 run continues bit for bit as if it had never stopped.
+
+The loop, the logs, evaluation and resume are written once, here; what differs on a
+process grid is four hooks that :class:`~minilm.train.parallel_trainer.ParallelTrainer`
+overrides (nothing else):
+
+- :meth:`Trainer._optimizer_step` — forward, backward, gradient reduction, clipping and
+  the optimizer update for one step's micro-batches;
+- :meth:`Trainer._batch_loss` — one validation batch's mean loss (reduced over the
+  grid), which :func:`evaluate_loss` weights by tokens;
+- :meth:`Trainer._write_checkpoint` — how the state is gathered and written;
+- :meth:`Trainer._read_checkpoint` — how model, optimizer and schedule are restored,
+  returning the checkpoint's ``extra`` and this process's dropout RNG state.
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,22 +42,30 @@ import numpy as np
 from .. import optim
 from ..autograd import no_grad
 from ..backends import current_backend
-from ..nn.transformer import GPT, GPTConfig
+from ..nn.transformer import GPT
 from ..tensor import Tensor
-from .checkpoint import load_training_state, save_training_state
 from .config import TrainConfig
+from .training_state import load_training_state, save_training_state
 
-__all__ = ["Trainer", "evaluate_loss", "plot_losses"]
+__all__ = ["Trainer", "evaluate_loss", "model_batch_loss", "plot_losses"]
 
 CKPT_NAME = "ckpt.safetensors"
 BEST_NAME = "best.safetensors"
 LOG_NAME = "metrics.jsonl"
 
 
+def model_batch_loss(model: Any, x: Any, y: Any) -> float:
+    """``model(x, y)``'s mean loss of one batch of token ids, as a float."""
+    _, loss = model(Tensor(np.asarray(x)), Tensor(np.asarray(y)))
+    return float(loss.item())
+
+
 @no_grad()
-def evaluate_loss(model: Any, batches: Any, max_batches: int | None = None) -> dict:
+def evaluate_loss(model: Any, batches: Any, max_batches: int | None = None,
+                  batch_loss: Callable[[Any, Any], float] | None = None) -> dict:
     """Mean next-token cross-entropy over ``batches`` of (x, y), weighted by tokens, and
-    its perplexity exp(loss)."""
+    its perplexity exp(loss). ``batch_loss(x, y)`` gives one batch's mean loss (default:
+    ``model(x, y)``'s; a process grid passes its engine's, reduced over the grid)."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
@@ -52,9 +73,9 @@ def evaluate_loss(model: Any, batches: Any, max_batches: int | None = None) -> d
         for i, (x, y) in enumerate(batches):
             if max_batches is not None and i >= max_batches:
                 break
-            _, loss = model(Tensor(np.asarray(x)), Tensor(np.asarray(y)))
+            mean = model_batch_loss(model, x, y) if batch_loss is None else batch_loss(x, y)
             n = int(np.asarray(y).size)
-            total += float(loss.item()) * n
+            total += float(mean) * n
             count += n
     finally:
         model.train(was_training)
@@ -135,10 +156,34 @@ class Trainer:
         }
 
     def save(self, path: str | Path) -> None:
-        save_training_state(path, self.model, self.optimizer, self.scheduler, self._extra())
+        """Write a checkpoint of everything the next step depends on (on a process grid
+        a collective: every rank calls it)."""
+        self._write_checkpoint(Path(path), self._extra())
 
     def resume(self, path: str | Path) -> None:
-        """Restore everything from a checkpoint written by :meth:`save`."""
+        """Restore everything from a checkpoint written by :meth:`save` (by this run's
+        grid or any other: see :meth:`_read_checkpoint`)."""
+        extra, rng = self._read_checkpoint(Path(path))
+        self.step = int(extra["step"])
+        self.best_val = math.inf if extra.get("best_val") is None else float(extra["best_val"])
+        self.bad_evals = int(extra.get("bad_evals", 0))
+        self.tokens_seen = int(extra.get("tokens_seen", 0))
+        current_backend().set_rng_state(rng)
+        self.loader.load_state_dict(extra["rng"]["loader"])
+        log = self.out / LOG_NAME
+        if self.is_main and log.exists():  # drop rows logged after the checkpoint (redone)
+            keep = [r for r in log.read_text().splitlines()
+                    if r.strip() and json.loads(r).get("step", 0) <= self.step]
+            log.write_text("".join(r + "\n" for r in keep))
+
+    # ------------------------------------------------------------------ hooks
+    def _write_checkpoint(self, path: Path, extra: dict) -> None:
+        """Hook: write model, optimizer, schedule and ``extra`` to ``path``."""
+        save_training_state(path, self.model, self.optimizer, self.scheduler, extra)
+
+    def _read_checkpoint(self, path: Path) -> tuple:
+        """Hook: restore model, optimizer and schedule from ``path``; returns (the
+        checkpoint's ``extra``, the backend RNG state this process continues with)."""
         if load_training_state(path).get("grid"):
             # written by an MPI run: full weights here, optimizer state in per-rank files
             extra = load_training_state(path, self.model, None, self.scheduler)
@@ -147,17 +192,26 @@ class Trainer:
                       "the optimizer state starts afresh")
         else:
             extra = load_training_state(path, self.model, self.optimizer, self.scheduler)
-        self.step = int(extra["step"])
-        self.best_val = math.inf if extra.get("best_val") is None else float(extra["best_val"])
-        self.bad_evals = int(extra.get("bad_evals", 0))
-        self.tokens_seen = int(extra.get("tokens_seen", 0))
-        current_backend().set_rng_state(extra["rng"]["backend"])
-        self.loader.load_state_dict(extra["rng"]["loader"])
-        log = self.out / LOG_NAME
-        if self.is_main and log.exists():  # drop rows logged after the checkpoint (redone)
-            keep = [r for r in log.read_text().splitlines()
-                    if r.strip() and json.loads(r).get("step", 0) <= self.step]
-            log.write_text("".join(r + "\n" for r in keep))
+        return extra, extra["rng"]["backend"]
+
+    def _optimizer_step(self, micro_batches: list) -> float:
+        """Hook: one optimizer step over ``micro_batches`` (a list of (x, y), the
+        gradients accumulated over them); returns their mean loss."""
+        c = self.config
+        total = 0.0
+        for x, y in micro_batches:
+            _, loss = self.model(x, y)
+            (loss / len(micro_batches)).backward()
+            total += float(loss.item())
+        if c.grad_clip and c.grad_clip > 0:
+            optim.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        return total / len(micro_batches)
+
+    def _batch_loss(self, x: Any, y: Any) -> float:
+        """Hook: the mean loss of one validation batch (x, y)."""
+        return model_batch_loss(self.model, x, y)
 
     # ------------------------------------------------------------------ logging
     def _log(self, row: dict) -> None:
@@ -171,28 +225,18 @@ class Trainer:
         from ..data import iter_windows
 
         c = self.config
-        return evaluate_loss(self.model, iter_windows(self.val_tokens, c.batch_size,
-                                                       self.model.config.context_length),
-                             c.eval_batches)
+        windows = iter_windows(self.val_tokens, c.batch_size, self.model.config.context_length)
+        return evaluate_loss(self.model, windows, c.eval_batches, batch_loss=self._batch_loss)
 
     # ------------------------------------------------------------------ the loop
     def train_step(self, batches: Any) -> float:
         """One optimizer step over ``grad_accum_steps`` micro-batches; the mean loss."""
-        c = self.config
-        total = 0.0
-        for _ in range(c.grad_accum_steps):
-            x, y = next(batches)
-            _, loss = self.model(x, y)
-            (loss / c.grad_accum_steps).backward()
-            total += float(loss.item())
-            self.tokens_seen += int(np.prod(y.shape))
-        if c.grad_clip and c.grad_clip > 0:
-            optim.clip_grad_norm_(self.model.parameters(), c.grad_clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad()
+        micro = [next(batches) for _ in range(self.config.grad_accum_steps)]
+        loss = self._optimizer_step(micro)
         self.scheduler.step()
+        self.tokens_seen += sum(int(np.prod(y.shape)) for _, y in micro)
         self.step += 1
-        return total / c.grad_accum_steps
+        return loss
 
     def fit(self) -> dict:
         """Train until ``max_steps`` (or early stopping); returns the last metrics."""
@@ -260,7 +304,3 @@ class Trainer:
         last["stopped_early"] = stopped_early
         return last
 
-
-def build_model(model_config: GPTConfig, dtype: str = "float32") -> GPT:
-    model = GPT(model_config)
-    return model if dtype == "float32" else model.to(dtype)

@@ -1,6 +1,5 @@
-"""Training state in one safetensors checkpoint: the third layer of
-:mod:`minilm.train.checkpoint` (which re-exports these functions), built on its file
-format (:func:`~minilm.train.checkpoint.save_checkpoint` /
+"""What a training checkpoint contains, in one safetensors file, built on
+:mod:`minilm.train.checkpoint`'s file format (:func:`~minilm.train.checkpoint.save_checkpoint` /
 :func:`~minilm.train.checkpoint.load_checkpoint`) and nested-state encoding
 (:func:`~minilm.train.checkpoint.flatten_state` /
 :func:`~minilm.train.checkpoint.unflatten_state`).
@@ -24,11 +23,11 @@ import numpy as np
 
 from .checkpoint import (
     META_KEY,
-    _corrupt,
-    _decode,
-    _read_safetensors,
+    checkpoint_error,
+    decode_checkpoint,
     flatten_state,
     load_checkpoint,
+    read_safetensors,
     save_checkpoint,
     unflatten_state,
 )
@@ -71,13 +70,14 @@ def _is_training_state(meta: Any) -> bool:
 def _load_state(path: str, tensors: dict, meta: Any) -> dict:
     """The nested training state of a decoded checkpoint."""
     if not _is_training_state(meta):
-        raise _corrupt(path, "not a training state (written by save_checkpoint, not save_training_state)")
+        raise checkpoint_error(path, "not a training state (written by save_checkpoint, not "
+                               "save_training_state)")
     try:
         state = unflatten_state(tensors, meta)
     except (ValueError, TypeError) as exc:
-        raise _corrupt(path, str(exc)) from exc
+        raise checkpoint_error(path, str(exc)) from exc
     if not isinstance(state, dict):
-        raise _corrupt(path, "malformed training state")
+        raise checkpoint_error(path, "malformed training state")
     return state
 
 
@@ -96,21 +96,21 @@ def _check_model(path: str, model: Any, weights: Mapping) -> None:
     if unexpected:
         problems.append("unexpected keys: " + ", ".join(unexpected))
     if problems:
-        raise _corrupt(path, f"does not match {type(model).__name__}: " + ". ".join(problems))
+        raise checkpoint_error(path, f"does not match {type(model).__name__}: " + ". ".join(problems))
 
 
 def _check_optimizer(path: str, optimizer: Any, saved: Any) -> None:
     """The saved optimizer state has the PyTorch layout and the same parameter groups."""
     if not isinstance(saved, Mapping) or "param_groups" not in saved or "state" not in saved:
-        raise _corrupt(path, "optimizer state is not {'state': ..., 'param_groups': [...]}")
+        raise checkpoint_error(path, "optimizer state is not {'state': ..., 'param_groups': [...]}")
     current = optimizer.state_dict()
     cur_groups = current.get("param_groups", []) if isinstance(current, Mapping) else []
     groups = saved["param_groups"]
     cur_sizes = [len(g.get("params", [])) for g in cur_groups]
     sizes = [len(g.get("params", [])) for g in groups]
     if cur_sizes != sizes:
-        raise _corrupt(path, f"optimizer parameter groups of sizes {sizes} do not match the "
-                             f"optimizer's {cur_sizes}")
+        raise checkpoint_error(path, f"optimizer parameter groups of sizes {sizes} do not match the "
+                               f"optimizer's {cur_sizes}")
 
 
 def load_training_state(path: str | os.PathLike, model: Any = None, optimizer: Any = None,
@@ -129,7 +129,7 @@ def load_training_state(path: str | os.PathLike, model: Any = None, optimizer: A
     state = _load_state(path, *load_checkpoint(path))
     for obj, part in ((model, "model"), (optimizer, "optimizer"), (scheduler, "scheduler")):
         if obj is not None and part not in state:
-            raise _corrupt(path, f"has no {part} state")
+            raise checkpoint_error(path, f"has no {part} state")
     if model is not None:
         _check_model(path, model, state["model"])
     if optimizer is not None:
@@ -152,7 +152,7 @@ def load_training_state(path: str | os.PathLike, model: Any = None, optimizer: A
             if before is not None:
                 with contextlib.suppress(Exception):
                     obj.load_state_dict(before)
-        raise _corrupt(path, f"could not be loaded ({type(exc).__name__}: {exc})") from exc
+        raise checkpoint_error(path, f"could not be loaded ({type(exc).__name__}: {exc})") from exc
     extra = state.get("extra", {})
     return {} if extra is None else extra
 
@@ -166,13 +166,13 @@ def load_model_weights(path: str | os.PathLike) -> OrderedDict:
     weights in a dtype NumPy knows).
     """
     path = os.fspath(path)
-    tensors, metadata = _read_safetensors(path)
+    tensors, metadata = read_safetensors(path)
     if META_KEY in metadata:
-        tensors, meta = _decode(path, tensors, metadata)
+        tensors, meta = decode_checkpoint(path, tensors, metadata)
         if _is_training_state(meta):
             state = _load_state(path, tensors, meta)
             if "model" not in state:
-                raise _corrupt(path, "has no model state")
+                raise checkpoint_error(path, "has no model state")
             return OrderedDict(state["model"])
     prefixed = OrderedDict((k[len("model."):], v) for k, v in sorted(tensors.items())
                            if k.startswith("model."))

@@ -1,5 +1,10 @@
-"""End-to-end runs: data -> tokenizer -> token cache -> model -> Trainer, and loading a
-finished run back for sampling and evaluation. The CLI is a thin layer over these."""
+"""End-to-end runs: data -> tokenizer -> token cache -> model -> Trainer (one process)
+or ParallelEngine + ParallelTrainer (an MPI process grid), and loading a finished run
+back for sampling and evaluation. The CLI (``cli.py``) is a thin layer over these.
+
+This is the one place that picks the engine: it sits above both ``train`` and
+``parallel``; ``parallel`` never imports ``train``, and ``train`` reaches the engine only
+through the object it is handed."""
 
 from __future__ import annotations
 
@@ -7,11 +12,12 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from .. import backends
-from ..nn.transformer import GPT, GPTConfig
-from .checkpoint import load_model_weights, load_training_state
-from .config import TrainConfig
-from .trainer import BEST_NAME, CKPT_NAME, Trainer
+from . import backends
+from .nn.transformer import GPT, GPTConfig
+from .train.config import TrainConfig
+from .train.parallel_trainer import ParallelTrainer
+from .train.trainer import BEST_NAME, CKPT_NAME, Trainer
+from .train.training_state import load_model_weights, load_training_state
 
 __all__ = ["load_run", "prepare_data", "train"]
 
@@ -19,7 +25,7 @@ __all__ = ["load_run", "prepare_data", "train"]
 def prepare_data(cfg: TrainConfig, log: Any = print) -> tuple:
     """(tokenizer, train_tokens, val_tokens): the corpus read, the tokenizer trained (or
     reused from ``out_dir/tokenizer.json``) and the tokens cached in a memmap."""
-    from ..data import (
+    from .data import (
         ByteBPETokenizer,
         CharTokenizer,
         encode_to_memmap,
@@ -52,7 +58,7 @@ def prepare_data(cfg: TrainConfig, log: Any = print) -> tuple:
 
 def _grid(cfg: TrainConfig) -> Any:
     """The process grid of an MPI run (None for one process), checked before any work."""
-    from ..parallel import ProcessGrid, install_abort_handler, world
+    from .parallel import ProcessGrid, install_abort_handler, world
 
     w = world()
     if w.size == 1 and cfg.tp == 1 and cfg.pp == 1 and (cfg.dp or 1) == 1 and not cfg.zero:
@@ -69,7 +75,7 @@ def configure_threads(grid: Any) -> int:
     not oversubscribe them (BLAS and Numba threads both follow set_num_threads)."""
     import os
 
-    from ..backends import set_num_threads
+    from .backends import set_num_threads
 
     local = grid.world.split_shared()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -83,8 +89,8 @@ def train(model_cfg: GPTConfig, cfg: TrainConfig, resume: bool = False,
     """Train a GPT as configured; with ``resume``, continue from ``out_dir``'s last
     checkpoint. Under mpiexec with ``dp``/``tp``/``pp``/``zero`` set, trains on that
     process grid. Returns (trainer, last metrics)."""
-    from ..backends import manual_seed
-    from ..data import DataLoader, RandomWindowBatches
+    from .backends import manual_seed
+    from .data import DataLoader, RandomWindowBatches
 
     if cfg.backend:
         backends.use_backend(cfg.backend)
@@ -126,8 +132,7 @@ def train(model_cfg: GPTConfig, cfg: TrainConfig, resume: bool = False,
     if grid is None:
         trainer = Trainer(model, loader, val_tokens, cfg, tokenizer=tokenizer)
     else:
-        from ..parallel.engine import ParallelEngine
-        from ..parallel.trainer import ParallelTrainer
+        from .parallel.engine import ParallelEngine
 
         engine = ParallelEngine(model, grid, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                                 weight_decay=cfg.weight_decay, zero=cfg.zero,
@@ -147,7 +152,7 @@ def train(model_cfg: GPTConfig, cfg: TrainConfig, resume: bool = False,
 def load_run(out_dir: str | Path, which: str = "best") -> tuple:
     """(model in eval mode, tokenizer, checkpoint metadata) of a finished run; ``which``
     is ``best`` (lowest validation loss, falling back to the last) or ``last``."""
-    from ..data import tokenizer_from_dict
+    from .data import tokenizer_from_dict
 
     out = Path(out_dir)
     path = out / BEST_NAME if which == "best" and (out / BEST_NAME).exists() else out / CKPT_NAME

@@ -1,31 +1,35 @@
-"""The Trainer on a dp × tp × pp grid: the same loop, logs, checkpoints and resume as
-:class:`minilm.train.Trainer`, with the step done by a :class:`ParallelEngine`.
+"""The :class:`~minilm.train.trainer.Trainer` on a dp × tp × pp process grid: the same
+loop, logs, evaluation, checkpoints and resume (written once, in ``trainer.py``), with
+its four hooks done by a parallel engine (:class:`minilm.parallel.engine.ParallelEngine`,
+chosen by :mod:`minilm.run`; this module does not import ``minilm.parallel``: the
+engine is passed in).
 
 - Every rank draws the same global batch (same data seed) and keeps its replica's rows.
 - Only world rank 0 logs, draws the progress bar, plots and writes the model checkpoint.
 - Checkpoints: ``ckpt.safetensors`` holds the *full* one-process model (gathered over
-  tp and pp), the schedule, RNG states, step and configs: ``minilm sample`` and a
-  one-process ``--resume`` read it directly, and a parallel run with any grid reshards
-  it on load. Each rank also writes its optimizer state and its dropout RNG state to
+  tp and pp, the same keys as the one-process model's ``state_dict()``), the schedule,
+  RNG states, step and configs: ``minilm sample`` and a one-process ``--resume`` read it
+  directly, and a parallel run with any grid reshards it on load. Each rank also writes
+  its optimizer state and its dropout RNG state to
   ``<name>.optim-rank<r>-of-<world>.safetensors``; a resume on the same grid restores
   them exactly, another grid starts the optimizer afresh (said in the log).
+
+The engine provides: ``stage`` (this rank's Module), ``optimizer``, ``grid`` (with
+``dp``, ``tp``, ``pp``, ``world``), ``config`` (the full model's GPTConfig),
+``step(x, y) -> loss``, ``evaluate(x, y) -> loss``, ``full_state_dict()`` and
+``load_full_state_dict(state)``.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .. import optim
-from ..backends import current_backend
-from ..train.checkpoint import load_model_weights, load_training_state, save_training_state
-from ..train.config import TrainConfig
-from ..train.trainer import LOG_NAME, Trainer
-from .engine import ParallelEngine
+from .config import TrainConfig
+from .trainer import Trainer
+from .training_state import load_model_weights, load_training_state, save_training_state
 
 __all__ = ["ParallelTrainer"]
 
@@ -55,17 +59,19 @@ class _Snapshot:
 
 
 class ParallelTrainer(Trainer):
-    def __init__(self, engine: ParallelEngine, train_loader: Any, val_tokens: Any,
+    """:class:`Trainer` whose step, validation loss and checkpoint I/O go through
+    ``engine`` (see the module docstring); everything else is inherited."""
+
+    def __init__(self, engine: Any, train_loader: Any, val_tokens: Any,
                  config: TrainConfig, tokenizer: Any = None) -> None:
-        c = config
-        sched = optim.lr_scheduler.CosineWithWarmup(
-            engine.optimizer, warmup_steps=min(c.warmup_steps, c.max_steps),
-            total_steps=c.max_steps, min_lr=c.min_lr)
         super().__init__(engine.stage, train_loader, val_tokens, config, tokenizer=tokenizer,
-                         optimizer=engine.optimizer, scheduler=sched)
+                         optimizer=engine.optimizer)
         self.engine = engine
         self.grid = engine.grid
         self.is_main = self.grid.world.rank == 0
+
+    def _grid_dict(self) -> dict:
+        return {"dp": self.grid.dp, "tp": self.grid.tp, "pp": self.grid.pp}
 
     def _rank_file(self, path: Path) -> Path:
         w = self.grid.world
@@ -74,14 +80,23 @@ class ParallelTrainer(Trainer):
     def _extra(self) -> dict:
         extra = super()._extra()
         extra["model_config"] = self.engine.config.to_dict()
-        extra["grid"] = {"dp": self.grid.dp, "tp": self.grid.tp, "pp": self.grid.pp}
+        extra["grid"] = self._grid_dict()
         return extra
 
-    def save(self, path: str | Path) -> None:
+    # ------------------------------------------------------------------ hooks
+    def _optimizer_step(self, micro_batches: list) -> float:
+        """Gradient accumulation is pipeline micro-batching here: the
+        ``grad_accum_steps`` global batches are stacked into one engine step."""
+        x = np.concatenate([np.asarray(a.numpy()) for a, _ in micro_batches])
+        y = np.concatenate([np.asarray(b.numpy()) for _, b in micro_batches])
+        return self.engine.step(x, y)
+
+    def _batch_loss(self, x: Any, y: Any) -> float:
+        return self.engine.evaluate(x, y)
+
+    def _write_checkpoint(self, path: Path, extra: dict) -> None:
         """A collective: every rank must call it (the weights are gathered)."""
-        path = Path(path)
         full = self.engine.full_state_dict()
-        extra = self._extra()
         if self.is_main:
             save_training_state(path, _Snapshot(full), None, self.scheduler, extra)
         state = self.optimizer.state_dict()  # a collective under ZeRO
@@ -91,16 +106,15 @@ class ParallelTrainer(Trainer):
                              "rng_backend": extra["rng"]["backend"]})
         self.grid.world.barrier()
 
-    def resume(self, path: str | Path) -> None:
-        path = Path(path)
+    def _read_checkpoint(self, path: Path) -> tuple:
+        """The full weights are resharded onto this grid; the optimizer state and this
+        rank's dropout RNG come from its rank file when the grid is the same."""
         extra = load_training_state(path, None, None, self.scheduler)
         self.engine.load_full_state_dict(_pad_vocab(load_model_weights(path),
                                                     self.engine.config.vocab_size))
         mine = self._rank_file(path)
-        same_grid = extra.get("grid") == {"dp": self.grid.dp, "tp": self.grid.tp,
-                                          "pp": self.grid.pp}
         rng = extra["rng"]["backend"]  # rank 0's
-        if same_grid and mine.exists():
+        if extra.get("grid") == self._grid_dict() and mine.exists():
             opt_extra = load_training_state(mine, None, self.optimizer, None)
             if int(opt_extra.get("step", -1)) != int(extra["step"]):
                 raise ValueError(f"{mine}: optimizer state of step {opt_extra.get('step')} "
@@ -109,42 +123,4 @@ class ParallelTrainer(Trainer):
         elif self.is_main:
             print(f"resume: {path} comes from grid {extra.get('grid')}; the optimizer state "
                   "starts afresh on this grid")
-        self.step = int(extra["step"])
-        self.best_val = math.inf if extra.get("best_val") is None else float(extra["best_val"])
-        self.bad_evals = int(extra.get("bad_evals", 0))
-        self.tokens_seen = int(extra.get("tokens_seen", 0))
-        current_backend().set_rng_state(rng)
-        self.loader.load_state_dict(extra["rng"]["loader"])
-        log = self.out / LOG_NAME
-        if self.is_main and log.exists():  # drop rows logged after the checkpoint (redone)
-            keep = [r for r in log.read_text().splitlines()
-                    if r.strip() and json.loads(r).get("step", 0) <= self.step]
-            log.write_text("".join(r + "\n" for r in keep))
-
-    def train_step(self, batches: Any) -> float:
-        """One optimizer step; gradient accumulation is pipeline micro-batching here:
-        ``grad_accum_steps`` global batches are stacked into one step."""
-        c = self.config
-        xs, ys = zip(*(next(batches) for _ in range(c.grad_accum_steps)))
-        x = np.concatenate([np.asarray(a.numpy()) for a in xs])
-        y = np.concatenate([np.asarray(a.numpy()) for a in ys])
-        loss = self.engine.step(x, y)
-        self.scheduler.step()
-        self.tokens_seen += int(y.size)
-        self.step += 1
-        return loss
-
-    def evaluate(self) -> dict:
-        from ..data import iter_windows
-
-        c = self.config
-        total, count = 0.0, 0
-        T = self.engine.config.context_length
-        for i, (x, y) in enumerate(iter_windows(self.val_tokens, c.batch_size, T)):
-            if i >= c.eval_batches:
-                break
-            n = int(np.asarray(y).size)
-            total += self.engine.evaluate(x, y) * n
-            count += n
-        mean = total / count
-        return {"loss": mean, "ppl": math.exp(min(mean, 700.0)), "tokens": count}
+        return extra, rng
