@@ -14,13 +14,15 @@ TP_LAYERS = "minilm/parallel/tensor_parallel/layers.py"
 TP_CE = "minilm/parallel/tensor_parallel/cross_entropy.py"
 PP = "minilm/parallel/pipeline.py"
 ENGINE = "minilm/parallel/engine.py"
-TRAINER = "minilm/parallel/trainer.py"
+TRAINER = "minilm/train/parallel_trainer.py"  # the ParallelTrainer's hooks
+LOOP = "minilm/train/trainer.py"  # the Trainer's resume, shared by every grid
 COMM = "minilm/parallel/comm.py"
 
 T_DP = "tests/mpi/test_data_parallel.py"
 T_ENGINE = "tests/mpi/test_engine.py"
 T_TP = "tests/mpi/test_tensor_parallel.py"
 T_PP = "tests/mpi/test_pipeline.py"
+T_LAYOUT = "tests/mpi/test_checkpoint_layout.py"
 
 
 def engine(case: str) -> str:
@@ -217,6 +219,22 @@ class ReduceFromTPRegion(Function):
         new="g = np.zeros(act_shape, dtype)",
         tests=[engine("pp2-gpipe"), f"{T_PP}::test_pp2_equals_one_process[1f1b]"],
     ),
+    Mutation(
+        name="pipeline: the gathered state dict keeps the last stage's copy of the tied "
+             "head (stored twice: a checkpoint layout that depends on the grid)",
+        file=PP,
+        old="return tied_state_dict(full, stage.tied)",
+        new="return full",
+        tests=[f"{T_LAYOUT}::test_gathered_state_dict_has_the_one_process_layout[pp2]"],
+    ),
+    Mutation(
+        name="pipeline: loading takes a checkpoint's head.weight as is, even when it "
+             "differs from the tied embedding",
+        file=PP,
+        old="    state_dict = tied_state_dict(state_dict, stage.tied)\n",
+        new="",
+        tests=[f"{T_LAYOUT}::test_gathered_state_dict_has_the_one_process_layout[pp2]"],
+    ),
     # ------------------------------------------------------------------ engine
     Mutation(
         name="engine: global gradient norm not summed over the tensor-parallel ranks",
@@ -272,7 +290,7 @@ class ReduceFromTPRegion(Function):
     Mutation(
         name="parallel trainer: resume keeps the metrics rows logged after the checkpoint "
              "(steps logged twice)",
-        file=TRAINER,
+        file=LOOP,
         old='json.loads(r).get("step", 0) <= self.step]',
         new='json.loads(r).get("step", 0) <= self.step + 10**9]',
         tests=[resume("dp2"), resume("tp2"), resume("pp2")],
@@ -280,20 +298,20 @@ class ReduceFromTPRegion(Function):
     Mutation(
         name="parallel trainer: resume on the same grid ignores the saved optimizer state",
         file=TRAINER,
-        old="if same_grid and mine.exists():",
+        old='if extra.get("grid") == self._grid_dict() and mine.exists():',
         new="if False:",
         tests=[resume("dp2"), resume("tp2"), resume("pp2")],
     ),
     Mutation(
         name="parallel trainer: resume does not restore the data loader's position",
-        file=TRAINER,
+        file=LOOP,
         old='self.loader.load_state_dict(extra["rng"]["loader"])',
         new="pass",
         tests=[resume("dp2"), resume("pp2")],
     ),
     Mutation(
         name="parallel trainer: resume does not restore the dropout RNG stream",
-        file=TRAINER,
+        file=LOOP,
         old="current_backend().set_rng_state(rng)",
         new="pass",
         tests=[resume("dp2"), resume("tp2"), resume("pp2")],
@@ -315,7 +333,7 @@ class ReduceFromTPRegion(Function):
     ),
     Mutation(
         name="parallel trainer: resume restarts the token count at 0",
-        file=TRAINER,
+        file=LOOP,
         old='self.tokens_seen = int(extra.get("tokens_seen", 0))',
         new="self.tokens_seen = 0",
         tests=[resume("dp2")],

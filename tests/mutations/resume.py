@@ -43,8 +43,8 @@ MUTATIONS = [
     Mutation(
         name="resume: the backend RNG is not restored (dropout masks differ after resume)",
         file="minilm/train/trainer.py",
-        old='current_backend().set_rng_state(extra["rng"]["backend"])',
-        new="current_backend().get_rng_state()",
+        old='return extra, extra["rng"]["backend"]',
+        new="return extra, current_backend().get_rng_state()",
         tests=[*_both(_RESUME), *_both(_CLI)],
     ),
     Mutation(
