@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import arrays, check_forward, check_grad, shapes, tensors
 
 import minilm as ml
 from minilm.nn import RotaryEmbedding
 from minilm.nn.attention import _Rotate, _SplitHeads
-from strategies import arrays, check_forward, check_grad, shapes, tensors
 
 
 def rope_reference(x, theta):

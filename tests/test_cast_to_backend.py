@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import arrays, check_forward, check_grad, shapes, tensors
 
 import minilm as ml
 import minilm.functional as F
 from minilm.functional.math import ToBackend
-from strategies import arrays, check_forward, check_grad, shapes, tensors
 
 CPU_BACKENDS = ["numpy", "numba"]
 GRID = 2.0 ** -10  # inputs on this grid, |x| <= 3, are exact in float32, and so is x +- GRID
