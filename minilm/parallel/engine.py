@@ -156,8 +156,9 @@ class ParallelEngine:
 
     # ------------------------------------------------------------------ checkpoints
     def full_state_dict(self) -> dict | None:
-        """The one-process GPT's state dict, on world rank 0 (None elsewhere); a
-        collective over the whole grid."""
+        """The one-process GPT's state dict, on world rank 0 (None elsewhere): its keys
+        in its order, the tied head the very array of the embedding (stored once in a
+        checkpoint, whatever the grid). A collective over the whole grid."""
         sd = tpm.full_state_dict(self.stage, self.grid.tp_comm) if self.grid.tp > 1 else None
         full = full_state_dict(self.stage, state_dict=sd)
         if self.grid.tp_rank != 0 or self.grid.dp_rank != 0:
