@@ -2,8 +2,8 @@
 backward, on Hypothesis-drawn shapes (odd sizes, length-1 dims, rows past the kernels'
 8-way unrolled reductions, more rows than the norm backward's 64 chunks, embedding dims
 past its 16-column blocks) in float32 and float64; each such test asserts that the
-Numba kernel ran (``uses_kernels``), not the NumPy fallback. GELU and bias-GELU are
-checked against the GELU formulas written out here. Dropout masks are checked by their
+Numba kernel ran (``uses_kernels``), not the NumPy fallback. GELU is checked against
+the GELU formulas written out here. Dropout masks are checked by their
 statistics (the two backends draw different masks); a whole GPT gives the same loss and
 gradients on both backends.
 
@@ -345,7 +345,7 @@ def np_gelu_grad(h, approximate):
 
 
 @given(shape=shapes(0, 3), dtype=DTYPES, seed=SEEDS, approximate=st.sampled_from(["none", "tanh"]))
-def test_gelu_bias_gelu_and_erf(nb, shape, dtype, seed, approximate):
+def test_gelu_and_erf(nb, shape, dtype, seed, approximate):
     """Against the formulas above, evaluated in float64 on the same inputs (float32
     kernels: to 1e-5 of max(1, |result|); the exact GELU in float32 uses a polynomial
     erf good to 1.5e-7, absolute)."""
@@ -360,30 +360,17 @@ def test_gelu_bias_gelu_and_erf(nb, shape, dtype, seed, approximate):
         close(nb.gelu_backward(x, g, approximate),
               (g64 * np_gelu_grad(x64, approximate)).astype(dtype))
     assert calls[kernel] == 2
-    if x.ndim:
-        b = randn(rng, (shape[-1],), dtype)
-        h = x64 + b.astype(np.float64)
-        with uses_kernels(nb, kernel) as calls:
-            close(nb.bias_gelu(x, b, approximate), np_gelu(h, approximate).astype(dtype))
-            dx, db = nb.bias_gelu_backward(x, b, g, approximate)
-        assert calls[kernel] == 2
-        want_dx = g64 * np_gelu_grad(h, approximate)
-        close(dx, want_dx.astype(dtype))
-        # a column sum: the errors of its terms (each relative to |g|) add up
-        close(db, want_dx.reshape(-1, shape[-1]).sum(0).astype(dtype),
-              rtol=rtol_of(dtype) * max(1.0, np.abs(g64).reshape(-1, shape[-1]).sum(0).max()))
 
 
-def test_gelu_large_array_and_bias_wraps_rows(nb):
-    """1000 rows of 13: many threads' chunks, a bias repeated on every row."""
+def test_gelu_large_array(nb):
+    """1000 rows of 13: many threads' chunks."""
     rng = np.random.default_rng(2)
-    x, b, g = rng.standard_normal((1000, 13)), rng.standard_normal(13), rng.standard_normal((1000, 13))
+    x, g = rng.standard_normal((1000, 13)), rng.standard_normal((1000, 13))
     with uses_kernels(nb, "gelu64"):
-        y = nb.bias_gelu(x, b)
-        dx, db = nb.bias_gelu_backward(x, b, g)
-    close(y, np_gelu(x + b, "none"))
-    close(dx, g * np_gelu_grad(x + b, "none"))
-    close(db, (g * np_gelu_grad(x + b, "none")).sum(0), rtol=1e-11)
+        y = nb.gelu(x)
+        dx = nb.gelu_backward(x, g)
+    close(y, np_gelu(x, "none"))
+    close(dx, g * np_gelu_grad(x, "none"))
 
 
 # ---------------------------------------------------------------------------- dropout

@@ -1,12 +1,13 @@
 """Backend registry.
 
-A backend owns the array module ``xp`` (numpy or cupy), a seeded random generator and
-the hot kernels. Op code is written once against ``backend.xp``; hot paths call
-``backend.<kernel>``. The NumPy backend is the readable reference; faster backends
-subclass it and override kernels.
+A backend owns the array module ``xp`` (numpy; cupy later), a seeded random generator
+and the hot kernels named in the backend interface (interface.py). Op code is written
+once against ``backend.xp``; the reference arithmetic of each hot kernel is registered
+next to its op (``@kernel("softmax")`` in functional/nn.py) and is what the NumPy
+backend runs; a faster backend (numba) subclasses it and overrides kernels by name.
 
 A tensor's backend follows its array: a NumPy array belongs to the *selected CPU
-backend* (``use_backend``), a CuPy array to the CuPy backend.
+backend* (``use_backend``).
 """
 
 from __future__ import annotations
@@ -65,7 +66,9 @@ def _lazy(module: str, cls: str) -> Callable[[], NumpyBackend]:
 
 register_backend("numpy", NumpyBackend)
 register_backend("numba", _lazy("numba_backend", "NumbaBackend"))
-register_backend("cupy", _lazy("cupy_backend", "CupyBackend"))
+
+#: Backends that are planned but do not exist yet: asking for one says so.
+_NOT_IMPLEMENTED = {"cupy": "the CuPy (GPU) backend is not implemented yet"}
 
 
 def available_backends() -> list[str]:
@@ -82,6 +85,9 @@ def available_backends() -> list[str]:
 
 def get_backend(name: str) -> NumpyBackend:
     """The (cached) backend object called ``name``."""
+    if name in _NOT_IMPLEMENTED and name not in _FACTORIES:
+        raise NotImplementedError(f"backend {name!r}: {_NOT_IMPLEMENTED[name]}; registered "
+                                  f"backends: {sorted(_FACTORIES)}")
     if name not in _FACTORIES:
         raise ValueError(
             f"unknown backend {name!r}; registered backends: {sorted(_FACTORIES)}"
@@ -92,8 +98,9 @@ def get_backend(name: str) -> NumpyBackend:
 
 
 def use_backend(name: str) -> NumpyBackend:
-    """Select the backend that owns NumPy arrays (``numpy`` or ``numba``) or make
-    ``cupy`` the backend new tensors are created on. Returns the backend."""
+    """Select the backend that owns NumPy arrays and on which new tensors are created
+    (``numpy`` or ``numba``). Returns the backend. ``"cupy"`` raises
+    NotImplementedError: the GPU backend does not exist yet."""
     global _current, _cpu
     backend = get_backend(name)
     _current = backend

@@ -454,38 +454,38 @@ def _norm_backward_kernel(gy, x, w, mean, rstd, rms, need_wb, dx, dw_part, db_pa
 
 
 @njit(**_JIT)
-def _gelu32_kernel(x, b, gy, out, tanh, backward):
-    """float32: out = gelu(x + b) or, backward, gy * gelu'(x + b), over the rows of
-    x (R, C) (b has C entries: zeros when there is no bias; gy is a dummy in the
-    forward). One loop per case, with constant flags, so that each one vectorises."""
+def _gelu32_kernel(x, gy, out, tanh, backward):
+    """float32: out = gelu(x) or, backward, gy * gelu'(x), over the rows of x (R, C)
+    (gy is a dummy in the forward). One loop per case, with constant flags, so that
+    each one vectorises."""
     R, C = x.shape
     for r in prange(R):
         xr, outr = x[r], out[r]
         if backward and tanh:
             gr = gy[r]
             for j in range(C):
-                outr[j] = gr[j] * _gelu32(xr[j] + b[j], True, True)
+                outr[j] = gr[j] * _gelu32(xr[j], True, True)
         elif backward:
             gr = gy[r]
             for j in range(C):
-                outr[j] = gr[j] * _gelu32(xr[j] + b[j], False, True)
+                outr[j] = gr[j] * _gelu32(xr[j], False, True)
         elif tanh:
             for j in range(C):
-                outr[j] = _gelu32(xr[j] + b[j], True, False)
+                outr[j] = _gelu32(xr[j], True, False)
         else:
             for j in range(C):
-                outr[j] = _gelu32(xr[j] + b[j], False, False)
+                outr[j] = _gelu32(xr[j], False, False)
 
 
 @njit(**_JIT)
-def _gelu64_kernel(x, b, gy, out, tanh, backward):
+def _gelu64_kernel(x, gy, out, tanh, backward):
     """float64 (libm's erf and tanh, the reference's formulas): as _gelu32_kernel."""
     R, C = x.shape
     for r in prange(R):
         xr, outr = x[r], out[r]
         gr = gy[r] if backward else gy[0]
         for j in range(C):
-            d = _gelu64(xr[j] + b[j], tanh, backward)
+            d = _gelu64(xr[j], tanh, backward)
             outr[j] = gr[j] * d if backward else d
 
 

@@ -323,39 +323,28 @@ class NumbaBackend(NumpyBackend):
         return out[0], out[1]
 
     # ------------------------------------------------------------------ activations
-    def _gelu(self, x, b, gy, approximate: str):
-        """The GELU kernel on (rows, last dim) views; None when it does not apply."""
-        arrays = [x] + ([] if b is None else [b]) + ([] if gy is None else [gy])
+    def _gelu(self, x, gy, approximate: str):
+        """The GELU kernel (forward, or backward when ``gy`` is given) on a (rows, last
+        dim) view; None when it does not apply."""
+        arrays = [x] + ([] if gy is None else [gy])
         if not (_same_float(*arrays) and x.size and approximate in ("none", "tanh")
-                and (gy is None or gy.shape == x.shape)
-                and (b is None or (x.ndim >= 1 and b.shape == (x.shape[-1],)))):
+                and (gy is None or gy.shape == x.shape)):
             return None
         C = x.shape[-1] if x.ndim else 1
         x2 = _c(x).reshape(-1, C)
-        b2 = np.zeros(C, x.dtype) if b is None else _c(b)
         g2 = _dummy(x.dtype, 2) if gy is None else _c(gy).reshape(-1, C)
         out = np.empty_like(x2)
         kernel = _gelu32_kernel if x.dtype == np.float32 else _gelu64_kernel
-        kernel(x2, b2, g2, out, approximate == "tanh", gy is not None)
+        kernel(x2, g2, out, approximate == "tanh", gy is not None)
         return out.reshape(x.shape)
 
     def gelu(self, x, approximate: str = "none"):
-        y = self._gelu(x, None, None, approximate)
+        y = self._gelu(x, None, approximate)
         return super().gelu(x, approximate) if y is None else y
 
     def gelu_backward(self, x, gy, approximate: str = "none"):
-        dx = self._gelu(x, None, gy, approximate)
+        dx = self._gelu(x, gy, approximate)
         return super().gelu_backward(x, gy, approximate) if dx is None else dx
-
-    def bias_gelu(self, x, b, approximate: str = "none"):
-        y = self._gelu(x, b, None, approximate)
-        return super().bias_gelu(x, b, approximate) if y is None else y
-
-    def bias_gelu_backward(self, x, b, gy, approximate: str = "none"):
-        dx = self._gelu(x, b, gy, approximate)
-        if dx is None:
-            return super().bias_gelu_backward(x, b, gy, approximate)
-        return dx, dx.reshape(-1, dx.shape[-1]).sum(axis=0)
 
     def erf(self, x):
         """math.erf in float64 for float32 and float64 (float32 thus more accurate than

@@ -1,23 +1,26 @@
-"""Neural-network ops: softmax family, normalisation, dropout, embedding, attention.
+"""Neural-network ops: the softmax family, dropout, embedding, one_hot.
 
-Each class is one differentiable op on raw backend arrays; the hot paths (softmax,
-layer/RMS norm, dropout masks, the embedding scatter-add, attention) go through
-``ctx.backend.<kernel>`` so that the Numba and CuPy backends can replace them. Names and
-semantics follow ``torch.nn.functional``.
+Each class is one differentiable op on raw backend arrays. The arithmetic of the hot
+paths is written here, against ``xp``, as a kernel function registered by name
+(``@kernel("softmax")``); the op calls it as ``ctx.backend.softmax(...)``, which is that
+function on the NumPy backend and a fused override on the Numba backend (see
+minilm/backends/interface.py). Layer / RMS norm are in normalization.py, attention in
+attention.py, GELU's formula in activations.py. Names and semantics follow
+``torch.nn.functional``.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from ..autograd import Function
+from ..backends.interface import kernel
 from ..tensor import Tensor, dtype_of
-from ._util import broadcast_shapes, norm_dim, unbroadcast
+from . import gelu_kernel  # noqa: F401  (registers the gelu / erf kernels of F.gelu)
+from ._util import norm_dim
+from .attention import _check_p, scaled_dot_product_attention
 from .math import cast
+from .normalization import layer_norm, rms_norm
 
 __all__ = [
     "dropout",
@@ -34,7 +37,48 @@ __all__ = [
 # ---------------------------------------------------------------------------- softmax family
 
 
-class Softmax(Function):
+@kernel("softmax")
+def softmax_kernel(be, x, dim):
+    """y = exp(x - max x) / sum exp(x - max x) along ``dim``."""
+    e = be.xp.exp(x - x.max(axis=dim, keepdims=True))
+    return e / e.sum(axis=dim, keepdims=True)
+
+
+@kernel("softmax_backward")
+def softmax_backward_kernel(be, y, gy, dim):
+    """dx = y * (gy - sum(gy * y)) along ``dim``."""
+    return y * (gy - (gy * y).sum(axis=dim, keepdims=True))
+
+
+@kernel("log_softmax")
+def log_softmax_kernel(be, x, dim):
+    """y = x - logsumexp(x) along ``dim``, with the row max taken out first."""
+    s = x - x.max(axis=dim, keepdims=True)
+    return s - be.xp.log(be.xp.exp(s).sum(axis=dim, keepdims=True))
+
+
+@kernel("log_softmax_backward")
+def log_softmax_backward_kernel(be, y, gy, dim):
+    """dx = gy - softmax(x) * sum(gy), with softmax(x) = exp(y)."""
+    return gy - be.xp.exp(y) * gy.sum(axis=dim, keepdims=True)
+
+
+@kernel("masked_softmax")
+def masked_softmax_kernel(be, x, keep, dim=-1):
+    """y = keep * exp(x - max x) / sum(keep * exp(x - max x)) along ``dim``, the max
+    taken over kept entries. ``keep`` is a bool array broadcastable to ``x`` (True =
+    take part) or None. Rows with nothing kept (or all ``-inf``) give zeros, not NaN.
+    Its gradient is ``softmax_backward`` (zeros stay zeros)."""
+    xp = be.xp
+    z = x if keep is None else xp.where(keep, x, -xp.inf)
+    m = z.max(axis=dim, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, 0)  # a fully masked row: exp(-inf - 0) = 0
+    e = xp.exp(z - m)
+    denom = e.sum(axis=dim, keepdims=True)
+    return e / xp.where(denom > 0, denom, 1)  # nothing kept: 0 / 1
+
+
+class SoftmaxFunction(Function):
     """y = exp(x - max x) / sum exp(x - max x) along ``dim``;  dx = y (g - sum(g y))."""
 
     @staticmethod
@@ -50,7 +94,12 @@ class Softmax(Function):
         return ctx.backend.softmax_backward(_as_row(y), _as_row(g), ctx.dim).reshape(y.shape)
 
 
-class LogSoftmax(Function):
+def softmax(x: Tensor, dim: int = -1, dtype: Any = None) -> Tensor:
+    """exp(x) / sum(exp(x)) along ``dim`` (stable: the row max is subtracted first)."""
+    return _softmax_like("softmax", SoftmaxFunction, x, dim, dtype)
+
+
+class LogSoftmaxFunction(Function):
     """y = x - logsumexp(x) along ``dim``;  dx = g - exp(y) sum(g)."""
 
     @staticmethod
@@ -64,6 +113,11 @@ class LogSoftmax(Function):
     def backward(ctx, g):
         (y,) = ctx.saved
         return ctx.backend.log_softmax_backward(_as_row(y), _as_row(g), ctx.dim).reshape(y.shape)
+
+
+def log_softmax(x: Tensor, dim: int = -1, dtype: Any = None) -> Tensor:
+    """log(softmax(x)) along ``dim``, computed as x - logsumexp(x)."""
+    return _softmax_like("log_softmax", LogSoftmaxFunction, x, dim, dtype)
 
 
 def _as_row(x: Any) -> Any:
@@ -80,115 +134,19 @@ def _softmax_like(op: str, fn: type, x: Tensor, dim: int, dtype: Any) -> Tensor:
     return fn.apply(x, dim=norm_dim(op, dim, x.ndim))
 
 
-def softmax(x: Tensor, dim: int = -1, dtype: Any = None) -> Tensor:
-    """exp(x) / sum(exp(x)) along ``dim`` (stable: the row max is subtracted first)."""
-    return _softmax_like("softmax", Softmax, x, dim, dtype)
-
-
-def log_softmax(x: Tensor, dim: int = -1, dtype: Any = None) -> Tensor:
-    """log(softmax(x)) along ``dim``, computed as x - logsumexp(x)."""
-    return _softmax_like("log_softmax", LogSoftmax, x, dim, dtype)
-
-
-# ---------------------------------------------------------------------------- normalisation
-
-
-def _fold_trailing(x: Any, n: int) -> Any:
-    """View ``x`` with its last ``n`` dims folded into one (layer norm over all of them)."""
-    if n == 1:
-        return x
-    return x.reshape(x.shape[: x.ndim - n] + (-1,))
-
-
-class LayerNorm(Function):
-    """y = (x - mean) / sqrt(var + eps) * w + b over the normalised (last) dims;
-    with xh the normalised x and gw = g w:  dx = rstd (gw - mean(gw) - xh mean(gw xh)),
-    dw = sum(g xh), db = sum(g) over the leading dims."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, *, ndims, eps):
-        x2 = _fold_trailing(x, ndims)
-        w2 = None if weight is None else weight.reshape(-1)
-        b2 = None if bias is None else bias.reshape(-1)
-        y, mean, rstd = ctx.backend.layer_norm(x2, w2, b2, eps)
-        ctx.save_for_backward(x2, w2, mean, rstd)
-        ctx.shapes = x.shape, None if weight is None else weight.shape, \
-            None if bias is None else bias.shape
-        return y.reshape(x.shape)
-
-    @staticmethod
-    def backward(ctx, g):
-        x2, w2, mean, rstd = ctx.saved
-        x_shape, w_shape, b_shape = ctx.shapes
-        need = ctx.needs_input_grad
-        dx, dw, db = ctx.backend.layer_norm_backward(
-            g.reshape(x2.shape), x2, w2, mean, rstd, bool(need[1] or need[2]))
-        return (dx.reshape(x_shape) if need[0] else None,
-                dw.reshape(w_shape) if need[1] else None,
-                db.reshape(b_shape) if need[2] else None)
-
-
-class RMSNorm(Function):
-    """y = x / sqrt(mean(x^2) + eps) * w over the normalised (last) dims;
-    with xh = x rstd and gw = g w:  dx = rstd (gw - xh mean(gw xh)), dw = sum(g xh)."""
-
-    @staticmethod
-    def forward(ctx, x, weight, *, ndims, eps):
-        x2 = _fold_trailing(x, ndims)
-        w2 = None if weight is None else weight.reshape(-1)
-        y, rstd = ctx.backend.rms_norm(x2, w2, eps)
-        ctx.save_for_backward(x2, w2, rstd)
-        ctx.shapes = x.shape, None if weight is None else weight.shape
-        return y.reshape(x.shape)
-
-    @staticmethod
-    def backward(ctx, g):
-        x2, w2, rstd = ctx.saved
-        x_shape, w_shape = ctx.shapes
-        dx, dw = ctx.backend.rms_norm_backward(
-            g.reshape(x2.shape), x2, w2, rstd, bool(ctx.needs_input_grad[1]))
-        dx = dx.reshape(x_shape) if ctx.needs_input_grad[0] else None
-        dw = dw.reshape(w_shape) if ctx.needs_input_grad[1] else None
-        return dx, dw
-
-
-def _normalized_shape(op: str, x: Tensor, normalized_shape: int | Sequence[int],
-                      params: dict) -> tuple:
-    """Check that ``normalized_shape`` is the tail of ``x.shape`` and that each
-    parameter has exactly that shape; returns it as a tuple."""
-    ns = (int(normalized_shape),) if isinstance(normalized_shape, (int, np.integer)) \
-        else tuple(int(n) for n in normalized_shape)
-    if len(ns) == 0 or len(ns) > x.ndim or x.shape[x.ndim - len(ns):] != ns:
-        raise ValueError(
-            f"{op}: normalized_shape {ns} must be the last dims of the input, whose shape "
-            f"is {x.shape}"
-        )
-    for name, p in params.items():
-        if p is not None and p.shape != ns:
-            raise ValueError(f"{op}: {name} has shape {p.shape}, expected normalized_shape {ns}")
-    return ns
-
-
-def layer_norm(x: Tensor, normalized_shape: int | Sequence[int], weight: Tensor | None = None,
-               bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
-    """Normalise over the last ``len(normalized_shape)`` dims to zero mean and unit
-    variance (biased), then scale by ``weight`` and shift by ``bias``."""
-    ns = _normalized_shape("layer_norm", x, normalized_shape, {"weight": weight, "bias": bias})
-    return LayerNorm.apply(x, weight, bias, ndims=len(ns), eps=eps)
-
-
-def rms_norm(x: Tensor, normalized_shape: int | Sequence[int], weight: Tensor | None = None,
-             eps: float = 1e-6) -> Tensor:
-    """Divide by the root mean square over the last ``len(normalized_shape)`` dims,
-    then scale by ``weight`` (no centring, no bias)."""
-    ns = _normalized_shape("rms_norm", x, normalized_shape, {"weight": weight})
-    return RMSNorm.apply(x, weight, ndims=len(ns), eps=eps)
-
-
 # ---------------------------------------------------------------------------- dropout
 
 
-class Dropout(Function):
+@kernel("dropout_mask")
+def dropout_mask_kernel(be, shape, p, dtype):
+    """m = [u >= p] / (1 - p) with u ~ U[0, 1) from ``be.rng``: each entry is kept
+    with probability 1 - p and E[m] = 1 (inverted dropout). p == 1 gives zeros."""
+    if p >= 1.0:
+        return be.xp.zeros(shape, dtype=dtype)
+    return (be.rng.random(shape) >= p).astype(dtype) * (1.0 / (1.0 - p))
+
+
+class DropoutFunction(Function):
     """y = x * m with m = Bernoulli(1 - p) / (1 - p) (inverted dropout);  dx = g * m."""
 
     @staticmethod
@@ -203,12 +161,6 @@ class Dropout(Function):
         return g * m
 
 
-def _check_p(op: str, p: float) -> float:
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"{op}: dropout probability must be in [0, 1], got {p}")
-    return float(p)
-
-
 def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
     """Zero each entry with probability ``p`` and scale the rest by 1/(1-p), so that
     the expectation is unchanged; the identity when ``training`` is False or p == 0.
@@ -216,7 +168,7 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
     p = _check_p("dropout", p)
     if not training or p == 0.0:
         return x
-    return Dropout.apply(x, p=p)
+    return DropoutFunction.apply(x, p=p)
 
 
 # ---------------------------------------------------------------------------- embedding
@@ -242,7 +194,17 @@ def _check_id_range(op: str, ids: Any, n: int, what: str) -> None:
         )
 
 
-class Embedding(Function):
+@kernel("embedding_backward")
+def embedding_backward_kernel(be, ids, gy, num_embeddings):
+    """dE[v] = sum over positions p with ids[p] == v of gy[p] (a scatter-add:
+    repeated ids add up)."""
+    flat_ids = ids.reshape(-1)
+    dE = be.xp.zeros((num_embeddings, gy.shape[-1]), dtype=gy.dtype)
+    be.xp.add.at(dE, flat_ids, gy.reshape(flat_ids.shape[0], gy.shape[-1]))
+    return dE
+
+
+class EmbeddingFunction(Function):
     """y = W[ids];  dW[v] = sum of g over the positions where ids == v (a scatter-add;
     the ``padding_idx`` row gets none)."""
 
@@ -276,7 +238,7 @@ def embedding(ids: Tensor, weight: Tensor, padding_idx: int | None = None) -> Te
                              f"vocab size {vocab}")
         padding_idx %= vocab
     _check_id_range("embedding", ids.data, vocab, "vocab size")
-    return Embedding.apply(ids, weight, padding_idx=padding_idx)
+    return EmbeddingFunction.apply(ids, weight, padding_idx=padding_idx)
 
 
 def one_hot(ids: Tensor, num_classes: int = -1) -> Tensor:
@@ -291,81 +253,3 @@ def one_hot(ids: Tensor, num_classes: int = -1) -> Tensor:
     _check_id_range("one_hot", raw, num_classes, "num_classes")
     xp = ids.backend.xp
     return Tensor._make((raw[..., None] == xp.arange(num_classes)).astype(xp.int64))
-
-
-# ---------------------------------------------------------------------------- attention
-
-
-class ScaledDotProductAttention(Function):
-    """S = q k^T * scale + M,  P = softmax(S) (masked entries 0; fully masked rows 0),
-    out = dropout(P) v.  Backward (Pd = P * drop):  dV = Pd^T g,  dP = g V^T * drop,
-    dS = P (dP - sum(dP P)),  dQ = dS K scale,  dK = dS^T Q scale,  dM = dS."""
-
-    @staticmethod
-    def forward(ctx, q, k, v, mask, *, is_causal, dropout_p, scale):
-        xp = ctx.xp
-        keep = bias = None
-        if mask is not None:
-            if mask.dtype == bool:
-                keep = mask
-            else:
-                bias = mask.astype(q.dtype, copy=False)
-        if is_causal:
-            keep = xp.tril(xp.ones((q.shape[-2], k.shape[-2]), dtype=bool))
-        out, p, drop = ctx.backend.attention(q, k, v, keep, bias, scale, dropout_p)
-        ctx.save_for_backward(q, k, v, p, drop)
-        ctx.scale = scale
-        ctx.mask_shape = None if bias is None else bias.shape
-        return out
-
-    @staticmethod
-    def backward(ctx, g):
-        q, k, v, p, drop = ctx.saved
-        dq, dk, dv, ds = ctx.backend.attention_backward(g, q, k, v, p, drop, ctx.scale)
-        need = ctx.needs_input_grad
-        dq = unbroadcast(dq, q.shape) if need[0] else None
-        dk = unbroadcast(dk, k.shape) if need[1] else None
-        dv = unbroadcast(dv, v.shape) if need[2] else None
-        dm = unbroadcast(ds, ctx.mask_shape) if len(need) > 3 and need[3] else None
-        return dq, dk, dv, dm
-
-
-def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Any = None,
-                                 dropout_p: float = 0.0, is_causal: bool = False,
-                                 scale: float | None = None) -> Tensor:
-    """softmax(q k^T * scale + M) v over the last two dims; q (..., Lq, E),
-    k (..., Lk, E), v (..., Lk, Ev), leading (batch, head) dims broadcast.
-
-    ``attn_mask``: bool (True = take part, as in PyTorch) or an additive float mask,
-    broadcastable to (..., Lq, Lk). ``is_causal`` keeps j <= i (top-left aligned:
-    ``ones(Lq, Lk).tril()``). Rows with nothing to attend to give zeros. ``scale``
-    defaults to 1/sqrt(E); ``dropout_p`` drops attention probabilities (always, as in
-    PyTorch: pass 0 at evaluation)."""
-    op = "scaled_dot_product_attention"
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{op}: {name} must be a Tensor, got {type(t).__name__}")
-        if t.ndim < 2:
-            raise ValueError(f"{op}: {name} needs at least 2 dims (..., L, E), got shape "
-                             f"{t.shape}")
-    if q.shape[-1] != k.shape[-1]:
-        raise ValueError(f"{op}: q {q.shape} and k {k.shape} have different embedding sizes")
-    if k.shape[-2] != v.shape[-2]:
-        raise ValueError(f"{op}: k {k.shape} and v {v.shape} have different lengths")
-    s_shape = broadcast_shapes(op, q.shape[:-1] + (k.shape[-2],), k.shape[:-2] + (1, 1),
-                               v.shape[:-2] + (1, 1))
-    if attn_mask is not None:
-        if is_causal:
-            raise ValueError(f"{op}: pass either attn_mask or is_causal=True, not both "
-                             "(as in PyTorch); combine them into one mask instead")
-        if not isinstance(attn_mask, Tensor):
-            attn_mask = Tensor(attn_mask, backend=q.backend)
-        if attn_mask.dtype.kind not in "bf":
-            raise TypeError(f"{op}: attn_mask must be bool (True = take part) or float "
-                            f"(added to the scores), got {attn_mask.dtype}")
-        broadcast_shapes(op, s_shape, attn_mask.shape)
-    dropout_p = _check_p(op, dropout_p)
-    if scale is None:
-        scale = 1.0 / math.sqrt(q.shape[-1]) if q.shape[-1] else 1.0
-    return ScaledDotProductAttention.apply(q, k, v, attn_mask, is_causal=bool(is_causal),
-                                           dropout_p=dropout_p, scale=float(scale))

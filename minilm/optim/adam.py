@@ -2,11 +2,38 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+from ..backends.interface import kernel
 from .optimizer import Optimizer, check_betas, check_nonnegative
 
 __all__ = ["Adam", "AdamW"]
+
+
+@kernel("adam_step")
+def adam_step(be, param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps,
+              weight_decay=0.0, decoupled=False, amsgrad_max=None, maximize=False):
+    """One Adam / AdamW step (``step`` = t, counted from 1), in place on ``param``,
+    ``exp_avg`` (m), ``exp_avg_sq`` (v) and ``amsgrad_max`` (v_max, if given); see
+    :class:`Adam` for the formulas. ``grad`` is only read."""
+    xp = be.xp
+    g = -grad if maximize else grad
+    if weight_decay != 0.0:
+        if decoupled:  # AdamW: shrink the weights first
+            param *= 1.0 - lr * weight_decay
+        else:  # Adam: L2 penalty folded into the gradient
+            g = g + weight_decay * param
+    exp_avg[...] = beta1 * exp_avg + (1.0 - beta1) * g
+    exp_avg_sq[...] = beta2 * exp_avg_sq + (1.0 - beta2) * (g * g)
+    v = exp_avg_sq
+    if amsgrad_max is not None:
+        amsgrad_max[...] = xp.maximum(amsgrad_max, exp_avg_sq)
+        v = amsgrad_max
+    bias_correction1 = 1.0 - beta1 ** step
+    bias_correction2 = 1.0 - beta2 ** step
+    denom = xp.sqrt(v) / math.sqrt(bias_correction2) + eps  # sqrt(v_hat) + eps
+    param -= (lr / bias_correction1) * (exp_avg / denom)  # lr * m_hat / denom
 
 
 class Adam(Optimizer):
@@ -23,8 +50,8 @@ class Adam(Optimizer):
         w     = w - lr * m_hat / (sqrt(v_hat) + eps)
 
     Each coordinate moves by about lr * sign(mean g): the step size no longer depends on
-    the gradient's scale. The arithmetic runs in the backend kernel ``adam_step`` (in
-    place; Numba/CuPy may fuse it). With weight_decay the penalty goes through m and v
+    the gradient's scale. The arithmetic is the kernel ``adam_step`` above (in place;
+    the Numba backend overrides it with one fused loop). With weight_decay the penalty goes through m and v
     and is rescaled like the gradient, so its effective strength varies per coordinate:
     prefer :class:`AdamW`."""
 

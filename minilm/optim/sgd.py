@@ -4,9 +4,29 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..backends.interface import kernel
 from .optimizer import Optimizer, check_nonnegative
 
 __all__ = ["SGD"]
+
+
+@kernel("sgd_step")
+def sgd_step(be, param, grad, momentum_buf, lr, momentum=0.0, dampening=0.0,
+             weight_decay=0.0, nesterov=False, maximize=False, init_buf=False):
+    """One SGD step, in place on ``param`` and ``momentum_buf`` (None when momentum is
+    0; ``init_buf`` on its first step); see :class:`SGD` for the formulas. ``grad`` is
+    only read."""
+    g = -grad if maximize else grad
+    if weight_decay != 0.0:
+        g = g + weight_decay * param
+    d = g
+    if momentum != 0.0:
+        if init_buf:
+            momentum_buf[...] = g
+        else:
+            momentum_buf[...] = momentum * momentum_buf + (1.0 - dampening) * g
+        d = g + momentum * momentum_buf if nesterov else momentum_buf
+    param -= lr * d
 
 
 class SGD(Optimizer):
@@ -22,8 +42,9 @@ class SGD(Optimizer):
 
     The buffer is a running, exponentially weighted sum of past gradients: directions
     that keep their sign add up (speed ~ 1/(1-momentum) times lr), oscillating ones
-    cancel. Nesterov evaluates the momentum step "one step ahead". The arithmetic runs
-    in the backend kernel ``sgd_step`` (in place; Numba/CuPy may fuse it)."""
+    cancel. Nesterov evaluates the momentum step "one step ahead". The arithmetic is the
+    kernel ``sgd_step`` above (in place; the Numba backend overrides it with one fused
+    loop)."""
 
     def __init__(self, params: Any, lr: float = 1e-3, momentum: float = 0.0,
                  dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False,

@@ -1,0 +1,136 @@
+"""Scaled dot-product attention, the op of every attention layer.
+
+The reference arithmetic is the two kernels below, written against ``xp`` as the
+formulas read and registered by name (``@kernel("attention")``); the op calls
+``ctx.backend.attention(...)``, that function on the NumPy backend and an override that
+fuses scale, mask, softmax and dropout on the Numba backend
+(minilm/backends/interface.py). Name and semantics follow
+``torch.nn.functional.scaled_dot_product_attention``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ..autograd import Function
+from ..backends.interface import kernel
+from ..tensor import Tensor
+from ._util import broadcast_shapes, unbroadcast
+
+__all__ = ["scaled_dot_product_attention"]
+
+
+def _check_p(op: str, p: float) -> float:
+    """``p`` as a float, a ValueError unless it is a probability (dropout, attention)."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"{op}: dropout probability must be in [0, 1], got {p}")
+    return float(p)
+
+
+@kernel("attention")
+def attention_kernel(be, q, k, v, keep, bias, scale, dropout_p=0.0):
+    """S = q k^T * scale + bias;  P = masked_softmax(S, keep);  out = (P * drop) v
+    over the last two dims (leading dims broadcast), with drop = dropout_mask(P.shape,
+    dropout_p). ``keep`` (bool) and ``bias`` may be None. Returns (out, P, drop);
+    drop is None when dropout_p == 0."""
+    xp = be.xp
+    s = xp.matmul(q, xp.swapaxes(k, -1, -2)) * scale
+    if bias is not None:
+        s = s + bias
+    p = be.masked_softmax(s, keep, -1)
+    drop = be.dropout_mask(p.shape, dropout_p, p.dtype) if dropout_p > 0.0 else None
+    pd = p if drop is None else p * drop
+    return xp.matmul(pd, v), p, drop
+
+
+@kernel("attention_backward")
+def attention_backward_kernel(be, g, q, k, v, p, drop, scale):
+    """With Pd = P * drop:  dV = Pd^T g;  dP = (g V^T) * drop;
+    dS = softmax_backward(P, dP);  dQ = dS K * scale;  dK = dS^T Q * scale.
+    Returns (dQ, dK, dV, dS); dS is also the gradient of an additive mask."""
+    xp = be.xp
+    pd = p if drop is None else p * drop
+    dv = xp.matmul(xp.swapaxes(pd, -1, -2), g)
+    dp = xp.matmul(g, xp.swapaxes(v, -1, -2))
+    if drop is not None:
+        dp = dp * drop
+    ds = be.softmax_backward(p, dp, -1)
+    dq = xp.matmul(ds, k) * scale
+    dk = xp.matmul(xp.swapaxes(ds, -1, -2), q) * scale
+    return dq, dk, dv, ds
+
+
+class ScaledDotProductAttentionFunction(Function):
+    """S = q k^T * scale + M,  P = softmax(S) (masked entries 0; fully masked rows 0),
+    out = dropout(P) v.  Backward (Pd = P * drop):  dV = Pd^T g,  dP = g V^T * drop,
+    dS = P (dP - sum(dP P)),  dQ = dS K scale,  dK = dS^T Q scale,  dM = dS."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, mask, *, is_causal, dropout_p, scale):
+        xp = ctx.xp
+        keep = bias = None
+        if mask is not None:
+            if mask.dtype == bool:
+                keep = mask
+            else:
+                bias = mask.astype(q.dtype, copy=False)
+        if is_causal:
+            keep = xp.tril(xp.ones((q.shape[-2], k.shape[-2]), dtype=bool))
+        out, p, drop = ctx.backend.attention(q, k, v, keep, bias, scale, dropout_p)
+        ctx.save_for_backward(q, k, v, p, drop)
+        ctx.scale = scale
+        ctx.mask_shape = None if bias is None else bias.shape
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        q, k, v, p, drop = ctx.saved
+        dq, dk, dv, ds = ctx.backend.attention_backward(g, q, k, v, p, drop, ctx.scale)
+        need = ctx.needs_input_grad
+        dq = unbroadcast(dq, q.shape) if need[0] else None
+        dk = unbroadcast(dk, k.shape) if need[1] else None
+        dv = unbroadcast(dv, v.shape) if need[2] else None
+        dm = unbroadcast(ds, ctx.mask_shape) if len(need) > 3 and need[3] else None
+        return dq, dk, dv, dm
+
+
+def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Any = None,
+                                 dropout_p: float = 0.0, is_causal: bool = False,
+                                 scale: float | None = None) -> Tensor:
+    """softmax(q k^T * scale + M) v over the last two dims; q (..., Lq, E),
+    k (..., Lk, E), v (..., Lk, Ev), leading (batch, head) dims broadcast.
+
+    ``attn_mask``: bool (True = take part, as in PyTorch) or an additive float mask,
+    broadcastable to (..., Lq, Lk). ``is_causal`` keeps j <= i (top-left aligned:
+    ``ones(Lq, Lk).tril()``). Rows with nothing to attend to give zeros. ``scale``
+    defaults to 1/sqrt(E); ``dropout_p`` drops attention probabilities (always, as in
+    PyTorch: pass 0 at evaluation)."""
+    op = "scaled_dot_product_attention"
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{op}: {name} must be a Tensor, got {type(t).__name__}")
+        if t.ndim < 2:
+            raise ValueError(f"{op}: {name} needs at least 2 dims (..., L, E), got shape "
+                             f"{t.shape}")
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"{op}: q {q.shape} and k {k.shape} have different embedding sizes")
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"{op}: k {k.shape} and v {v.shape} have different lengths")
+    s_shape = broadcast_shapes(op, q.shape[:-1] + (k.shape[-2],), k.shape[:-2] + (1, 1),
+                               v.shape[:-2] + (1, 1))
+    if attn_mask is not None:
+        if is_causal:
+            raise ValueError(f"{op}: pass either attn_mask or is_causal=True, not both "
+                             "(as in PyTorch); combine them into one mask instead")
+        if not isinstance(attn_mask, Tensor):
+            attn_mask = Tensor(attn_mask, backend=q.backend)
+        if attn_mask.dtype.kind not in "bf":
+            raise TypeError(f"{op}: attn_mask must be bool (True = take part) or float "
+                            f"(added to the scores), got {attn_mask.dtype}")
+        broadcast_shapes(op, s_shape, attn_mask.shape)
+    dropout_p = _check_p(op, dropout_p)
+    if scale is None:
+        scale = 1.0 / math.sqrt(q.shape[-1]) if q.shape[-1] else 1.0
+    return ScaledDotProductAttentionFunction.apply(q, k, v, attn_mask, is_causal=bool(is_causal),
+                                           dropout_p=dropout_p, scale=float(scale))
