@@ -191,17 +191,16 @@ def test_softmax_methods_scalar_and_stability():
 
 @st.composite
 def norm_case(draw, bias: bool = True):
-    """x of 1..4 dims normalised over its last k dims; for layer norm (``bias``) plus a
-    ramp of amplitude 4 over the normalised entries, which values in [-3, 3] cannot
-    cancel: a near-constant row has rstd ~ 1/sqrt(eps) = 316, and float32 then errs by
-    eps32 |x| rstd, ill-conditioned rather than wrong. Broadcast layouts repeat values
-    only along the leading (not normalised) dims, for the same reason."""
+    """x of 1..4 dims normalised over its last k dims, plus a ramp of amplitude 4 over
+    the normalised entries, which values in [-3, 3] cannot cancel: a near-constant row
+    (layer norm) or a near-zero one (RMS norm) has rstd ~ 1/sqrt(eps), up to 1000, where
+    float32 errs by eps32 |x| rstd and finite differences by eps^2 rstd^3: ill-conditioned
+    rather than wrong. Broadcast layouts repeat values only along the leading (not
+    normalised) dims, for the same reason."""
     shape = draw(shapes(1, 4, min_side=1, max_side=4))
     k = draw(st.integers(1, len(shape)))
     ns = shape[len(shape) - k:]
-    a = draw(arrays(shape))
-    if bias:
-        a = a + np.linspace(-4.0, 4.0, math.prod(ns)).reshape(ns)
+    a = draw(arrays(shape)) + np.linspace(-4.0, 4.0, math.prod(ns)).reshape(ns)
     x = Tensor(draw(views(a, keep_axes=range(len(shape) - k, len(shape)))), requires_grad=True)
     w = draw(st.none() | tensors(ns))
     b = draw(st.none() | tensors(ns)) if bias else None
