@@ -28,14 +28,11 @@ from .backends import (
     use_backend,
 )
 from .backends import get_num_threads, set_num_threads
-from .tensor import Tensor, _install_methods
+from .tensor import Tensor
 
-from . import functional  # needs Tensor defined
-
-_install_methods()
-
-from .creation import *  # noqa: E402,F403
-from .functional import (  # noqa: E402
+from . import functional  # also binds Tensor's operators and op methods (x + y, x.sum())
+from .creation import *  # noqa: F403
+from .functional import (
     cat, chunk, einsum, matmul, maximum, minimum, split, stack, where,
 )
 

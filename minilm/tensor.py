@@ -213,22 +213,10 @@ class Tensor:
         t._version = self._version
         return t
 
-    def to(self, target: Any) -> Tensor:
-        """``to("cupy")``/``to("numpy")``/``to("numba")`` moves between backends;
-        ``to(dtype)`` casts. Both are differentiable."""
-        from . import functional as F
-
-        if isinstance(target, str) and target not in _DTYPES:
-            from .backends import _FACTORIES
-
-            name = {"cpu": "numpy", "cuda": "cupy"}.get(target, target)
-            if name not in _FACTORIES:
-                raise ValueError(
-                    f"to: {target!r} is neither a backend ({sorted(_FACTORIES)}) nor a "
-                    f"dtype ({sorted(_DTYPES)})"
-                )
-            return F.to_backend(self, name)
-        return F.cast(self, dtype_of(target))
+    # ``to(target)`` (a backend name or a dtype; differentiable) and ``clone()``, like
+    # the operators and op methods (``x + y``, ``x.sum()``), are bound onto Tensor by
+    # ``minilm.functional`` when it is imported (``import minilm`` does): tensor sits
+    # below functional and never imports it.
 
     def float(self) -> Tensor:
         return self.to(np.float32)
@@ -256,11 +244,6 @@ class Tensor:
 
     def cpu(self) -> Tensor:
         return self if self.device == "cpu" else self.to("numpy")
-
-    def clone(self) -> Tensor:
-        from . import functional as F
-
-        return F.clone(self)
 
     def contiguous(self) -> Tensor:
         return self
@@ -436,39 +419,3 @@ def _raw_index(index: Any) -> Any:
         return [i.data if isinstance(i, Tensor) else i for i in index]
     return index
 
-
-def _install_methods() -> None:
-    """Operators and method forms of the functional ops (``x.sum(dim=1)``)."""
-    from . import functional as F
-
-    def binary(fn: Callable, reflected: bool = False) -> Callable:
-        if reflected:
-            return lambda self, other: fn(other, self)
-        return lambda self, other: fn(self, other)
-
-    T = Tensor
-    T.__add__ = binary(F.add)
-    T.__radd__ = binary(F.add, True)
-    T.__sub__ = binary(F.sub)
-    T.__rsub__ = binary(F.sub, True)
-    T.__mul__ = binary(F.mul)
-    T.__rmul__ = binary(F.mul, True)
-    T.__truediv__ = binary(F.div)
-    T.__rtruediv__ = binary(F.div, True)
-    T.__pow__ = binary(F.pow)
-    T.__rpow__ = binary(F.pow, True)
-    T.__matmul__ = binary(F.matmul)
-    T.__rmatmul__ = binary(F.matmul, True)
-    T.__neg__ = F.neg
-    T.__abs__ = F.abs
-    T.__getitem__ = F.getitem
-    for name, op in (("__lt__", "less"), ("__le__", "less_equal"), ("__gt__", "greater"),
-                     ("__ge__", "greater_equal"), ("__eq__", "equal"), ("__ne__", "not_equal"),
-                     ("__and__", "logical_and"), ("__or__", "logical_or"),
-                     ("__xor__", "logical_xor")):
-        setattr(T, name, binary(getattr(F, op)))
-    T.__invert__ = F.logical_not
-    for name in F.TENSOR_METHODS:
-        setattr(T, name, getattr(F, name))
-    T.T = property(lambda self: F.permute(self, tuple(range(self.ndim - 1, -1, -1))))
-    T.mT = property(lambda self: F.transpose(self, -2, -1))

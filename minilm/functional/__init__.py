@@ -1,34 +1,72 @@
-"""Every differentiable op of minilm, one ``Function`` class each; import as
-``import minilm.functional as F``.
+"""Every differentiable op of minilm, one ``Function`` class each with its public
+function right under it; import as ``import minilm.functional as F``.
 
-- ``math``: elementwise arithmetic, unary math, activations, selection, comparisons
-- ``reduce``: sum/mean/var/std/max/min/argmax/logsumexp/cumsum
+- ``math``: elementwise arithmetic with broadcasting, selection (where, masked_fill,
+  maximum, minimum), clone / cast / to_backend
+- ``unary``: exp, log, sqrt, rsqrt, abs, sign, sin, cos, tanh, clamp; the activations
+  sigmoid, relu, leaky_relu, gelu, silu, softplus
+- ``gelu_kernel``: the reference GELU and erf kernels (the ``gelu`` op is in ``unary``)
+- ``compare``: comparisons and logical ops, isnan, isfinite, allclose (no gradient)
+- ``reduce``: sum/mean/var/std/logsumexp/cumsum/prod/any/all
+- ``extrema``: max/min (with indices), amax/amin, argmax/argmin
 - ``linalg``: matmul, linear, einsum
-- ``shape``: reshape/permute/expand/repeat/cat/stack/split/pad/triu
+- ``shape``: reshape/view/flatten/squeeze, permute/transpose, expand, repeat, flip, roll
+- ``join``: cat/stack, split/chunk/unbind, narrow
+- ``padding``: pad, triu/tril
 - ``indexing``: ``x[index]``, gather, scatter_add, index_select
-- ``nn``: softmax, log_softmax, layer_norm, rms_norm, dropout, embedding, one_hot,
-  scaled_dot_product_attention
-- ``losses``: cross_entropy, nll_loss, mse_loss, l1_loss, binary cross-entropy, kl_div,
-  hinge losses
+- ``nn``: softmax, log_softmax, dropout, embedding, one_hot
+- ``normalization``: layer_norm, rms_norm
+- ``attention``: scaled_dot_product_attention
+- ``losses``: cross_entropy, nll_loss, kl_div, multi_margin_loss
+- ``elementwise_losses``: mse_loss, l1_loss, smooth_l1_loss, huber_loss, binary
+  cross-entropy, hinge_embedding_loss
+
+An op's hot arithmetic is a kernel function registered by name next to the op
+(``@kernel("softmax")``, see minilm/backends/interface.py); backends may override it.
+
+Importing this package also gives :class:`~minilm.tensor.Tensor` its operators and op
+methods (``x + y``, ``x @ w``, ``x.sum(dim=1)``): ``_methods.py`` binds them, so that
+``tensor`` never imports ``functional``, the layer above it.
 """
 
+import sys as _sys
+
+from ._methods import install_tensor_methods as _install_tensor_methods
 from .math import *  # noqa: F403
 from .math import __all__ as _math_all
+from .unary import *  # noqa: F403
+from .unary import __all__ as _unary_all
+from .compare import *  # noqa: F403
+from .compare import __all__ as _compare_all
 from .reduce import *  # noqa: F403
 from .reduce import __all__ as _reduce_all
+from .extrema import *  # noqa: F403
+from .extrema import __all__ as _extrema_all
 from .linalg import *  # noqa: F403
 from .linalg import __all__ as _linalg_all
 from .shape import *  # noqa: F403
 from .shape import __all__ as _shape_all
+from .join import *  # noqa: F403
+from .join import __all__ as _join_all
+from .padding import *  # noqa: F403
+from .padding import __all__ as _padding_all
 from .indexing import *  # noqa: F403
 from .indexing import __all__ as _indexing_all
 from .nn import *  # noqa: F403
 from .nn import __all__ as _nn_all
+from .normalization import *  # noqa: F403
+from .normalization import __all__ as _normalization_all
+from .attention import *  # noqa: F403
+from .attention import __all__ as _attention_all
 from .losses import *  # noqa: F403
 from .losses import __all__ as _losses_all
+from .elementwise_losses import *  # noqa: F403
+from .elementwise_losses import __all__ as _elementwise_losses_all
 
-__all__ = (_math_all + _reduce_all + _linalg_all + _shape_all + _indexing_all + _nn_all
-           + _losses_all)
+__all__ = (_math_all + _unary_all + _compare_all + _reduce_all
+           + _extrema_all + _linalg_all + _shape_all + _join_all + _padding_all
+           + _indexing_all + _nn_all + _normalization_all + _attention_all + _losses_all
+           + _elementwise_losses_all)
 
 #: functional ops that are also Tensor methods (``x.sum(dim=1)`` == ``F.sum(x, dim=1)``)
 TENSOR_METHODS = (
@@ -49,3 +87,6 @@ TENSOR_METHODS = (
     # nn
     "softmax", "log_softmax",
 )
+
+# this package, whose ops the methods call: F.add, F.sum, ...
+_install_tensor_methods(_sys.modules[__name__])

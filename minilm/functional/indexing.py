@@ -62,6 +62,12 @@ def _dim_grid(xp: Any, index: Any, dim: int) -> tuple:
     return tuple(grid)
 
 
+def _dim_for_index(op: str, x: Tensor, dim: int) -> int:
+    if x.ndim == 0:
+        raise ValueError(f"{op}: needs a tensor with at least 1 dim, got shape ()")
+    return norm_dim(op, dim, x.ndim)
+
+
 # ---------------------------------------------------------------------------- indexing
 
 
@@ -127,20 +133,28 @@ def getitem(x: Tensor, index: Any) -> Tensor:
     return GetItem.apply(x, index)
 
 
+# ---------------------------------------------------------------------------- gather and scatter
+
+
+def _check_gather(x: Any, dim: int, index: Any) -> None:
+    """index has x's dims, is no larger than x outside ``dim``, and in range along it."""
+    if index.ndim != x.ndim or any(
+        m > n for d, (m, n) in enumerate(zip(index.shape, x.shape)) if d != dim
+    ):
+        raise ValueError(
+            f"gather: index of shape {index.shape} must have the dims of input of shape "
+            f"{x.shape} and be no larger outside dim {dim}"
+        )
+    _check_range("gather", index, x.shape[dim], dim, x.shape)
+
+
 class Gather(Function):
     """y[i] = x[i with dim replaced by index[i]] (``torch.gather``);  dx = zeros with g
     added at those positions (repeated indices accumulate)."""
 
     @staticmethod
     def forward(ctx, x, dim, index):
-        if index.ndim != x.ndim or any(
-            m > n for d, (m, n) in enumerate(zip(index.shape, x.shape)) if d != dim
-        ):
-            raise ValueError(
-                f"gather: index of shape {index.shape} must have the dims of input of shape "
-                f"{x.shape} and be no larger outside dim {dim}"
-            )
-        _check_range("gather", index, x.shape[dim], dim, x.shape)
+        _check_gather(x, dim, index)
         ctx.in_shape, ctx.grid = x.shape, _dim_grid(ctx.xp, index, dim)
         return x[ctx.grid]
 
@@ -151,6 +165,30 @@ class Gather(Function):
         return gx, None, None
 
 
+def gather(x: Tensor, dim: int, index: Any) -> Tensor:
+    """``out[i][j][k] = x[i][index[i][j][k]][k]`` for dim=1; out has index's shape."""
+    d = _dim_for_index("gather", x, dim)
+    return Gather.apply(x, d, _index_array("gather", index, x))
+
+
+def _check_scatter_add(x: Any, dim: int, index: Any, src: Any) -> None:
+    """src has x's dtype; index has the dims of both, fits in src (and in x outside
+    ``dim``), and is in range along dim."""
+    if x.dtype != src.dtype:
+        raise TypeError(f"scatter_add: src dtype {src.dtype} differs from input dtype "
+                        f"{x.dtype}")
+    if not (index.ndim == x.ndim == src.ndim) or any(
+        m > s or (d != dim and m > n)
+        for d, (m, n, s) in enumerate(zip(index.shape, x.shape, src.shape))
+    ):
+        raise ValueError(
+            f"scatter_add: index of shape {index.shape} must have the dims of input "
+            f"{x.shape} and src {src.shape}, be no larger than src, and no larger than "
+            f"input outside dim {dim}"
+        )
+    _check_range("scatter_add", index, x.shape[dim], dim, x.shape)
+
+
 class ScatterAdd(Function):
     """y = x, then y[i with dim replaced by index[i]] += src[i] for every position i of
     index (``torch.Tensor.scatter_add``);  dx = g, dsrc[i] = g[same position] (0 beyond
@@ -158,19 +196,7 @@ class ScatterAdd(Function):
 
     @staticmethod
     def forward(ctx, x, dim, index, src):
-        if x.dtype != src.dtype:
-            raise TypeError(f"scatter_add: src dtype {src.dtype} differs from input dtype "
-                            f"{x.dtype}")
-        if not (index.ndim == x.ndim == src.ndim) or any(
-            m > s or (d != dim and m > n)
-            for d, (m, n, s) in enumerate(zip(index.shape, x.shape, src.shape))
-        ):
-            raise ValueError(
-                f"scatter_add: index of shape {index.shape} must have the dims of input "
-                f"{x.shape} and src {src.shape}, be no larger than src, and no larger than "
-                f"input outside dim {dim}"
-            )
-        _check_range("scatter_add", index, x.shape[dim], dim, x.shape)
+        _check_scatter_add(x, dim, index, src)
         ctx.grid = _dim_grid(ctx.xp, index, dim)
         ctx.sub = tuple(slice(0, m) for m in index.shape)  # the part of src that is used
         ctx.src_shape = src.shape
@@ -185,6 +211,15 @@ class ScatterAdd(Function):
             gsrc = ctx.xp.zeros(ctx.src_shape, dtype=g.dtype)
             gsrc[ctx.sub] = g[ctx.grid]
         return (g if ctx.needs_input_grad[0] else None), None, None, gsrc
+
+
+def scatter_add(x: Tensor, dim: int, index: Any, src: Tensor) -> Tensor:
+    """Out-of-place ``x.scatter_add(dim, index, src)``: for dim=1,
+    ``out[i][index[i][j][k]][k] += src[i][j][k]``."""
+    d = _dim_for_index("scatter_add", x, dim)
+    if not isinstance(src, Tensor):
+        src = Tensor(src, dtype=x.dtype, backend=x.backend)
+    return ScatterAdd.apply(x, d, _index_array("scatter_add", index, x), src)
 
 
 class IndexSelect(Function):
@@ -203,27 +238,6 @@ class IndexSelect(Function):
     @staticmethod
     def backward(ctx, g):
         return take_backward(ctx.xp, g, ctx.index, ctx.n, ctx.dim), None, None
-
-
-def _dim_for_index(op: str, x: Tensor, dim: int) -> int:
-    if x.ndim == 0:
-        raise ValueError(f"{op}: needs a tensor with at least 1 dim, got shape ()")
-    return norm_dim(op, dim, x.ndim)
-
-
-def gather(x: Tensor, dim: int, index: Any) -> Tensor:
-    """``out[i][j][k] = x[i][index[i][j][k]][k]`` for dim=1; out has index's shape."""
-    d = _dim_for_index("gather", x, dim)
-    return Gather.apply(x, d, _index_array("gather", index, x))
-
-
-def scatter_add(x: Tensor, dim: int, index: Any, src: Tensor) -> Tensor:
-    """Out-of-place ``x.scatter_add(dim, index, src)``: for dim=1,
-    ``out[i][index[i][j][k]][k] += src[i][j][k]``."""
-    d = _dim_for_index("scatter_add", x, dim)
-    if not isinstance(src, Tensor):
-        src = Tensor(src, dtype=x.dtype, backend=x.backend)
-    return ScatterAdd.apply(x, d, _index_array("scatter_add", index, x), src)
 
 
 def index_select(x: Tensor, dim: int, index: Any) -> Tensor:

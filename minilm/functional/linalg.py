@@ -1,4 +1,8 @@
-"""Linear algebra: matmul (batched, broadcasting), linear, einsum."""
+"""Linear algebra: matmul (batched, broadcasting), linear, einsum.
+
+Each Function has its public function right under it and its argument checks in a
+``_check_*`` helper above it; the docstring gives the forward formula and the gradient.
+"""
 
 from __future__ import annotations
 
@@ -13,21 +17,26 @@ from ._util import unbroadcast
 __all__ = ["einsum", "linear", "matmul"]
 
 
+def _check_matmul(a: Any, b: Any) -> None:
+    """Both operands at least 1-D, and a's last dim equal to b's contracted dim."""
+    if a.ndim == 0 or b.ndim == 0:
+        raise ValueError(
+            f"matmul: both operands need at least 1 dim, got shapes {a.shape} and {b.shape}"
+        )
+    ka = a.shape[-1]
+    kb = b.shape[-2] if b.ndim > 1 else b.shape[0]
+    if ka != kb:
+        raise ValueError(f"matmul: shapes {a.shape} and {b.shape} are not aligned "
+                         f"({ka} != {kb})")
+
+
 class Matmul(Function):
     """y = a @ b (1-D operands promoted as in NumPy; batch dims broadcast);
     da = g @ b^T, db = a^T @ g, summed over broadcast batch dims."""
 
     @staticmethod
     def forward(ctx, a, b):
-        if a.ndim == 0 or b.ndim == 0:
-            raise ValueError(
-                f"matmul: both operands need at least 1 dim, got shapes {a.shape} and {b.shape}"
-            )
-        ka = a.shape[-1]
-        kb = b.shape[-2] if b.ndim > 1 else b.shape[0]
-        if ka != kb:
-            raise ValueError(f"matmul: shapes {a.shape} and {b.shape} are not aligned "
-                             f"({ka} != {kb})")
+        _check_matmul(a, b)
         ctx.save_for_backward(a, b)
         try:
             return ctx.xp.matmul(a, b)
@@ -69,19 +78,24 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
     return Matmul.apply(a, b)
 
 
+def _check_linear(x: Any, w: Any, b: Any) -> None:
+    """W 2-D (out, in), x (..., in), b (out,) or None."""
+    if w.ndim != 2 or x.ndim == 0 or x.shape[-1] != w.shape[1]:
+        raise ValueError(
+            f"linear: input shape {x.shape} does not match weight shape {w.shape} "
+            f"(expected input (..., {w.shape[1] if w.ndim == 2 else '?'}))"
+        )
+    if b is not None and b.shape != (w.shape[0],):
+        raise ValueError(f"linear: bias shape {b.shape} does not match weight shape {w.shape}")
+
+
 class Linear(Function):
     """y = x W^T + b with W of shape (out, in);  dx = g W, dW = g^T x (summed over
     leading dims), db = sum g. Folding the leading dims gives one GEMM each way."""
 
     @staticmethod
     def forward(ctx, x, w, b=None):
-        if w.ndim != 2 or x.ndim == 0 or x.shape[-1] != w.shape[1]:
-            raise ValueError(
-                f"linear: input shape {x.shape} does not match weight shape {w.shape} "
-                f"(expected input (..., {w.shape[1] if w.ndim == 2 else '?'}))"
-            )
-        if b is not None and b.shape != (w.shape[0],):
-            raise ValueError(f"linear: bias shape {b.shape} does not match weight shape {w.shape}")
+        _check_linear(x, w, b)
         ctx.has_bias = b is not None
         ctx.save_for_backward(x, w)
         # One (rows, in) @ (in, out) GEMM over all leading dims: NumPy runs a 3-D
@@ -153,6 +167,39 @@ def _parse_einsum(op: str, equation: str, ndims: list) -> tuple:
     return ins, out
 
 
+def _subscript_sizes(equation: str, ins: list, xs: tuple) -> dict:
+    """The size of each subscript letter, the same in every operand that has it."""
+    sizes: dict = {}
+    for spec, x in zip(ins, xs):
+        for c, n in zip(spec, x.shape):
+            if sizes.setdefault(c, n) != n:
+                raise ValueError(
+                    f"einsum: subscript {c!r} has size {sizes[c]} and {n} in "
+                    f"{equation!r} with shapes {[x.shape for x in xs]}"
+                )
+    return sizes
+
+
+def _onto_diagonals(xp: Any, gu: Any, uniq: str, spec: str, ctx: Any) -> Any:
+    """The gradient over ``spec`` (with repeated letters) from the one over ``uniq``:
+    each repeat of a letter gets a fresh letter tied to the first by an identity matrix,
+    so only the diagonal entries receive gradient."""
+    used = set("".join(ctx.ins) + ctx.out)
+    fresh = iter(c for c in string.ascii_letters if c not in used)
+    seen: set = set()
+    target, eye_specs, eyes = "", [], []
+    for c in spec:
+        if c in seen:
+            new = next(fresh)
+            target += new
+            eye_specs.append(c + new)
+            eyes.append(xp.eye(ctx.sizes[c], dtype=gu.dtype))
+        else:
+            seen.add(c)
+            target += c
+    return xp.einsum(f"{','.join([uniq, *eye_specs])}->{target}", gu, *eyes)
+
+
 class Einsum(Function):
     """y = einsum(eq, *xs);  the gradient of operand i is einsum of g with the other
     operands, mapped back onto operand i's subscripts (summed over dims it lacks,
@@ -161,14 +208,7 @@ class Einsum(Function):
     @staticmethod
     def forward(ctx, equation, *xs):
         ins, out = _parse_einsum("einsum", equation, [x.ndim for x in xs])
-        sizes: dict = {}
-        for spec, x in zip(ins, xs):
-            for c, n in zip(spec, x.shape):
-                if sizes.setdefault(c, n) != n:
-                    raise ValueError(
-                        f"einsum: subscript {c!r} has size {sizes[c]} and {n} in "
-                        f"{equation!r} with shapes {[x.shape for x in xs]}"
-                    )
+        sizes = _subscript_sizes(equation, ins, xs)
         ctx.ins, ctx.out, ctx.sizes = ins, out, sizes
         ctx.save_for_backward(*xs)
         return ctx.xp.einsum(f"{','.join(ins)}->{out}", *xs, optimize=len(xs) > 2)
@@ -199,26 +239,6 @@ class Einsum(Function):
                 gx = gx.copy()  # own, writeable memory rather than a broadcast view
             grads.append(gx)
         return tuple(grads)
-
-
-def _onto_diagonals(xp: Any, gu: Any, uniq: str, spec: str, ctx: Any) -> Any:
-    """The gradient over ``spec`` (with repeated letters) from the one over ``uniq``:
-    each repeat of a letter gets a fresh letter tied to the first by an identity matrix,
-    so only the diagonal entries receive gradient."""
-    used = set("".join(ctx.ins) + ctx.out)
-    fresh = iter(c for c in string.ascii_letters if c not in used)
-    seen: set = set()
-    target, eye_specs, eyes = "", [], []
-    for c in spec:
-        if c in seen:
-            new = next(fresh)
-            target += new
-            eye_specs.append(c + new)
-            eyes.append(xp.eye(ctx.sizes[c], dtype=gu.dtype))
-        else:
-            seen.add(c)
-            target += c
-    return xp.einsum(f"{','.join([uniq, *eye_specs])}->{target}", gu, *eyes)
 
 
 def einsum(equation: str, *operands: Tensor) -> Tensor:

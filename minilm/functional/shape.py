@@ -1,70 +1,42 @@
-"""Shape ops: views and reshapes, broadcasting, joining and splitting, padding,
-triangular masks, indexing, gather/scatter.
+"""View and layout ops: reshape/view/flatten/unflatten/squeeze/unsqueeze,
+permute/transpose/movedim, expand/broadcast_to, repeat, flip, roll.
 
 None of these change a value, they only move values around, so every backward routes
-the gradient back to where each value came from: the inverse reshape/permutation,
-a sum where one input value fed several outputs (expand, repeat, repeated indices,
-which accumulate with ``xp.add.at``), and zeros where an input value was dropped.
-PyTorch names and semantics throughout (``dim``, ``x.view(2, 3)``, ``F.pad``'s
-last-dim-first pad tuple).
+the gradient back to where each value came from: the inverse reshape/permutation, and
+a sum where one input value fed several outputs (expand, repeat). Each Function has
+its public functions right under it. PyTorch names and semantics throughout (``dim``,
+``x.view(2, 3)``). Joining and splitting are in ``join.py``, padding and triangular
+masks in ``padding.py``, indexing and gather/scatter in ``indexing.py``.
 """
 
 from __future__ import annotations
 
-import itertools
-import operator
 from collections.abc import Sequence
-from typing import Any
 
 from ..autograd import Function
 from ..tensor import Tensor
-from ._util import along, norm_dim, norm_dims, take_backward, unbroadcast
-from .indexing import getitem
+from ._util import int_tuple, norm_dim, norm_dims, unbroadcast
 
 __all__ = [
     "broadcast_to",
-    "cat",
-    "chunk",
-    "concat",
     "expand",
     "expand_as",
     "flatten",
     "flip",
     "movedim",
-    "narrow",
-    "pad",
     "permute",
     "repeat",
     "reshape",
     "reshape_as",
     "roll",
-    "split",
     "squeeze",
-    "stack",
     "swapaxes",
     "transpose",
-    "tril",
-    "triu",
-    "unbind",
     "unflatten",
     "unsqueeze",
     "view",
     "view_as",
 ]
-
-
-# ---------------------------------------------------------------------------- helpers
-
-
-def _int_tuple(op: str, args: Sequence[Any]) -> tuple:
-    """``(2, 3)``, ``((2, 3),)`` and ``([2, 3],)`` all give ``(2, 3)``: the forms of
-    ``x.view(2, 3)`` and ``x.view((2, 3))``."""
-    if len(args) == 1 and isinstance(args[0], (tuple, list)):
-        args = tuple(args[0])
-    try:
-        return tuple(operator.index(a) for a in args)
-    except TypeError:
-        raise TypeError(f"{op}: expected integers, got {tuple(args)!r}") from None
 
 
 # ---------------------------------------------------------------------------- reshapes
@@ -110,12 +82,12 @@ class Reshape(Function):
 
 def reshape(x: Tensor, *shape: int | Sequence[int]) -> Tensor:
     """``x`` with shape ``shape`` (varargs or one tuple; one size may be -1)."""
-    return Reshape.apply(x, _int_tuple("reshape", shape), op="reshape")
+    return Reshape.apply(x, int_tuple("reshape", shape), op="reshape")
 
 
 def view(x: Tensor, *shape: int | Sequence[int]) -> Tensor:
     """Same as :func:`reshape` (arrays have no contiguity requirement here)."""
-    return Reshape.apply(x, _int_tuple("view", shape), op="view")
+    return Reshape.apply(x, int_tuple("view", shape), op="view")
 
 
 def reshape_as(x: Tensor, other: Tensor) -> Tensor:
@@ -149,7 +121,7 @@ def flatten(x: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
 def unflatten(x: Tensor, dim: int, sizes: Sequence[int]) -> Tensor:
     """Split dim ``dim`` into ``sizes`` (one may be -1)."""
     d = norm_dim("unflatten", dim, x.ndim)
-    sizes = _int_tuple("unflatten", (sizes,))
+    sizes = int_tuple("unflatten", (sizes,))
     inner = _infer_shape("unflatten", (x.shape[d],), sizes)
     return Reshape.apply(x, x.shape[:d] + inner + x.shape[d + 1:], op="unflatten")
 
@@ -195,15 +167,19 @@ class Permute(Function):
         return ctx.xp.transpose(g, ctx.inverse), None
 
 
-def permute(x: Tensor, *dims: int | Sequence[int]) -> Tensor:
-    """Reorder the dims: ``x.permute(2, 0, 1)`` or ``x.permute((2, 0, 1))``."""
-    dims = _int_tuple("permute", dims)
+def _check_permutation(x: Tensor, dims: tuple) -> tuple:
+    """``dims`` normalised, naming each dim of x once."""
     if len(dims) != x.ndim:
         raise ValueError(
             f"permute: dims {dims} must name each of the {x.ndim} dims of a tensor of "
             f"shape {x.shape} once"
         )
-    return Permute.apply(x, norm_dims("permute", dims, x.ndim))
+    return norm_dims("permute", dims, x.ndim)
+
+
+def permute(x: Tensor, *dims: int | Sequence[int]) -> Tensor:
+    """Reorder the dims: ``x.permute(2, 0, 1)`` or ``x.permute((2, 0, 1))``."""
+    return Permute.apply(x, _check_permutation(x, int_tuple("permute", dims)))
 
 
 def transpose(x: Tensor, dim0: int, dim1: int) -> Tensor:
@@ -233,7 +209,7 @@ def movedim(x: Tensor, source: int | Sequence[int], destination: int | Sequence[
     return Permute.apply(x, tuple(order))
 
 
-# ---------------------------------------------------------------------------- broadcasting
+# ---------------------------------------------------------------------------- broadcasting and tiling
 
 
 def _expand_shape(op: str, in_shape: tuple, sizes: tuple) -> tuple:
@@ -278,7 +254,7 @@ class Expand(Function):
 
 def expand(x: Tensor, *sizes: int | Sequence[int]) -> Tensor:
     """Broadcast ``x`` to ``sizes``: -1 keeps a dim, new dims may be added in front."""
-    return Expand.apply(x, _int_tuple("expand", sizes), op="expand")
+    return Expand.apply(x, int_tuple("expand", sizes), op="expand")
 
 
 def expand_as(x: Tensor, other: Tensor) -> Tensor:
@@ -286,7 +262,7 @@ def expand_as(x: Tensor, other: Tensor) -> Tensor:
 
 
 def broadcast_to(x: Tensor, shape: Sequence[int]) -> Tensor:
-    return Expand.apply(x, _int_tuple("broadcast_to", (shape,)), op="broadcast_to")
+    return Expand.apply(x, int_tuple("broadcast_to", (shape,)), op="broadcast_to")
 
 
 class Repeat(Function):
@@ -306,15 +282,18 @@ class Repeat(Function):
         return g.reshape(ctx.in_shape), None
 
 
-def repeat(x: Tensor, *repeats: int | Sequence[int]) -> Tensor:
-    """``torch.Tensor.repeat``: tile ``x``; ``len(repeats)`` may exceed ``x.ndim``."""
-    repeats = _int_tuple("repeat", repeats)
+def _check_repeats(x: Tensor, repeats: tuple) -> tuple:
     if len(repeats) < x.ndim or any(r < 0 for r in repeats):
         raise ValueError(
             f"repeat: repeats {repeats} must be non-negative and at least one per dim of "
             f"a tensor of shape {x.shape}"
         )
-    return Repeat.apply(x, repeats)
+    return repeats
+
+
+def repeat(x: Tensor, *repeats: int | Sequence[int]) -> Tensor:
+    """``torch.Tensor.repeat``: tile ``x``; ``len(repeats)`` may exceed ``x.ndim``."""
+    return Repeat.apply(x, _check_repeats(x, int_tuple("repeat", repeats)))
 
 
 class Flip(Function):
@@ -332,7 +311,7 @@ class Flip(Function):
 
 def flip(x: Tensor, dims: int | Sequence[int], *more: int) -> Tensor:
     """Reverse ``x`` along ``dims``: ``flip(x, (0, 1))``, ``x.flip(0, 1)`` or ``x.flip(0)``."""
-    dims = _int_tuple("flip", (dims,) + more)
+    dims = int_tuple("flip", (dims,) + more)
     dims = norm_dims("flip", dims, x.ndim) if x.ndim else ()
     return Flip.apply(x, dims)
 
@@ -356,321 +335,15 @@ def roll(x: Tensor, shifts: int | Sequence[int], dims: int | Sequence[int] | Non
          ) -> Tensor:
     """Cyclic shift: element i of dim d moves to (i + shift) mod n; ``dims=None`` rolls
     the flattened tensor and restores the shape."""
-    shifts = _int_tuple("roll", (shifts,))
+    shifts = int_tuple("roll", (shifts,))
     if dims is None:
         if len(shifts) != 1:
             raise ValueError(f"roll: shifts {shifts} need dims (one per shift)")
         return Roll.apply(x, shifts[0], None)
-    dims = _int_tuple("roll", (dims,))
+    dims = int_tuple("roll", (dims,))
     if len(shifts) != len(dims):
         raise ValueError(f"roll: shifts {shifts} and dims {dims} differ in length")
     dims = tuple(norm_dim("roll", d, x.ndim) for d in dims)
     if x.ndim == 0:
         return Roll.apply(x, 0, None)
     return Roll.apply(x, shifts, dims)
-
-
-# ---------------------------------------------------------------------------- join and split
-
-
-def _shapes(arrays: Sequence[Any]) -> str:
-    return ", ".join(str(tuple(a.shape)) for a in arrays)
-
-
-class Cat(Function):
-    """y = the inputs joined along ``dim``;  dx_i = the slice of g that x_i became."""
-
-    @staticmethod
-    def forward(ctx, *xs, dim=0):
-        ref = xs[0].shape
-        if not ref:
-            raise ValueError(f"cat: zero-dim tensors cannot be concatenated, got shapes "
-                             f"{_shapes(xs)}")
-        d = norm_dim("cat", dim, len(ref))
-        for x in xs:
-            s = x.shape
-            if len(s) != len(ref) or any(a != b for i, (a, b) in enumerate(zip(s, ref)) if i != d):
-                raise ValueError(
-                    f"cat: tensors must have the same shape except in dim {dim}, got "
-                    f"shapes {_shapes(xs)}"
-                )
-        ctx.dim, ctx.sizes = d, [x.shape[d] for x in xs]
-        return ctx.xp.concatenate(xs, axis=d)
-
-    @staticmethod
-    def backward(ctx, g):
-        grads, start = [], 0
-        for n, need in zip(ctx.sizes, ctx.needs_input_grad):
-            grads.append(g[along(ctx.dim, slice(start, start + n))] if need else None)
-            start += n
-        return tuple(grads)
-
-
-class Stack(Function):
-    """y = the inputs stacked along a new dim ``dim``;  dx_i = g[..., i, ...] at dim."""
-
-    @staticmethod
-    def forward(ctx, *xs, dim=0):
-        ref = xs[0].shape
-        if any(x.shape != ref for x in xs):
-            raise ValueError(
-                f"stack: all tensors must have the same shape, got shapes {_shapes(xs)}"
-            )
-        nd = len(ref)
-        if not -nd - 1 <= dim <= nd:
-            raise ValueError(
-                f"stack: dim {dim} is out of range [{-nd - 1}, {nd}] for tensors of shape {ref}"
-            )
-        ctx.dim = dim % (nd + 1)
-        return ctx.xp.stack(xs, axis=ctx.dim)
-
-    @staticmethod
-    def backward(ctx, g):
-        return tuple(g[along(ctx.dim, i)] if need else None
-                     for i, need in enumerate(ctx.needs_input_grad))
-
-
-def _tensor_list(op: str, tensors: Any) -> list:
-    if isinstance(tensors, Tensor):
-        raise TypeError(f"{op}: expected a sequence of tensors, got a single Tensor")
-    tensors = list(tensors)
-    if not tensors:
-        raise ValueError(f"{op}: expected a non-empty sequence of tensors")
-    like = next((t for t in tensors if isinstance(t, Tensor)), None)
-    if like is None:
-        raise TypeError(f"{op}: expected a sequence of tensors, got {type(tensors[0]).__name__}")
-    return [t if isinstance(t, Tensor) else Tensor(t, backend=like.backend) for t in tensors]
-
-
-def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
-    """Join tensors along an existing dim; all other sizes must match."""
-    return Cat.apply(*_tensor_list("cat", tensors), dim=dim)
-
-
-concat = cat
-
-
-def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
-    """Join same-shape tensors along a new dim ``dim``."""
-    return Stack.apply(*_tensor_list("stack", tensors), dim=dim)
-
-
-class Split(Function):
-    """(y_0, y_1, ...) = consecutive slices of x along ``dim`` with sizes ``sections``;
-    dx = the gradients concatenated back along dim."""
-
-    is_view = True
-
-    @staticmethod
-    def forward(ctx, x, sections, dim):
-        ctx.dim = dim
-        bounds = [0]
-        for n in sections:
-            bounds.append(bounds[-1] + n)
-        return tuple(x[along(dim, slice(a, b))] for a, b in itertools.pairwise(bounds))
-
-    @staticmethod
-    def backward(ctx, *grads):
-        return ctx.xp.concatenate(grads, axis=ctx.dim), None, None
-
-
-def split(x: Tensor, split_size_or_sections: int | Sequence[int], dim: int = 0) -> tuple:
-    """``torch.split``: pieces of ``split_size`` along ``dim`` (the last may be smaller),
-    or pieces of the given sizes (which must sum to the dim's size)."""
-    if x.ndim == 0:
-        raise ValueError("split: a 0-dim tensor cannot be split")
-    d = norm_dim("split", dim, x.ndim)
-    n = x.shape[d]
-    if isinstance(split_size_or_sections, (tuple, list)):
-        sections = _int_tuple("split", (split_size_or_sections,))
-        if sum(sections) != n or any(s < 0 for s in sections):
-            raise ValueError(
-                f"split: sections {list(sections)} must be non-negative and sum to the size "
-                f"{n} of dim {dim} of a tensor of shape {x.shape}"
-            )
-    else:
-        size = operator.index(split_size_or_sections)
-        if size < 0 or (size == 0 and n > 0):
-            raise ValueError(f"split: split_size must be positive, got {size} for a "
-                             f"tensor of shape {x.shape}")
-        sections = tuple(min(size, n - i) for i in range(0, n, size)) if n else (0,)
-    return Split.apply(x, sections, d)
-
-
-def chunk(x: Tensor, chunks: int, dim: int = 0) -> tuple:
-    """``torch.chunk``: pieces of size ceil(n / chunks) along ``dim`` (possibly fewer
-    than ``chunks`` pieces)."""
-    if chunks <= 0:
-        raise ValueError(f"chunk: chunks must be positive, got {chunks}")
-    if x.ndim == 0:
-        raise ValueError("chunk: a 0-dim tensor cannot be chunked")
-    d = norm_dim("chunk", dim, x.ndim)
-    n = x.shape[d]
-    if n == 0:
-        return Split.apply(x, (0,) * chunks, d)
-    return split(x, -(-n // chunks), d)
-
-
-class Unbind(Function):
-    """(y_0, .., y_{n-1}) = the slices x[..., i, ...] at ``dim``;  dx = the gradients
-    stacked along dim."""
-
-    is_view = True
-
-    @staticmethod
-    def forward(ctx, x, dim):
-        ctx.dim = dim
-        return tuple(x[along(dim, i)] for i in range(x.shape[dim]))
-
-    @staticmethod
-    def backward(ctx, *grads):
-        return ctx.xp.stack(grads, axis=ctx.dim), None
-
-
-def unbind(x: Tensor, dim: int = 0) -> tuple:
-    """The slices of ``x`` along ``dim``, each without that dim."""
-    if x.ndim == 0:
-        raise ValueError("unbind: a 0-dim tensor cannot be unbound")
-    return Unbind.apply(x, norm_dim("unbind", dim, x.ndim))
-
-
-def narrow(x: Tensor, dim: int, start: int, length: int) -> Tensor:
-    """``x[..., start:start + length, ...]`` along ``dim`` (``start`` may be negative)."""
-    d = norm_dim("narrow", dim, x.ndim)
-    n = x.shape[d]
-    if start < 0:
-        start += n
-    if not (0 <= start <= n and 0 <= length <= n - start):
-        raise ValueError(
-            f"narrow: start {start} and length {length} do not fit in dim {dim} of a "
-            f"tensor of shape {x.shape}"
-        )
-    return getitem(x, along(d, slice(start, start + length)))
-
-
-# ---------------------------------------------------------------------------- padding
-
-
-def _pad_map(xp: Any, mode: str, n: int, lo: int, hi: int) -> Any:
-    """For each output position along a dim, the input position it copies."""
-    j = xp.arange(-lo, n + hi)
-    if mode == "replicate":
-        return xp.clip(j, 0, n - 1)
-    if mode == "circular":
-        return j % n
-    j = xp.abs(j)  # reflect: mirror at 0, then at n - 1 (the edge is not repeated)
-    return xp.where(j > n - 1, 2 * (n - 1) - j, j)
-
-
-class Pad(Function):
-    """y = x with ``pads[d] = (lo, hi)`` entries added before/after along each dim d
-    (negative values crop); dx = the slice of g at x's entries (constant mode), or g
-    summed back onto the entries each padded entry copies (reflect/replicate/circular)."""
-
-    @staticmethod
-    def forward(ctx, x, pads, mode, value):
-        xp = ctx.xp
-        ctx.in_shape, ctx.pads, ctx.mode = x.shape, pads, mode
-        if mode == "constant":
-            crop = tuple(slice(max(-lo, 0), n - max(-hi, 0))
-                         for (lo, hi), n in zip(pads, x.shape))
-            widths = [(max(lo, 0), max(hi, 0)) for lo, hi in pads]
-            return xp.pad(x[crop], widths, mode="constant", constant_values=value)
-        ctx.maps = [None if lo == hi == 0 else _pad_map(xp, mode, n, lo, hi)
-                    for (lo, hi), n in zip(pads, x.shape)]
-        for d, m in enumerate(ctx.maps):
-            if m is not None:
-                x = xp.take(x, m, axis=d)
-        return x
-
-    @staticmethod
-    def backward(ctx, g):
-        xp = ctx.xp
-        if ctx.mode == "constant":
-            keep = tuple(slice(max(lo, 0), max(lo, 0) + n - max(-lo, 0) - max(-hi, 0))
-                         for (lo, hi), n in zip(ctx.pads, ctx.in_shape))
-            widths = [(max(-lo, 0), max(-hi, 0)) for lo, hi in ctx.pads]
-            gx = g[keep]
-            if any(a or b for a, b in widths):
-                gx = xp.pad(gx, widths)
-            return gx, None, None, None
-        for d, m in enumerate(ctx.maps):
-            if m is not None:
-                g = take_backward(xp, g, m, ctx.in_shape[d], d)
-        return g, None, None, None
-
-
-def pad(x: Tensor, pad: Sequence[int], mode: str = "constant", value: float = 0.0) -> Tensor:
-    """``torch.nn.functional.pad``: ``pad = (left, right, top, bottom, ...)`` pads the
-    last dim first; modes "constant" (with ``value``), "reflect", "replicate", "circular"."""
-    pad_t = _int_tuple("pad", (pad,))
-    if len(pad_t) % 2 or len(pad_t) // 2 > x.ndim:
-        raise ValueError(
-            f"pad: pad {pad_t} must have an even length of at most 2 * ndim for a tensor "
-            f"of shape {x.shape}"
-        )
-    if mode not in ("constant", "reflect", "replicate", "circular"):
-        raise ValueError(
-            f"pad: mode must be 'constant', 'reflect', 'replicate' or 'circular', got {mode!r}"
-        )
-    k = len(pad_t) // 2
-    pairs = [(0, 0)] * (x.ndim - k) + [(pad_t[2 * i], pad_t[2 * i + 1]) for i in range(k)][::-1]
-    for d, ((lo, hi), n) in enumerate(zip(pairs, x.shape)):
-        if lo == hi == 0:
-            continue
-        limit = {"constant": None, "reflect": n - 1, "replicate": None, "circular": n}[mode]
-        if (max(-lo, 0) + max(-hi, 0) > n or (mode != "constant" and n == 0)
-                or (limit is not None and max(lo, hi) > limit)):
-            raise ValueError(
-                f"pad: padding {(lo, hi)} of dim {d} (size {n}) is invalid in mode "
-                f"{mode!r} for a tensor of shape {x.shape}"
-            )
-    return Pad.apply(x, pairs, mode, value)
-
-
-# ---------------------------------------------------------------------------- triangles
-
-
-def _tri_keep(op: str, xp: Any, shape: tuple, k: int, upper: bool) -> Any:
-    """Bool (rows, cols) mask of the kept entries: col - row >= k (upper) or <= k."""
-    if len(shape) < 2:
-        raise ValueError(f"{op}: needs a tensor with at least 2 dims, got shape {shape}")
-    rows = xp.arange(shape[-2]).reshape(-1, 1)
-    cols = xp.arange(shape[-1]).reshape(1, -1)
-    return cols - rows >= k if upper else cols - rows <= k
-
-
-class Triu(Function):
-    """y = x where col - row >= k else 0 (on the last two dims);  dx = g masked alike."""
-
-    @staticmethod
-    def forward(ctx, x, diagonal):
-        ctx.keep = _tri_keep("triu", ctx.xp, x.shape, diagonal, upper=True)
-        return ctx.xp.where(ctx.keep, x, ctx.xp.zeros((), dtype=x.dtype))
-
-    @staticmethod
-    def backward(ctx, g):
-        return ctx.xp.where(ctx.keep, g, ctx.xp.zeros((), dtype=g.dtype)), None
-
-
-class Tril(Function):
-    """y = x where col - row <= k else 0 (on the last two dims);  dx = g masked alike."""
-
-    @staticmethod
-    def forward(ctx, x, diagonal):
-        ctx.keep = _tri_keep("tril", ctx.xp, x.shape, diagonal, upper=False)
-        return ctx.xp.where(ctx.keep, x, ctx.xp.zeros((), dtype=x.dtype))
-
-    @staticmethod
-    def backward(ctx, g):
-        return ctx.xp.where(ctx.keep, g, ctx.xp.zeros((), dtype=g.dtype)), None
-
-
-def triu(x: Tensor, diagonal: int = 0) -> Tensor:
-    """Upper triangle of the last two dims (``diagonal`` > 0 moves it up-right)."""
-    return Triu.apply(x, operator.index(diagonal))
-
-
-def tril(x: Tensor, diagonal: int = 0) -> Tensor:
-    """Lower triangle of the last two dims (``diagonal`` > 0 moves it up-right)."""
-    return Tril.apply(x, operator.index(diagonal))

@@ -282,7 +282,8 @@ class Module:
 
     def register_forward_hook(self, hook: Callable) -> RemovableHandle:
         """``hook(module, args, output)`` after each forward; a non-None return
-        replaces the output (used by distillation and quantization observers)."""
+        replaces the output (e.g. to record activations or to rewrite an output; nothing
+        in minilm registers one itself). ``handle.remove()`` takes it off again."""
         self._forward_hooks.append(hook)
         return RemovableHandle(self._forward_hooks, hook)
 
