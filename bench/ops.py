@@ -58,7 +58,7 @@ def cases(np, a: argparse.Namespace) -> list:
 
     rows, hidden, scores = randn(N, D), randn(N, F), randn(B, H, T, T)
     g_rows, g_hidden, g_scores = randn(N, D), randn(N, F), randn(B, H, T, T)
-    w, b, bf = randn(D), randn(D), randn(F)
+    w, b = randn(D), randn(D)
     causal = np.tril(np.ones((T, T), dtype=bool))
     logits, targets = randn(N, V), rng.integers(0, V, N)
     g_loss = np.full(N, 1.0 / N, dtype=f32)
@@ -114,9 +114,6 @@ def cases(np, a: argparse.Namespace) -> list:
         ("gelu (tanh)", f"({N}, {F})", fixed(hidden, g_hidden),
          lambda be, i: be.gelu(i[0], "tanh"),
          lambda be, i, _: be.gelu_backward(i[0], i[1], "tanh")),
-        ("bias + gelu", f"({N}, {F})", fixed(hidden, g_hidden),
-         lambda be, i: be.bias_gelu(i[0], bf),
-         lambda be, i, _: be.bias_gelu_backward(i[0], bf, i[1])),
         ("attention softmax (causal)", f"({B}, {H}, {T}, {T})", fixed(scores, g_scores),
          lambda be, i: be.masked_softmax(i[0], causal, -1),
          lambda be, i, p: be.softmax_backward(p, i[1], -1)),
@@ -170,8 +167,7 @@ def main() -> None:
     print("-" * len(head))
     firsts: dict = {name: 0.0 for name in backends}
     for name, shape, make, fwd, bwd in cases(np, a):
-        usable = {n: be for n, be in backends.items()
-                  if all(hasattr(be, k) for k in _needs(name))}
+        usable = dict(backends)
         times: dict = {n: ([], []) for n in usable}
         results = {}
         for n, be in usable.items():  # first calls: compile / load, and the results
@@ -218,11 +214,6 @@ def main() -> None:
     print("\nfirst calls (untimed above; Numba loads its cached kernels or compiles them here): "
           + ", ".join(f"{n} {t:.2f} s" for n, t in firsts.items()))
     sys.stdout.flush()
-
-
-def _needs(case: str) -> tuple:
-    """Kernels a case calls that not every backend has."""
-    return ("bias_gelu", "bias_gelu_backward") if case == "bias + gelu" else ()
 
 
 if __name__ == "__main__":

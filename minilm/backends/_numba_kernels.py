@@ -1,5 +1,7 @@
 """The Numba kernels of :mod:`minilm.backends.numba_backend`: the ``@njit`` fused loops
-and the scalar helpers they inline.
+of the softmax family, attention, cross-entropy, norms, GELU and dropout, and the
+scalar helpers they inline (the scatter-add and optimizer updates are in
+_numba_update_kernels.py).
 
 They live apart from the backend class, as module-level functions of an importable
 module, so that ``cache=True`` can store their compiled code; the conventions they
@@ -493,65 +495,3 @@ def _gelu64_kernel(x, gy, out, tanh, backward):
 def _erf_kernel(x, out):
     for i in prange(x.size):
         out[i] = math.erf(np.float64(x[i]))
-
-
-@njit(**_JIT)
-def _embedding_backward_kernel(ids, g, dE, block):
-    """dE[ids[p]] += g[p] without races: each parallel task owns ``block`` columns of
-    dE and adds every position into them, in position order (so the sums are those
-    of ``np.add.at``, bit for bit)."""
-    N, D = g.shape
-    for k in prange((D + block - 1) // block):
-        c0 = k * block
-        c1 = min(D, c0 + block)
-        for p in range(N):
-            v = ids[p]
-            for c in range(c0, c1):
-                dE[v, c] += g[p, c]
-
-
-@njit(**_JIT)
-def _sgd_kernel(param, grad, buf, lr, momentum, dampening, one_minus_damp, weight_decay,
-                nesterov, maximize, init_buf):
-    """NumpyBackend.sgd_step, one element at a time, same operations in the same order;
-    the float scalars come in the arrays' dtype."""
-    for i in prange(param.size):
-        g = -grad[i] if maximize else grad[i]
-        if weight_decay != 0.0:
-            g = param[i] * weight_decay + g
-        d = g
-        if momentum != 0.0:
-            if init_buf:
-                bi = g
-            elif dampening == 0.0:
-                bi = buf[i] * momentum + g
-            else:
-                bi = buf[i] * momentum + g * one_minus_damp
-            buf[i] = bi
-            d = bi * momentum + g if nesterov else bi
-        param[i] = param[i] - d * lr
-
-
-@njit(**_JIT)
-def _adam_kernel(param, grad, m, v, vmax, amsgrad, lr, decay, one_minus_b1, beta1,
-                 one_minus_b2, beta2, sqrt_bc2, eps, step_size, weight_decay, decoupled,
-                 maximize):
-    """NumpyBackend.adam_step, one element at a time, same operations in the same order;
-    the float scalars come in the arrays' dtype."""
-    for i in prange(param.size):
-        g = -grad[i] if maximize else grad[i]
-        if weight_decay != 0.0:
-            if decoupled:
-                param[i] = param[i] * decay
-            else:
-                g = param[i] * weight_decay + g
-        mi = m[i] * beta1 + g * one_minus_b1
-        vi = v[i] * beta2 + (g * g) * one_minus_b2
-        m[i] = mi
-        v[i] = vi
-        if amsgrad:
-            if vi > vmax[i] or vi != vi or vmax[i] != vmax[i]:
-                vmax[i] = vi
-            vi = vmax[i]
-        denom = np.sqrt(vi) / sqrt_bc2 + eps
-        param[i] = param[i] - (mi / denom) * step_size

@@ -44,21 +44,19 @@ import numba
 import numpy as np
 
 from ._numba_kernels import (
-    _adam_kernel,
     _cross_entropy_backward_kernel,
     _cross_entropy_kernel,
     _dropout_kernel,
-    _embedding_backward_kernel,
     _erf_kernel,
     _gelu32_kernel,
     _gelu64_kernel,
     _masked_softmax_kernel,
     _norm_backward_kernel,
     _norm_kernel,
-    _sgd_kernel,
     _softmax_backward_kernel,
     _softmax_kernel,
 )
+from ._numba_update_kernels import _adam_kernel, _embedding_backward_kernel, _sgd_kernel
 from .numpy_backend import NumpyBackend
 
 __all__ = ["NumbaBackend"]

@@ -78,6 +78,20 @@ def masked_softmax_kernel(be, x, keep, dim=-1):
     return e / xp.where(denom > 0, denom, 1)  # nothing kept: 0 / 1
 
 
+def _as_row(x: Any) -> Any:
+    """A 0-d array as a row of one element (softmax of a scalar is 1)."""
+    return x.reshape(1) if x.ndim == 0 else x
+
+
+def _softmax_like(op: str, fn: type, x: Tensor, dim: int, dtype: Any) -> Tensor:
+    if dtype is not None:
+        x = cast(x, dtype_of(dtype))
+    if x.dtype.kind != "f":
+        raise TypeError(f"{op}: needs a floating-point tensor, got {x.dtype}; convert it "
+                        "with .float() or pass dtype=")
+    return fn.apply(x, dim=norm_dim(op, dim, x.ndim))
+
+
 class SoftmaxFunction(Function):
     """y = exp(x - max x) / sum exp(x - max x) along ``dim``;  dx = y (g - sum(g y))."""
 
@@ -118,20 +132,6 @@ class LogSoftmaxFunction(Function):
 def log_softmax(x: Tensor, dim: int = -1, dtype: Any = None) -> Tensor:
     """log(softmax(x)) along ``dim``, computed as x - logsumexp(x)."""
     return _softmax_like("log_softmax", LogSoftmaxFunction, x, dim, dtype)
-
-
-def _as_row(x: Any) -> Any:
-    """A 0-d array as a row of one element (softmax of a scalar is 1)."""
-    return x.reshape(1) if x.ndim == 0 else x
-
-
-def _softmax_like(op: str, fn: type, x: Tensor, dim: int, dtype: Any) -> Tensor:
-    if dtype is not None:
-        x = cast(x, dtype_of(dtype))
-    if x.dtype.kind != "f":
-        raise TypeError(f"{op}: needs a floating-point tensor, got {x.dtype}; convert it "
-                        "with .float() or pass dtype=")
-    return fn.apply(x, dim=norm_dim(op, dim, x.ndim))
 
 
 # ---------------------------------------------------------------------------- dropout
