@@ -469,6 +469,7 @@ def summarize(info: dict, times: list, a: argparse.Namespace, peak: float) -> di
         "gflops": gflops, "of_peak": gflops / peak, "peak_rss_mib": info.get("peak_rss_mib"),
         "rss_start_mib": info["rss_start_mib"], "loss_step1": info["loss_step1"],
         "loss_last": info.get("loss_last"), "steps": len(times),
+        "fastest_step_ms": min(sum(t) for t in times) * 1e3,
     }
 
 
@@ -506,6 +507,7 @@ def print_report(a: argparse.Namespace, rows: list, probe: SgemmProbe, extra: st
     print(f"{probe.name} peak: {probe.gflops:.1f} GFLOP/s (2048^3 {a.dtype} np.matmul, median of "
           f"{len(probe.samples)} samples through the run, range {lo:.0f}-{hi:.0f})\n")
     fmt = [("tokens/s", "tokens_per_s", "{:,.0f}"), ("ms / step", "step_ms", "{:.1f}"),
+           ("fastest step ms", "fastest_step_ms", "{:.1f}"),
            ("  forward", "forward_ms", "{:.1f}"), ("  backward", "backward_ms", "{:.1f}"),
            ("  optimizer", "optimizer_ms", "{:.1f}"), ("first step ms", "first_step_ms", "{:.0f}"),
            ("GFLOP/s", "gflops", "{:.1f}"), (f"of {probe.name} peak", "of_peak", "{:.0%}"),
@@ -527,7 +529,9 @@ def print_report(a: argparse.Namespace, rows: list, probe: SgemmProbe, extra: st
                   f"{(t['peak_rss_mib'] - t['rss_start_mib']):.0f} MiB")
     if len(rows) > 1 and "@" in rows[1]["label"]:
         print(f"{rows[0]['label']} / {rows[1]['label']}: tokens/s "
-              f"{rows[0]['tokens_per_s'] / rows[1]['tokens_per_s']:.2f}x")
+              f"{rows[0]['tokens_per_s'] / rows[1]['tokens_per_s']:.2f}x (medians), "
+              f"{rows[1]['fastest_step_ms'] / rows[0]['fastest_step_ms']:.2f}x (fastest steps: "
+              "the least disturbed on a shared machine)")
 
 
 def compare(a: argparse.Namespace) -> None:
