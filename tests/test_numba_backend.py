@@ -557,3 +557,17 @@ def test_default_backend_is_numba_unless_minilm_backend_says(monkeypatch):
     assert _default_backend_name() == "numba"
     monkeypatch.setenv("MINILM_BACKEND", "numpy")
     assert _default_backend_name() == "numpy"
+
+
+def test_every_kernel_has_a_reference_and_every_override_is_declared(nb):
+    """The backend interface (minilm/backends/interface.py) names each overridable
+    kernel; each has a reference registered with ``@kernel`` next to its algorithm, and
+    the Numba backend's public methods are all such kernels (a misspelt override would
+    silently never run)."""
+    from minilm.backends.interface import KERNELS, REFERENCES
+    from minilm.backends.numba_backend import NumbaBackend
+
+    assert set(REFERENCES) == set(KERNELS)
+    overrides = {n for n, v in vars(NumbaBackend).items()
+                 if callable(v) and not n.startswith("_")}
+    assert overrides and overrides <= set(KERNELS), sorted(overrides - set(KERNELS))
