@@ -14,7 +14,6 @@ from .autograd import (
     Function,
     checkpoint,
     enable_grad,
-    gradcheck,
     is_grad_enabled,
     no_grad,
     set_grad_enabled,
@@ -29,6 +28,7 @@ from .backends import (
 )
 from .backends import get_num_threads, set_num_threads
 from .tensor import Tensor
+from .finite_diff import GradcheckError, gradcheck
 
 from . import functional  # also binds Tensor's operators and op methods (x + y, x.sum())
 from .creation import *  # noqa: F403

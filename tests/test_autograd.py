@@ -7,7 +7,7 @@ import pytest
 import minilm as ml
 import minilm.functional as F
 from minilm import Function, Tensor
-from minilm.autograd import GradcheckError
+from minilm.finite_diff import GradcheckError
 
 
 def leaf(*values, dtype="float64"):

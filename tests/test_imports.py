@@ -51,7 +51,7 @@ ROOT = "minilm"
 LAYERS = {
     "backends": 0,
     "autograd": 1,
-    "tensor": 2,
+    "tensor": 2, "finite_diff": 2,
     "functional": 3, "creation": 3,
     "nn": 4, "optim": 4, "data": 4, "amp": 4, "models": 4, "quant": 4, "search": 4,
     "configs": 4,

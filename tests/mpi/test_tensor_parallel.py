@@ -10,7 +10,7 @@ import pytest
 
 import minilm as ml
 import minilm.functional as F
-from minilm.autograd import gradcheck
+from minilm.finite_diff import gradcheck
 from minilm.nn import GPT, Embedding, GPTConfig, Linear, MultiHeadAttention
 from minilm.nn.attention import KVCache
 from minilm.parallel import Communicator

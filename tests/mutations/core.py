@@ -26,7 +26,7 @@ MUTATIONS = [
     ),
     Mutation(
         name="gradcheck: one-sided difference (off by O(eps))",
-        file="minilm/autograd.py",
+        file="minilm/finite_diff.py",
         old="flat[k] = (fp - fm) / (2 * eps)",
         new="flat[k] = (fp - projected(list(inputs))) / eps",
         tests=["tests/test_math_ops.py"],
