@@ -89,7 +89,7 @@ def _check_linear(x: Any, w: Any, b: Any) -> None:
         raise ValueError(f"linear: bias shape {b.shape} does not match weight shape {w.shape}")
 
 
-class Linear(Function):
+class LinearFunction(Function):
     """y = x W^T + b with W of shape (out, in);  dx = g W, dW = g^T x (summed over
     leading dims), db = sum g. Folding the leading dims gives one GEMM each way."""
 
@@ -130,8 +130,8 @@ class Linear(Function):
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """y = x W^T + b (PyTorch's layout: weight is (out_features, in_features))."""
     if bias is None:
-        return Linear.apply(x, weight)
-    return Linear.apply(x, weight, bias)
+        return LinearFunction.apply(x, weight)
+    return LinearFunction.apply(x, weight, bias)
 
 
 def _parse_einsum(op: str, equation: str, ndims: list) -> tuple:

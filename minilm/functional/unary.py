@@ -169,7 +169,7 @@ def cos(x: Tensor) -> Tensor:
     return Cos.apply(x)
 
 
-class Tanh(Function):
+class TanhFunction(Function):
     """y = tanh x;  dx = g (1 - y^2)."""
 
     @staticmethod
@@ -185,7 +185,7 @@ class Tanh(Function):
 
 
 def tanh(x: Tensor) -> Tensor:
-    return Tanh.apply(x)
+    return TanhFunction.apply(x)
 
 
 def _check_clamp(lo: float | None, hi: float | None) -> None:
@@ -227,7 +227,7 @@ def _sigmoid(xp: Any, x: Any) -> Any:
     return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
-class Sigmoid(Function):
+class SigmoidFunction(Function):
     """y = 1 / (1 + e^-x);  dx = g y (1 - y)."""
 
     @staticmethod
@@ -243,7 +243,7 @@ class Sigmoid(Function):
 
 
 def sigmoid(x: Tensor) -> Tensor:
-    return Sigmoid.apply(x)
+    return SigmoidFunction.apply(x)
 
 
 class Relu(Function):
