@@ -51,7 +51,7 @@ _TRAIN_FLAGS = {
     "early-stopping-patience": (int, "stop after this many evaluations without improvement"),
     "log-interval": (int, "steps between log lines"),
     "seed": (int, "random seed"),
-    "backend": (str, "numpy | numba | cupy"),
+    "backend": (str, "numpy | numba"),
     "dtype": (str, "float32 | float64"),
     "dp": (int, "data-parallel ranks (default: world size / (tp * pp))"),
     "tp": (int, "tensor-parallel ranks"),
