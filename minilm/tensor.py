@@ -44,22 +44,81 @@ def _default_float() -> np.dtype:
     return np.dtype(np.float32)
 
 
+#: dtype kinds a tensor may hold: bool, signed and unsigned int, float.
+_NUMERIC_KINDS = "biuf"
+_LEAF_SCALARS = (bool, int, float, np.bool_, np.integer, np.floating)
+
+
+def _describe(x: Any) -> str:
+    text = repr(x)
+    return f"{type(x).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+def _nested(x: Any, where: str) -> tuple[Any, tuple]:
+    """Check the nested-sequence ``x`` element by element: ``(x with 0-d Tensors
+    replaced by their NumPy value, its shape)``, or a TypeError / ValueError saying
+    which element is wrong. Only called once NumPy could not make a numeric array."""
+    if isinstance(x, Tensor):
+        if x.ndim != 0:
+            raise TypeError(f"tensor: {where} is a Tensor of shape {x.shape}; only 0-d "
+                            "tensors can be elements of a list (use minilm.stack to join tensors)")
+        x = x.numpy()
+    if isinstance(x, np.ndarray) or isinstance(x, np.generic):
+        if x.dtype.kind not in _NUMERIC_KINDS:
+            raise TypeError(f"tensor: {where} has dtype {x.dtype}; tensor data must be "
+                            "bool, int or float")
+        return x, tuple(x.shape)
+    if isinstance(x, _LEAF_SCALARS):
+        return x, ()
+    if isinstance(x, (list, tuple)):
+        items = [_nested(e, f"{where}[{i}]") for i, e in enumerate(x)]
+        for i, (_, shape) in enumerate(items[1:], 1):
+            if shape != items[0][1]:
+                raise ValueError(f"tensor: ragged nested sequence: {where}[0] has shape "
+                                 f"{items[0][1]} but {where}[{i}] has shape {shape}")
+        return [v for v, _ in items], (len(items),) + (items[0][1] if items else ())
+    raise TypeError(f"tensor: {where} is {_describe(x)}; tensor data must be numbers or "
+                    "bools (nested lists/tuples of them, or a numeric array)")
+
+
+def _refuse_dtype(arr: Any, data: Any) -> None:
+    if arr.dtype.kind not in _NUMERIC_KINDS:
+        raise TypeError(f"tensor: cannot hold dtype {arr.dtype} (from {_describe(data)}); "
+                        "tensor data must be bool, int or float")
+
+
 def as_array(data: Any, backend: Any, dtype: Any = None) -> Any:
     """``data`` (array, nested list, scalar, Tensor) as an array of ``backend``.
     Python floats become float32 (the default dtype), ints int64, bools bool;
-    arrays keep their dtype unless ``dtype`` is given."""
+    arrays keep their dtype unless ``dtype`` is given.
+
+    Only numbers go in: strings, None, other objects, and arrays of dtype other than
+    bool/int/float (object, str, complex, datetime …) are a TypeError naming the
+    offending element; a ragged nested list (``[[1, 2], [3]]``) is a ValueError naming
+    the two shapes. A list may hold 0-d Tensors (as in PyTorch): their values are
+    copied, with no autograd link; a Tensor with elements in a list is a TypeError
+    (use ``minilm.stack``)."""
     if isinstance(data, Tensor):
         data = data.data
     xp = backend.xp
     if dtype is not None:
         dtype = dtype_of(dtype)
     if isinstance(data, (np.ndarray, np.generic, xp.ndarray)):
+        _refuse_dtype(data, data)
         arr = xp.asarray(data, dtype=dtype)
     else:
-        arr = np.asarray(data)
+        try:
+            arr = np.asarray(data)
+        except ValueError:  # ragged: say where
+            _nested(data, "data")
+            raise
+        if arr.dtype.kind not in _NUMERIC_KINDS:
+            arr = np.asarray(_nested(data, "data")[0])
+            _refuse_dtype(arr, data)
         if dtype is None and arr.dtype == np.float64:
             arr = arr.astype(_default_float())
         arr = xp.asarray(arr, dtype=dtype)
+    _refuse_dtype(arr, data)
     return arr
 
 
