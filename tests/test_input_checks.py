@@ -72,3 +72,43 @@ def test_tensor_still_takes_numbers():
     assert ml.tensor(range(3)).numpy().tolist() == [0, 1, 2]
     assert ml.tensor(np.arange(3, dtype=np.uint8)).numpy().dtype == np.uint8
     assert ml.tensor([np.zeros(2), np.ones(2)]).shape == (2, 2)
+
+
+# ---------------------------------------------------------------- Module.load_state_dict
+
+
+def _lists(module: nn.Module) -> dict:
+    return {k: v.numpy().tolist() for k, v in module.state_dict().items()}
+
+
+def test_load_state_dict_takes_lists_and_scalars():
+    src = nn.Linear(2, 3)
+    dst = nn.Linear(2, 3)
+    dst.load_state_dict(_lists(src))
+    np.testing.assert_array_equal(dst.weight.numpy(), src.weight.numpy())
+    np.testing.assert_array_equal(dst.bias.numpy(), src.bias.numpy())
+    assert dst.weight.dtype == ml.float32
+    dst.load_state_dict({"weight": np.ones((3, 2), np.float64), "bias": (0, 0, 0)})
+    np.testing.assert_array_equal(dst.weight.numpy(), np.ones((3, 2), np.float32))
+    assert dst.weight.numpy().dtype == np.float32
+
+
+@pytest.mark.parametrize("bad, error, named", [
+    ("abc", TypeError, r"'bias' is str of dtype <U3"),
+    (None, TypeError, r"'bias' is NoneType"),
+    ([[1, 2], [3]], TypeError, r"'bias' is not an array"),
+    ([1.0, 2.0], ValueError, r"bias: checkpoint \(2,\) vs model \(3,\)"),
+])
+def test_load_state_dict_refuses_bad_values_and_changes_nothing(bad, error, named):
+    m = nn.Linear(2, 3)
+    before = {k: v.numpy().copy() for k, v in m.state_dict().items()}
+    state = {"weight": np.full((3, 2), 7.0, np.float32), "bias": bad}
+    with pytest.raises(error, match=named):
+        m.load_state_dict(state)
+    for k, v in m.state_dict().items():  # weight (valid) was not written either
+        np.testing.assert_array_equal(v.numpy(), before[k])
+
+
+def test_load_state_dict_refuses_a_non_mapping():
+    with pytest.raises(TypeError, match="expected a dict.*got list"):
+        nn.Linear(2, 3).load_state_dict([("weight", np.zeros((3, 2)))])

@@ -9,7 +9,7 @@ Modules, registered simply by assigning them as attributes. Names are dotted pat
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -242,19 +242,26 @@ class Module:
     def load_state_dict(self, state_dict: dict, strict: bool = True) -> IncompatibleKeys:
         """Copy tensors from ``state_dict`` into this module's parameters and buffers.
 
-        Every shape is checked before anything is written, so a mismatch leaves the
-        module untouched. With ``strict`` (default), missing or unexpected keys are an
-        error too; otherwise they are returned."""
+        A value may be a Tensor, a NumPy/CuPy array or anything array-like (nested
+        lists, scalars) of the parameter's shape; it is cast to the parameter's dtype.
+        A value that is not numeric (strings, None, objects) is a TypeError naming its
+        key. Every value is converted and its shape checked before anything is written,
+        so an error leaves the module untouched. With ``strict`` (default), missing or
+        unexpected keys are an error too; otherwise they are returned."""
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"load_state_dict into {type(self).__name__}: expected a dict of "
+                            f"name -> tensor, got {type(state_dict).__name__}")
         own = self.state_dict(keep_vars=True)
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
         mismatched = []
+        arrays = {}
         for k, t in own.items():
             if k in state_dict:
-                src = state_dict[k]
-                shape = tuple(src.shape)
-                if shape != t.shape:
-                    mismatched.append(f"{k}: checkpoint {shape} vs model {t.shape}")
+                arr = _state_array(state_dict[k], k, t, type(self).__name__)
+                if tuple(arr.shape) != t.shape:
+                    mismatched.append(f"{k}: checkpoint {tuple(arr.shape)} vs model {t.shape}")
+                arrays[k] = arr
         problems = []
         if mismatched:
             problems.append("shape mismatch for " + "; ".join(mismatched))
@@ -265,15 +272,10 @@ class Module:
         if problems:
             raise ValueError(f"load_state_dict into {type(self).__name__}: " + ". ".join(problems))
         with no_grad():
-            for k, t in own.items():
-                if k in state_dict:
-                    src = state_dict[k]
-                    arr = src.data if isinstance(src, Tensor) else src
-                    xp = t.backend.xp
-                    if not isinstance(arr, xp.ndarray):  # across backends: via host memory
-                        arr = xp.asarray(arr.get() if hasattr(arr, "get") else np.asarray(arr))
-                    t.data[...] = arr
-                    t._bump()
+            for k, arr in arrays.items():
+                t = own[k]
+                t.data[...] = arr
+                t._bump()
         return IncompatibleKeys(missing, unexpected)
 
     # ------------------------------------------------------------------ calling
@@ -399,3 +401,22 @@ class ModuleDict(Module):
 
     def items(self) -> Any:
         return self._modules.items()
+
+
+def _state_array(src: Any, key: str, target: Tensor, owner: str) -> Any:
+    """``src`` (a state-dict value) as an array of ``target``'s backend, ready to copy
+    in; a non-numeric value is a TypeError naming ``key``."""
+    arr = src.data if isinstance(src, Tensor) else src
+    xp = target.backend.xp
+    if not isinstance(arr, xp.ndarray):  # lists, scalars, or across backends: via host memory
+        try:
+            host = arr.get() if hasattr(arr, "get") and hasattr(arr, "dtype") else np.asarray(arr)
+        except (ValueError, TypeError) as e:
+            raise TypeError(f"load_state_dict into {owner}: value for {key!r} is not an array "
+                            f"({type(src).__name__}: {e})") from None
+        arr = xp.asarray(host)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"load_state_dict into {owner}: value for {key!r} is "
+                        f"{type(src).__name__} of dtype {arr.dtype}; expected numbers of shape "
+                        f"{target.shape}")
+    return arr
