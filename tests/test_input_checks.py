@@ -112,3 +112,123 @@ def test_load_state_dict_refuses_bad_values_and_changes_nothing(bad, error, name
 def test_load_state_dict_refuses_a_non_mapping():
     with pytest.raises(TypeError, match="expected a dict.*got list"):
         nn.Linear(2, 3).load_state_dict([("weight", np.zeros((3, 2)))])
+
+
+# ---------------------------------------------------------------- data files
+
+import os  # noqa: E402
+import socket  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+
+from minilm.data import load_corpus  # noqa: E402
+from minilm.data._io import DEFAULT_MAX_BYTES, read_json, read_regular_file  # noqa: E402
+
+posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX special files")
+
+
+@posix_only
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/null", "/dev/urandom"])
+def test_load_corpus_refuses_a_device(device):
+    if not os.path.exists(device):
+        pytest.skip(f"no {device}")
+    with pytest.raises(ValueError, match=f"'{device}' is a character device, not a regular file"):
+        load_corpus(device)
+
+
+def _with_watchdog(fn):
+    """Run ``fn``; if it blocks for 10 s, fail instead of hanging the test run (a
+    writer opening the FIFO unblocks a stuck reader)."""
+    result: dict = {}
+
+    def target():
+        try:
+            fn()
+        except BaseException as e:  # noqa: BLE001
+            result["error"] = e
+
+    th = threading.Thread(target=target, daemon=True)
+    th.start()
+    th.join(10)
+    return th.is_alive(), result.get("error")
+
+
+@posix_only
+def test_load_corpus_refuses_a_fifo_without_blocking(tmp_path):
+    fifo = tmp_path / "data.txt"
+    os.mkfifo(fifo)
+    blocked, error = _with_watchdog(lambda: load_corpus(fifo))
+    if blocked:  # unblock the reader so the thread ends
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        os.close(fd)
+    assert not blocked, "load_corpus blocked on a FIFO"
+    assert isinstance(error, ValueError)
+    assert "data.txt' is a FIFO (named pipe), not a regular file" in str(error)
+
+
+@posix_only
+def test_load_corpus_refuses_a_socket(tmp_path):
+    path = tmp_path / "s.txt"
+    if len(str(path)) > 100:
+        pytest.skip("socket path too long")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.bind(str(path))
+        with pytest.raises(ValueError, match="s.txt' is a socket, not a regular file"):
+            load_corpus(path)
+    finally:
+        s.close()
+
+
+def test_load_corpus_size_limit(tmp_path):
+    assert DEFAULT_MAX_BYTES == 2 << 30
+    f = tmp_path / "a.txt"
+    f.write_text("x" * 100)
+    with pytest.raises(ValueError, match=r"a.txt' is 100 bytes, over the limit of 10 bytes; "
+                                         "pass a larger max_bytes"):
+        load_corpus(f, max_bytes=10)
+    assert load_corpus(f, max_bytes=100) == "x" * 100
+    assert load_corpus(f, max_bytes=None) == "x" * 100
+
+
+def test_load_corpus_folder_size_limit_counts_all_files(tmp_path):
+    (tmp_path / "a.txt").write_text("a" * 8)
+    (tmp_path / "b.txt").write_text("b" * 8)
+    with pytest.raises(ValueError, match=r"folder .* holds more than 10 bytes of .*b.txt"):
+        load_corpus(tmp_path, max_bytes=10)
+    assert load_corpus(tmp_path, max_bytes=16) == "a" * 8 + "\n\n" + "b" * 8
+
+
+def test_read_regular_file_limits_and_kinds(tmp_path):
+    f = tmp_path / "t.json"
+    f.write_text('{"a": 1}')
+    assert read_json(f) == {"a": 1}
+    with pytest.raises(ValueError, match=r"t.json' is 8 bytes, over the limit of 4 bytes"):
+        read_json(f, max_bytes=4)
+    with pytest.raises(ValueError, match="is a folder, not a regular file"):
+        read_regular_file(tmp_path)
+    with pytest.raises(ValueError, match="nope' does not exist"):
+        read_regular_file(tmp_path / "nope")
+    big = 3 << 20
+    with pytest.raises(ValueError, match=r"over the limit of 1048576 bytes \(1 MiB\)"):
+        read_regular_file(_sized(tmp_path / "big", big), max_bytes=1 << 20)
+
+
+def _sized(path, n):
+    with open(path, "wb") as f:
+        f.truncate(n)  # sparse: no disk used
+    return path
+
+
+@posix_only
+def test_cli_train_refuses_dev_zero(tmp_path, capsys):
+    from minilm.cli import main
+
+    if not os.path.exists("/dev/zero"):
+        pytest.skip("no /dev/zero")
+    blocked, error = _with_watchdog(lambda: main(["train", "--data", "/dev/zero",
+                                                  "--out-dir", str(tmp_path / "run")]))
+    assert not blocked
+    out = capsys.readouterr()
+    text = out.out + out.err + (str(error) if error else "")
+    assert "'/dev/zero' is a character device" in text

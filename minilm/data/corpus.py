@@ -8,6 +8,11 @@ The built-in corpus is ``pydoc_data.topics.topics`` (the text of ``help("if")`` 
 friends): English prose with Python code, present in every CPython install, so demos
 and tests need no download. Its values are joined in sorted key order, so it is the
 same string on every run (for a given Python version).
+
+Only regular files are read (``/dev/zero``, a FIFO or a socket given as the corpus is
+a ValueError naming it and what it is; in a folder such entries are not corpus files),
+and at most ``max_bytes`` bytes in all (default :data:`DEFAULT_MAX_BYTES`, 2 GiB): a
+larger corpus is a ValueError, not a run that dies of MemoryError.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["CORPUS_SUFFIXES", "builtin_corpus", "corpus_files", "load_corpus"]
+from ._io import DEFAULT_MAX_BYTES, limit_text, read_regular_file
+
+__all__ = ["CORPUS_SUFFIXES", "DEFAULT_MAX_BYTES", "builtin_corpus", "corpus_files", "load_corpus"]
 
 #: File suffixes a corpus folder contributes.
 CORPUS_SUFFIXES = (".txt", ".md")
@@ -32,8 +39,9 @@ def builtin_corpus() -> str:
 
 
 def corpus_files(folder: str | os.PathLike) -> list[Path]:
-    """The *.txt and *.md files below ``folder`` (recursively, hidden files and folders
-    skipped), sorted by their path relative to ``folder``."""
+    """The *.txt and *.md regular files below ``folder`` (recursively, hidden files and
+    folders skipped; devices, FIFOs and sockets are not files), sorted by their path
+    relative to ``folder``."""
     folder = Path(folder)
     found = []
     for p in folder.rglob("*"):
@@ -45,12 +53,18 @@ def corpus_files(folder: str | os.PathLike) -> list[Path]:
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
 
-def _read_text(path: Path) -> str:
-    """A file's text, decoded as strict UTF-8 (a leading BOM dropped, line endings kept)."""
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise ValueError(f"load_corpus: cannot read {str(path)!r}: {e.strerror or e}") from None
+def _read_text(path: Path, max_bytes: int | None) -> str:
+    """A regular file's text (at most ``max_bytes`` bytes), decoded as strict UTF-8
+    (a leading BOM dropped, line endings kept)."""
+    raw = _read_bytes(path, max_bytes)
+    return _decode(path, raw)
+
+
+def _read_bytes(path: Path, max_bytes: int | None) -> bytes:
+    return read_regular_file(path, max_bytes, "load_corpus:")
+
+
+def _decode(path: Path, raw: bytes) -> str:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -59,17 +73,32 @@ def _read_text(path: Path) -> str:
     return text.removeprefix("\ufeff")
 
 
-def load_corpus(path: str | os.PathLike | None = None) -> str:
+def load_corpus(path: str | os.PathLike | None = None,
+                max_bytes: int | None = DEFAULT_MAX_BYTES) -> str:
     """The training text: the built-in corpus (``path=None``), a UTF-8 file, or a
     folder's *.txt / *.md files (recursive, sorted, empty files skipped, joined by a
-    blank line). A missing path, an empty file or folder, or a file that is not
-    UTF-8 is a ``ValueError`` naming the path."""
+    blank line). A missing path, an empty file or folder, a file that is not UTF-8,
+    a path that is not a regular file (a device, FIFO or socket), or more than
+    ``max_bytes`` bytes of text in all (``None``: no limit) is a ``ValueError`` naming
+    the path."""
     if path is None:
         return builtin_corpus()
     p = Path(path)
     if p.is_dir():
         files = corpus_files(p)
-        texts = [t for t in (_read_text(f) for f in files) if t]
+        texts = []
+        total = 0
+        for f in files:
+            raw = _read_bytes(f, max_bytes)
+            total += len(raw)
+            if max_bytes is not None and total > max_bytes:
+                raise ValueError(f"load_corpus: folder {str(p)!r} holds more than "
+                                 f"{limit_text(max_bytes)} of "
+                                 f"{'/'.join('*' + s for s in CORPUS_SUFFIXES)} files (over the "
+                                 f"limit at {str(f)!r}); pass a larger max_bytes to read it")
+            text = _decode(f, raw)
+            if text:
+                texts.append(text)
         if not texts:
             what = "only empty" if files else "no"
             raise ValueError(f"load_corpus: folder {str(p)!r} has {what} "
@@ -77,7 +106,7 @@ def load_corpus(path: str | os.PathLike | None = None) -> str:
         return "\n\n".join(texts)
     if not p.exists():
         raise ValueError(f"load_corpus: {str(p)!r} does not exist")
-    text = _read_text(p)
+    text = _read_text(p, max_bytes)
     if not text:
         raise ValueError(f"load_corpus: {str(p)!r} is empty")
     return text
