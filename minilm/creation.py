@@ -45,7 +45,14 @@ def _wrap(array: Any, requires_grad: bool) -> Tensor:
 
 def tensor(data: Any, dtype: Any = None, requires_grad: bool = False, backend: Any = None) -> Tensor:
     """A new tensor holding a copy of ``data`` (nested lists, scalars or arrays).
-    Python floats give float32, ints int64, bools bool; arrays keep their dtype."""
+    Python floats give float32, ints int64, bools bool; arrays keep their dtype.
+
+    Only numbers go in: a string, None or other object anywhere in ``data``, or an
+    array of a dtype other than bool/int/float, is a TypeError naming the element
+    (``data[1] is str 'a'``); a ragged list (``[[1, 2], [3]]``) is a ValueError naming
+    both shapes. A list may hold 0-d Tensors, as in PyTorch: their values are copied
+    (no autograd link); a Tensor with elements inside a list is a TypeError (use
+    ``minilm.stack``, which keeps the graph)."""
     if isinstance(data, Tensor):
         data = data.data
     b = _backend(backend) if backend is not None or not hasattr(data, "dtype") else None
