@@ -99,18 +99,53 @@ def _train(args: argparse.Namespace, config_path: Any = None) -> int:
     return 0
 
 
+_INF = float("inf")
+# sample flag -> (type, check, what is allowed); applied by the same check as [train] keys
+_SAMPLE_RULES = {
+    "num-samples": (int, lambda x: x >= 1, "an integer >= 1"),
+    "max-new-tokens": (int, lambda x: x >= 0, "an integer >= 0"),
+    "temperature": (float, lambda x: 0.0 <= x < _INF, "a finite number > 0 (0: greedy)"),
+    "top-k": (int, lambda x: x >= 1, "an integer >= 1"),
+    "top-p": (float, lambda x: 0.0 < x <= 1.0, "a number in (0, 1]"),
+    "beam": (int, lambda x: x >= 0, "an integer >= 1 (0: sample instead)"),
+    "seed": (int, lambda x: x >= 0, "an integer >= 0"),
+}
+_EVAL_RULES = {
+    "batch-size": (int, lambda x: x >= 1, "an integer >= 1"),
+    "max-batches": (int, lambda x: x >= 1, "an integer >= 1"),
+}
+
+
+def _check_flags(args: argparse.Namespace, rules: dict) -> None:
+    from .train.config import check_setting
+
+    for flag, rule in rules.items():
+        value = getattr(args, flag.replace("-", "_"))
+        if value is not None:
+            check_setting(f"--{flag}", value, *rule)
+
+
 def _sample(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .run import load_run
     from .train.generation import beam_search, generate
 
+    _check_flags(args, _SAMPLE_RULES)
     model, tok, _ = load_run(args.out_dir, args.checkpoint)
     if tok is None:
         raise ValueError(f"the checkpoint in {args.out_dir!r} has no tokenizer")
     prompt = tok.encode(args.prompt) if args.prompt else tok.encode("\n")
     if not prompt:
         prompt = [0]
+    ctx = model.config.context_length
+    if args.beam and len(prompt) + args.max_new_tokens > ctx:
+        room = ctx - len(prompt)
+        fix = (f"pass --max-new-tokens {room} or less" if room > 0
+               else "shorten --prompt")
+        raise ValueError(f"--beam {args.beam}: prompt ({len(prompt)} tokens) + --max-new-tokens "
+                         f"{args.max_new_tokens} exceeds the run's context length {ctx} "
+                         f"(beam search does not slide the window); {fix}")
     for i in range(args.num_samples):
         if args.beam:
             (ids, score), *_ = beam_search(model, prompt, args.max_new_tokens, args.beam,
@@ -133,6 +168,7 @@ def _eval(args: argparse.Namespace) -> int:
     from .run import load_run
     from .train.trainer import evaluate_loss
 
+    _check_flags(args, _EVAL_RULES)
     model, tok, extra = load_run(args.out_dir, args.checkpoint)
     T = model.config.context_length
     if args.data:

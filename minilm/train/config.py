@@ -18,7 +18,107 @@ from typing import Any
 
 from ..nn.transformer import GPTConfig
 
-__all__ = ["TrainConfig", "load_toml", "merge_config"]
+__all__ = ["TrainConfig", "check_setting", "load_toml", "merge_config"]
+
+_INF = float("inf")
+
+
+def _pos(x: Any) -> bool:
+    return x >= 1
+
+
+def _nonneg(x: Any) -> bool:
+    return x >= 0
+
+
+def _backends() -> tuple:
+    from ..backends import available_backends
+
+    return tuple(available_backends())
+
+
+# name -> (type, check, what is allowed); one table for flags and TOML keys alike
+RULES: dict[str, tuple] = {
+    # [model]
+    "vocab_size": (int, _pos, "an integer >= 1"),
+    "context_length": (int, _pos, "an integer >= 1"),
+    "n_layers": (int, _pos, "an integer >= 1"),
+    "n_heads": (int, _pos, "an integer >= 1"),
+    "d_model": (int, _pos, "an integer >= 1"),
+    "d_ff": (int, _pos, "an integer >= 1"),
+    "dropout": (float, lambda x: 0.0 <= x < 1.0, "a number in [0, 1)"),
+    "bias": (bool, None, "true or false"),
+    "positional": (str, lambda x: x in ("learned", "sinusoidal", "rope"),
+                   "learned, sinusoidal or rope"),
+    "tie_weights": (bool, None, "true or false"),
+    "norm": (str, lambda x: x in ("layernorm", "rmsnorm"), "layernorm or rmsnorm"),
+    "activation": (str, None, "a string"),
+    "window": (int, _pos, "an integer >= 1 (omit it for full causal attention)"),
+    "init_std": (float, lambda x: 0.0 < x < _INF, "a finite number > 0"),
+    "checkpoint_activations": (bool, None, "true or false"),
+    # [train]
+    "out_dir": (str, lambda x: x != "", "a non-empty path"),
+    "data": (str, lambda x: x != "", "a non-empty path"),
+    "tokenizer": (str, lambda x: x in ("char", "bpe"), "char or bpe"),
+    "bpe_vocab_size": (int, lambda x: x >= 256, "an integer >= 256"),
+    "val_fraction": (float, lambda x: 0.0 < x < 1.0, "a number in (0, 1)"),
+    "batch_size": (int, _pos, "an integer >= 1"),
+    "grad_accum_steps": (int, _pos, "an integer >= 1"),
+    "max_steps": (int, _pos, "an integer >= 1"),
+    "lr": (float, lambda x: 0.0 < x < _INF, "a finite number > 0"),
+    "min_lr": (float, lambda x: 0.0 <= x < _INF, "a finite number >= 0"),
+    "warmup_steps": (int, _nonneg, "an integer >= 0"),
+    "weight_decay": (float, lambda x: 0.0 <= x < _INF, "a finite number >= 0"),
+    "beta1": (float, lambda x: 0.0 <= x < 1.0, "a number in [0, 1)"),
+    "beta2": (float, lambda x: 0.0 <= x < 1.0, "a number in [0, 1)"),
+    "grad_clip": (float, lambda x: 0.0 <= x < _INF, "a finite number >= 0 (0: off)"),
+    "eval_interval": (int, _pos, "an integer >= 1"),
+    "eval_batches": (int, _pos, "an integer >= 1"),
+    "ckpt_interval": (int, _pos, "an integer >= 1"),
+    "early_stopping_patience": (int, _pos, "an integer >= 1"),
+    "log_interval": (int, _pos, "an integer >= 1"),
+    "seed": (int, _nonneg, "an integer >= 0"),
+    "backend": (str, lambda x: x in _backends(), "one of the available backends"),
+    "dtype": (str, lambda x: x in ("float32", "float64"), "float32 or float64"),
+    "prefetch": (int, _nonneg, "an integer >= 0"),
+    "progress": (bool, None, "true or false"),
+    "plot": (bool, None, "true or false"),
+    "dp": (int, _pos, "an integer >= 1"),
+    "tp": (int, _pos, "an integer >= 1"),
+    "pp": (int, _pos, "an integer >= 1"),
+    "zero": (int, lambda x: x in (0, 1), "0 or 1"),
+    "micro_batches": (int, _pos, "an integer >= 1"),
+    "schedule": (str, lambda x: x in ("gpipe", "1f1b"), "gpipe or 1f1b"),
+    "bucket_mb": (float, lambda x: 0.0 < x < _INF, "a finite number > 0"),
+}
+
+
+def check_setting(label: str, value: Any, typ: type, check: Any, allowed: str) -> Any:
+    """``value`` of the flag or key ``label`` as ``typ`` when it passes ``check``, else
+    ValueError naming the label, the value and what is allowed."""
+    def bad() -> ValueError:
+        if typ is str and check is not None and label.endswith("backend"):
+            what = ", ".join(_backends())
+        else:
+            what = allowed
+        return ValueError(f"{label} = {value!r}: must be {what}")
+
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise bad()
+        return value
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad()
+        value = float(value)
+    elif typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad()
+    elif not isinstance(value, typ):
+        raise bad()
+    if check is not None and not check(value):  # NaN fails every comparison
+        raise bad()
+    return value
 
 
 @dataclass
@@ -115,15 +215,29 @@ def merge_config(toml: dict | None = None, model_overrides: dict | None = None,
                  defaults: tuple[dict, dict] | None = None) -> tuple[GPTConfig, TrainConfig]:
     """defaults <- TOML tables <- overrides (flags given on the command line)."""
     model_d, train_d = ({}, {}) if defaults is None else (dict(defaults[0]), dict(defaults[1]))
+    label: dict = {}
     for kind, cls, base, src in (("model", GPTConfig, model_d, (toml or {}).get("model", {})),
                                  ("train", TrainConfig, train_d, (toml or {}).get("train", {}))):
+        if not isinstance(src, dict):
+            raise ValueError(f"config [{kind}] must be a table, got {src!r}")
         _check_keys(kind, cls, src)
         base.update(src)
+        label.update({k: f"[{kind}] {k}" for k in src})
     for kind, cls, base, src in (("model", GPTConfig, model_d, model_overrides or {}),
                                  ("train", TrainConfig, train_d, train_overrides or {})):
         src = {k: v for k, v in src.items() if v is not None}
         _check_keys(kind, cls, src)
         base.update(src)
+        label.update({k: "--" + k.replace("_", "-") for k in src})
+    for base in (model_d, train_d):
+        for k in base:
+            if k in label and k in RULES and base[k] is not None:
+                base[k] = check_setting(label[k], base[k], *RULES[k])
+    lr, min_lr = train_d.get("lr", TrainConfig.lr), train_d.get("min_lr", TrainConfig.min_lr)
+    if min_lr > lr:
+        who = label.get("min_lr", "min_lr")
+        raise ValueError(f"{who} = {min_lr!r}: must be <= the learning rate "
+                         f"({label.get('lr', 'lr')} = {lr!r})")
     return GPTConfig(**model_d), TrainConfig(**train_d)
 
 
