@@ -139,13 +139,9 @@ def _sample(args: argparse.Namespace) -> int:
     if not prompt:
         prompt = [0]
     ctx = model.config.context_length
-    if args.beam and len(prompt) + args.max_new_tokens > ctx:
-        room = ctx - len(prompt)
-        fix = (f"pass --max-new-tokens {room} or less" if room > 0
-               else "shorten --prompt")
-        raise ValueError(f"--beam {args.beam}: prompt ({len(prompt)} tokens) + --max-new-tokens "
-                         f"{args.max_new_tokens} exceeds the run's context length {ctx} "
-                         f"(beam search does not slide the window); {fix}")
+    if len(prompt) > ctx:
+        raise ValueError(f"--prompt: {len(prompt)} tokens, longer than the run's context "
+                         f"length {ctx}; shorten it")
     for i in range(args.num_samples):
         if args.beam:
             (ids, score), *_ = beam_search(model, prompt, args.max_new_tokens, args.beam,

@@ -46,10 +46,16 @@ def test_sample_flag_refused(capsys, run_dir, flag, value):
     _refused(capsys, ["sample", "--out-dir", str(run_dir), flag, value], flag, value)
 
 
-def test_sample_beam_longer_than_context_names_the_fix(capsys, run_dir):
-    line = _refused(capsys, ["sample", "--out-dir", str(run_dir), "--beam", "4"],
-                    "--beam", "--max-new-tokens 200", "context length 16")
-    assert "pass --max-new-tokens" in line
+def test_sample_beam_slides_past_the_context(capsys, run_dir):
+    # the README's `sample --beam 4` with the default --max-new-tokens 200 > context 16
+    assert main(["sample", "--out-dir", str(run_dir), "--beam", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "sample 1" in out and len(out) > 150
+
+
+def test_sample_prompt_longer_than_context_refused(capsys, run_dir):
+    _refused(capsys, ["sample", "--out-dir", str(run_dir), "--prompt", "the fox " * 10],
+             "--prompt", "context length 16")
 
 
 def test_sample_beam_within_context_runs(capsys, run_dir):

@@ -135,10 +135,10 @@ def beam_search(model: Any, prompt: Any, max_new_tokens: int, beam_width: int = 
     ctx_len = model.config.context_length
     ids = np.asarray(prompt.numpy() if isinstance(prompt, Tensor) else prompt, dtype=np.int64)
     ids = ids.reshape(-1)
-    if ids.size + max_new_tokens > ctx_len:
+    if ids.size > ctx_len:
         raise ValueError(
-            f"beam_search: prompt ({ids.size}) + max_new_tokens ({max_new_tokens}) exceeds "
-            f"the context length {ctx_len}"
+            f"beam_search: prompt of {ids.size} tokens is longer than the model's context "
+            f"length {ctx_len}; shorten it (or keep its last {ctx_len} tokens)"
         )
     was_training = model.training
     model.eval()
@@ -173,8 +173,14 @@ def beam_search(model: Any, prompt: Any, max_new_tokens: int, beam_width: int = 
                 break
             beams = new_beams
             cache.reorder(np.array(parents, dtype=np.int64))
-            last = np.array([[s[-1]] for s, _ in beams], dtype=np.int64)
-            step_logp = _log_softmax(_last_logits(model, last, cache, vocab_limit))
+            if cache.length + 1 > ctx_len:  # window full: crop and rebuild, as generate does
+                cache = KVCache()
+                keep = max(ctx_len // 2, 1)
+                window = np.stack([s[-keep:] for s, _ in beams])  # all beams have one length
+                step_logp = _log_softmax(_last_logits(model, window, cache, vocab_limit))
+            else:
+                last = np.array([[s[-1]] for s, _ in beams], dtype=np.int64)
+                step_logp = _log_softmax(_last_logits(model, last, cache, vocab_limit))
         n_new = lambda s: max(len(s) - ids.size, 1)  # noqa: E731
         finished += [(s, sc / n_new(s) ** length_penalty) for s, sc in beams]
         finished.sort(key=lambda t: -t[1])
