@@ -119,3 +119,12 @@ def test_toml_int_accepted_for_float(tmp_path):
 
     _, cfg = merge_config({"train": {"lr": 1, "min_lr": 0}})
     assert cfg.lr == 1.0 and isinstance(cfg.lr, float)
+
+
+def test_trainconfig_built_in_python_gets_the_same_checks():
+    from minilm.train.config import TrainConfig
+
+    with pytest.raises(ValueError, match=r"TrainConfig.log_interval = 0: must be an integer >= 1"):
+        TrainConfig(log_interval=0)
+    with pytest.raises(ValueError, match=r"TrainConfig.dtype = 'float16'"):
+        TrainConfig(dtype="float16")

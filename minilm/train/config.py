@@ -65,7 +65,7 @@ RULES: dict[str, tuple] = {
     "batch_size": (int, _pos, "an integer >= 1"),
     "grad_accum_steps": (int, _pos, "an integer >= 1"),
     "max_steps": (int, _pos, "an integer >= 1"),
-    "lr": (float, lambda x: 0.0 < x < _INF, "a finite number > 0"),
+    "lr": (float, lambda x: 0.0 <= x < _INF, "a finite number >= 0"),
     "min_lr": (float, lambda x: 0.0 <= x < _INF, "a finite number >= 0"),
     "warmup_steps": (int, _nonneg, "an integer >= 0"),
     "weight_decay": (float, lambda x: 0.0 <= x < _INF, "a finite number >= 0"),
@@ -161,6 +161,11 @@ class TrainConfig:
     bucket_mb: float = 25.0
 
     def __post_init__(self) -> None:
+        for f in fields(self):  # a TrainConfig built in Python gets the same checks
+            value = getattr(self, f.name)
+            if f.name in RULES and value is not None:
+                setattr(self, f.name, check_setting(f"TrainConfig.{f.name}", value,
+                                                    *RULES[f.name]))
         if self.tokenizer not in ("char", "bpe"):
             raise ValueError(f"TrainConfig: tokenizer must be 'char' or 'bpe', got "
                              f"{self.tokenizer!r}")
