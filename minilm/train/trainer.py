@@ -33,6 +33,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,43 @@ def evaluate_loss(model: Any, batches: Any, max_batches: int | None = None,
     return {"loss": mean, "ppl": math.exp(min(mean, 700.0)), "tokens": count}
 
 
+def read_log(log_path: str | Path) -> list[dict]:
+    """The rows of a JSONL metrics log. A torn last line (what a kill or a full disk
+    leaves mid-write) is dropped with a warning naming the file; a bad line anywhere else
+    is a ValueError naming the file and the line."""
+    return [row for _, row in _parse_log(Path(log_path))]
+
+
+def _parse_log(log_path: Path) -> list[tuple[str, dict]]:
+    """(line as written, parsed row) for each row of the log; see :func:`read_log`."""
+    lines = log_path.read_text().splitlines()
+    rows = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rows.append((line, json.loads(line)))
+        except json.JSONDecodeError as exc:
+            if i == len(lines) - 1:
+                warnings.warn(f"{log_path}: dropping a torn last line ({line[:60]!r})",
+                              stacklevel=2)
+                break
+            raise ValueError(f"{log_path}, line {i + 1}: not a JSON row ({exc.msg}); fix or "
+                             "remove that line") from None
+    return rows
+
+
+def _write_log_atomically(log_path: Path, lines: list[str]) -> None:
+    """Rewrite the log through a temporary file and a rename: a kill leaves the old log
+    or the new one, never half of it."""
+    tmp = log_path.with_name(log_path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.writelines(line + "\n" for line in lines)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, log_path)
+
+
 def plot_losses(log_path: str | Path, png_path: str | Path) -> None:
     """Train (raw and smoothed) and validation loss against step, from the JSONL log."""
     import matplotlib
@@ -92,7 +130,7 @@ def plot_losses(log_path: str | Path, png_path: str | Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
+    rows = read_log(log_path)
     tr = [(r["step"], r["loss"]) for r in rows if "loss" in r]
     va = [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -172,9 +210,8 @@ class Trainer:
         self.loader.load_state_dict(extra["rng"]["loader"])
         log = self.out / LOG_NAME
         if self.is_main and log.exists():  # drop rows logged after the checkpoint (redone)
-            keep = [r for r in log.read_text().splitlines()
-                    if r.strip() and json.loads(r).get("step", 0) <= self.step]
-            log.write_text("".join(r + "\n" for r in keep))
+            keep = [line for line, row in _parse_log(log) if row.get("step", 0) <= self.step]
+            _write_log_atomically(log, keep)
 
     # ------------------------------------------------------------------ hooks
     def _write_checkpoint(self, path: Path, extra: dict) -> None:

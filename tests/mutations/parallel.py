@@ -291,8 +291,8 @@ class ReduceFromTPRegion(Function):
         name="parallel trainer: resume keeps the metrics rows logged after the checkpoint "
              "(steps logged twice)",
         file=LOOP,
-        old='json.loads(r).get("step", 0) <= self.step]',
-        new='json.loads(r).get("step", 0) <= self.step + 10**9]',
+        old='row.get("step", 0) <= self.step]',
+        new='row.get("step", 0) <= self.step + 10**9]',
         tests=[resume("dp2"), resume("tp2"), resume("pp2")],
     ),
     Mutation(

@@ -74,8 +74,8 @@ MUTATIONS = [
         name="resume: metrics.jsonl rows logged after the checkpoint are kept (redone steps "
              "logged twice)",
         file="minilm/train/trainer.py",
-        old='json.loads(r).get("step", 0) <= self.step]',
-        new='json.loads(r).get("step", 0) <= self.config.max_steps]',
+        old='row.get("step", 0) <= self.step]',
+        new='row.get("step", 0) <= self.config.max_steps]',
         tests=[*_both(_RESUME), *_both(_CLI)],
     ),
     # ------------------------------------------------------------------ the optimizer
