@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--area", help="one mutation list (a module of tests/mutations)")
     ap.add_argument("-k", dest="keyword", help="only mutations whose name contains this")
     ap.add_argument("--full", action="store_true", help="run the whole suite per mutation")
-    ap.add_argument("--list", action="store_true", help="list the mutations and stop")
+    ap.add_argument("--list", action="store_true",
+                    help="check that every mutation applies, list them and stop")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per pytest run")
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args(argv)
@@ -110,17 +111,17 @@ def main(argv: list[str] | None = None) -> int:
     if not todo:
         print("mutate: no mutation selected")
         return 2
-    if args.list:
-        for area, m in todo:
-            print(f"[{area}] {m.name}\n    {m.file}: {m.old!r} -> {m.new!r}\n    "
-                  f"tests: {' '.join(m.tests) or '(whole suite)'}")
-        return 0
-
     for area, m in todo:  # every mutation must apply before anything runs
         text = (ROOT / m.file).read_text()
         if text.count(m.old) != 1:
             raise SystemExit(f"mutate: [{area}] {m.name}: {m.old!r} occurs "
                              f"{text.count(m.old)} times in {m.file} (must be exactly once)")
+
+    if args.list:
+        for area, m in todo:
+            print(f"[{area}] {m.name}\n    {m.file}: {m.old!r} -> {m.new!r}\n    "
+                  f"tests: {' '.join(m.tests) or '(whole suite)'}")
+        return 0
 
     results = []
     with tempfile.TemporaryDirectory(prefix="minilm-mutate-") as tmp:
