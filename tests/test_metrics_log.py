@@ -31,7 +31,7 @@ def test_torn_last_line_is_dropped_with_a_warning_and_resume_goes_on(tmp_path):
     rows = read_log(log)
     steps = [r["step"] for r in rows if "loss" in r]
     assert steps == sorted(set(steps)) and steps[-1] == 4  # no step twice, none torn
-    assert not (out / "metrics.jsonl.tmp").exists()
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))  # no leftover temp
 
 
 def test_a_bad_line_inside_the_log_names_the_file_and_line(tmp_path, capsys):

@@ -43,6 +43,7 @@ import numpy as np
 from .. import optim
 from ..autograd import no_grad
 from ..backends import current_backend
+from ..data._io import atomic_write_bytes
 from ..nn.transformer import GPT
 from ..tensor import Tensor
 from .config import TrainConfig
@@ -110,17 +111,6 @@ def _parse_log(log_path: Path) -> list[tuple[str, dict]]:
             raise ValueError(f"{log_path}, line {i + 1}: not a JSON row ({exc.msg}); fix or "
                              "remove that line") from None
     return rows
-
-
-def _write_log_atomically(log_path: Path, lines: list[str]) -> None:
-    """Rewrite the log through a temporary file and a rename: a kill leaves the old log
-    or the new one, never half of it."""
-    tmp = log_path.with_name(log_path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.writelines(line + "\n" for line in lines)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, log_path)
 
 
 def plot_losses(log_path: str | Path, png_path: str | Path) -> None:
@@ -211,7 +201,8 @@ class Trainer:
         log = self.out / LOG_NAME
         if self.is_main and log.exists():  # drop rows logged after the checkpoint (redone)
             keep = [line for line, row in _parse_log(log) if row.get("step", 0) <= self.step]
-            _write_log_atomically(log, keep)
+            # rewritten atomically: a kill leaves the old log or the new one, never half
+            atomic_write_bytes(log, (line.encode() + b"\n" for line in keep))
 
     # ------------------------------------------------------------------ hooks
     def _write_checkpoint(self, path: Path, extra: dict) -> None:
