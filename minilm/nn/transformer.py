@@ -8,7 +8,9 @@ with W_head = E_tok when the input and output embeddings are tied.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+import numbers
+from dataclasses import asdict, dataclass, fields
 from functools import partial
 from typing import Any
 
@@ -69,6 +71,70 @@ class TransformerBlock(Module):
         return x + self.mlp(self.ln2(x))
 
 
+def _whole(x: Any) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, (bool, np.bool_))
+
+
+def _real(x: Any) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_))
+
+
+_POSITIONAL = ("learned", "sinusoidal", "rope")
+_NORMS = ("layernorm", "rmsnorm")
+_ACTIVATIONS = ("gelu", "gelu_tanh")  # MLP: exact GELU, or its tanh approximation
+
+# field -> (kind, check, what is allowed); kind: int, float, bool or str. A field whose
+# default is None (d_ff, window) may also be None. The same wording as the [model] keys
+# of minilm.train.config.RULES (nn must not import train, so the table lives here).
+_GPT_RULES: dict[str, tuple] = {
+    "vocab_size": (int, lambda x: x >= 1, "an integer >= 1"),
+    "context_length": (int, lambda x: x >= 1, "an integer >= 1"),
+    "n_layers": (int, lambda x: x >= 1, "an integer >= 1"),
+    "n_heads": (int, lambda x: x >= 1, "an integer >= 1"),
+    "d_model": (int, lambda x: x >= 1, "an integer >= 1"),
+    "d_ff": (int, lambda x: x >= 1, "an integer >= 1 (or None: 4 * d_model)"),
+    "dropout": (float, lambda x: 0.0 <= x < 1.0, "a number in [0, 1)"),
+    "bias": (bool, None, "True or False"),
+    "positional": (str, lambda x: x in _POSITIONAL, "learned, sinusoidal or rope"),
+    "tie_weights": (bool, None, "True or False"),
+    "norm": (str, lambda x: x in _NORMS, "layernorm or rmsnorm"),
+    "activation": (str, lambda x: x in _ACTIVATIONS, "gelu or gelu_tanh"),
+    "window": (int, lambda x: x >= 1, "an integer >= 1 (or None: full causal attention)"),
+    "init_std": (float, lambda x: 0.0 < x < math.inf, "a finite number > 0"),
+    "checkpoint_activations": (bool, None, "True or False"),
+}
+_OPTIONAL = ("d_ff", "window")
+
+
+def _checked(name: str, value: Any) -> Any:
+    """``value`` of ``GPTConfig.<name>`` as a plain int/float/bool/str when its type and
+    range are allowed; else TypeError (wrong type) or ValueError (out of range) naming
+    the field, the value and what is allowed."""
+    kind, check, allowed = _GPT_RULES[name]
+    if value is None and name in _OPTIONAL:
+        return None
+    msg = f"GPTConfig.{name} = {value!r}: must be {allowed}"
+    if kind is bool:
+        ok = isinstance(value, (bool, np.bool_))
+    elif kind is int:
+        ok = _whole(value)
+    elif kind is float:
+        ok = _real(value)
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        raise TypeError(msg)
+    try:
+        value = kind(value)
+    except OverflowError:  # an int too large for a float
+        raise ValueError(msg) from None
+    if check is not None and not check(value):  # NaN fails every comparison
+        if name == "positional":  # the wording older callers match on
+            msg = f"GPTConfig.positional = {value!r}: unknown, positional must be {allowed}"
+        raise ValueError(msg)
+    return value
+
+
 @dataclass
 class GPTConfig:
     """Shape and options of a GPT. ``positional``: learned | sinusoidal | rope."""
@@ -90,17 +156,19 @@ class GPTConfig:
     checkpoint_activations: bool = False
 
     def __post_init__(self) -> None:
+        # every field's type and range, one table (_GPT_RULES); then what ties fields
+        for f in fields(self):
+            setattr(self, f.name, _checked(f.name, getattr(self, f.name)))
         if self.d_ff is None:
             self.d_ff = 4 * self.d_model
-        if self.positional not in ("learned", "sinusoidal", "rope"):
-            raise ValueError(f"GPTConfig: positional must be learned, sinusoidal or rope, "
-                             f"got {self.positional!r}")
         if self.d_model % self.n_heads:
-            raise ValueError(f"GPTConfig: d_model {self.d_model} is not divisible by n_heads "
-                             f"{self.n_heads}")
-        for name in ("vocab_size", "context_length", "n_layers", "n_heads", "d_model"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"GPTConfig: {name} must be positive, got {getattr(self, name)}")
+            raise ValueError(f"GPTConfig.d_model = {self.d_model!r}: must be a multiple of "
+                             f"n_heads ({self.d_model} is not divisible by n_heads "
+                             f"{self.n_heads})")
+        head = self.d_model // self.n_heads
+        if self.positional == "rope" and head % 2:
+            raise ValueError(f"GPTConfig.positional = 'rope': must have an even head size "
+                             f"d_model / n_heads, got {self.d_model} / {self.n_heads} = {head}")
 
     def to_dict(self) -> dict:
         return asdict(self)
