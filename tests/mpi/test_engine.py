@@ -74,7 +74,7 @@ def test_cli_parallel_train_then_sample_in_one_process(tmp_path):
     assert p.returncode == 0, p.stdout + p.stderr
     assert p.stdout.count("done: step 4") == 1  # only rank 0 reports
     files = sorted(f.name for f in out.iterdir())
-    assert "ckpt.safetensors" in files and "ckpt.optim-rank3-of-4.safetensors" in files
+    assert "ckpt.safetensors" in files and "ckpt.optim-step4-rank3-of-4.safetensors" in files
     # resume on another grid (tp 2): the weights are resharded, the optimizer restarts
     p = _cli(2, *common, "--max-steps", "6", "--tp", "2", "--resume")
     assert p.returncode == 0, p.stdout + p.stderr
@@ -172,8 +172,8 @@ def test_parallel_resume_equals_the_uninterrupted_run(tmp_path, grid):
     saved = tmp_path / "step2"
     saved.mkdir()
     ckpts = sorted(f.name for f in parts.glob("ckpt*.safetensors"))
-    assert ckpts == ["ckpt.optim-rank0-of-2.safetensors", "ckpt.optim-rank1-of-2.safetensors",
-                     "ckpt.safetensors"]
+    assert ckpts == ["ckpt.optim-step2-rank0-of-2.safetensors",
+                     "ckpt.optim-step2-rank1-of-2.safetensors", "ckpt.safetensors"]
     for name in ckpts:
         shutil.copy2(parts / name, saved / name)
     p = _cli(2, *_resume_args(tmp_path, parts), *flags, "--max-steps", "4", "--resume")
@@ -190,7 +190,10 @@ def test_parallel_resume_equals_the_uninterrupted_run(tmp_path, grid):
     assert [r["step"] for r in want if "loss" in r] == [1, 2, 3, 4, 5, 6]
     assert [r["step"] for r in got] == [r["step"] for r in want]  # no step logged twice
     assert got == want  # losses, lr, token counts, validation losses: exactly equal
-    for name in ckpts:  # the full model and schedule, and each rank's optimizer state
+    final = sorted(f.name for f in whole.glob("ckpt*.safetensors"))
+    # the same set, step 6's; the step-4 rank files the crash left beside it are gone
+    assert sorted(f.name for f in parts.glob("ckpt*.safetensors")) == final
+    for name in final:  # the full model and schedule, and each rank's optimizer state
         a, b = _training_state(whole / name), _training_state(parts / name)
         assert a["extra"]["step"] == 6 and ("model" in a or "optimizer" in a), name
         _assert_same(a, b, name)
