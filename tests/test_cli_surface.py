@@ -20,6 +20,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import re
 import shutil
 import signal
@@ -114,6 +115,7 @@ class World:
         self.short = root / "short.txt"        # fewer tokens than the context
         self.foreign = root / "foreign.txt"    # characters outside the run's vocabulary
         self.folder = root / "texts"           # a data folder holding the corpus
+        self.fifo = root / "fifo"              # reading it would block forever
         self.fresh_count = 0
 
     def fresh(self) -> Path:
@@ -131,6 +133,7 @@ def world(tmp_path_factory):
     w.foreign.write_text("ZZZ QQQ ÅÄÖ 123 \t ~~~\n" * 20)
     w.folder.mkdir()
     (w.folder / "a.txt").write_text(CORPUS)
+    os.mkfifo(w.fifo)
     with pytest.MonkeyPatch.context() as mp:
         # a drawn relative path (a TOML data value, a bad out-dir) lands here, never in
         # the repository
@@ -247,7 +250,8 @@ def _train_paths(w: World, out: Path) -> dict:
                     _paths("", w.corpus / "sub", w.corpus, w.folder, w.root / "cwd")),
         "data": (st.just(str(w.corpus)),
                  _paths(w.empty, w.one_char, w.short, w.folder, w.root / "no" / "such.txt",
-                        "", w.run / "tokenizer.json", w.foreign)),
+                        "", w.run / "tokenizer.json", w.run / "ckpt.safetensors", w.foreign,
+                        w.fifo, w.root / "fresh")),
     }
 
 
@@ -275,6 +279,55 @@ def test_train_into_the_existing_run_is_refused_and_leaves_it_byte_identical(wor
         lines = [ln for ln in err.splitlines() if "error:" in ln]
         assert len(lines) == 1 and "--resume" in lines[0], err
         assert _digest(world.run) == before
+
+
+RESUME_SAME = {  # the run's own settings: a resume may repeat them
+    "d-model": (st.just("16"), _choices("8", "4", "0", "abc")),
+    "n-layers": (st.just("2"), _choices("1", "0", "")),
+    "context-length": (st.just("16"), _choices("8", "-1")),
+    "n-heads": (st.just("2"), _choices("1", "4", "0")),
+    "tokenizer": (st.just("char"), _choices("bpe", "bpe2")),
+    "batch-size": (st.just("2"), _choices("1", "3", "0")),
+    "lr": (st.just("0.001"), _choices("0.01", "nan", "-1")),
+}
+
+
+@examples(0.5)
+@given(st.data())
+def test_resume_or_overwrite_succeeds_or_is_refused_without_touching_the_run(world, data):
+    """``--resume`` with the run's settings (or changed ones) continues it or is refused;
+    a refusal leaves every file as it was. ``--overwrite`` moves the old run aside
+    byte-identical."""
+    mode = data.draw(st.sampled_from(["--resume", "--resume", "--overwrite"]))
+    copy = world.fresh()
+    shutil.copytree(world.run, copy)
+    (copy / "run.lock").unlink(missing_ok=True)
+    before = _digest(copy)
+    given_always = {"out-dir": (st.just(str(copy)), _paths("", world.corpus)),
+                    "data": (st.just(str(world.corpus)), _paths(world.short, world.folder)),
+                    "max-steps": (_ints(1, 4), BUDGET_WILD)}
+    optional = {**RESUME_SAME,
+                **{k: TRAIN_FREE[k] for k in ("eval-interval", "ckpt-interval", "log-interval",
+                                              "seed", "warmup-steps", "backend")}}
+    argv = data.draw(_argv("train", given_always, optional, most_optional=3))
+    if mode == "--overwrite":  # a new run: the tiny settings first (a later flag wins)
+        argv[1:1] = [*_flags(TINY_MODEL), *_flags(TINY_TRAIN)]
+    argv += [mode, "--no-progress", "--eval-batches", "1"]
+    try:
+        rc = _succeeds_or_refuses(argv)
+        aside = [p for p in copy.parent.iterdir() if p.name.startswith(copy.name + ".old")]
+        if mode == "--resume" or str(copy) not in argv:
+            assert not aside and (rc == 0 or _digest(copy) == before), \
+                f"minilm {argv} refused but changed the run"
+        else:
+            # the old run is kept whole: where it was (refused up front) or moved aside
+            # (also when the new run is refused later, e.g. for too little data)
+            kept = [_digest(p) for p in [copy, *aside] if p.exists()]
+            assert before in kept and len(aside) <= 1, f"minilm {argv}: old run lost"
+            assert rc == 2 or len(aside) == 1, f"minilm {argv}: nothing moved aside"
+    finally:
+        for p in copy.parent.glob(copy.name + "*"):
+            shutil.rmtree(p, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------- sample, eval
@@ -318,7 +371,7 @@ def _eval_free(w: World) -> dict:
         "checkpoint": (_choices("best", "last"), st.sampled_from(["first", ""])),
         "data": (_paths(w.corpus, w.folder),
                  _paths(w.empty, w.one_char, w.short, w.foreign, w.root / "no" / "such.txt",
-                        "", w.run / "ckpt.safetensors")),
+                        "", w.run / "ckpt.safetensors", w.fifo)),
         "batch-size": (st.one_of(_ints(1, 8), _choices("100000")), FREE_WILD),
         "max-batches": (st.one_of(_ints(1, 3), _choices(str(2**63))), FREE_WILD),
     }
@@ -416,7 +469,7 @@ def _toml_keys(w: World) -> dict:
     """table -> key -> (valid, wild) for every known key (``out_dir`` aside: the
     --out-dir flag always given overrides it)."""
     b_int, b_str, free = _BUDGET_INT_WILD, _BUDGET_STR_WILD, _any_toml
-    return {
+    keys = {
         "model": {
             "vocab_size": (_i(1, 64), b_int), "context_length": (_i(1, 16), b_int),
             "n_layers": (_i(1, 2), b_int), "d_model": (_c(4, 8, 16), b_int),
@@ -445,8 +498,14 @@ def _toml_keys(w: World) -> dict:
             "dp": (st.just(1), free), "tp": (st.just(1), free), "pp": (st.just(1), free),
             "zero": (_c(0, 1), free), "micro_batches": (_i(1, 4), free),
             "schedule": (_c("gpipe", "1f1b"), free), "bucket_mb": (_c(25.0, 0.5, 1), free),
+            "skip_nonfinite": (st.booleans(), free),
         },
     }
+    for table, cls in (("model", GPTConfig), ("train", TrainConfig)):
+        for f in fields(cls):  # a setting added later: its default is valid, anything wild
+            if f.name not in keys[table] and f.name != "out_dir":
+                keys[table][f.name] = (st.just(getattr(cls(), f.name)), free)
+    return keys
 
 
 # keys whose default is cheap may go missing; these may not
