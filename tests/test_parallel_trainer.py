@@ -1,5 +1,6 @@
-"""The one Trainer: ParallelTrainer is the Trainer with four hooks overridden (step,
-validation batch loss, checkpoint write and read), run here on a one-process grid (no
+"""The one Trainer: ParallelTrainer is the Trainer with six hooks overridden (step,
+validation batch loss, checkpoint write and read, the per-step agreement on a stop signal
+and the report of a refused non-finite step), run here on a one-process grid (no
 mpiexec; the MPI tests in tests/mpi/test_engine.py run it on real grids). Its loop,
 resume and evaluation are the Trainer's own, so the Trainer's checks apply to it too."""
 
@@ -18,7 +19,8 @@ from minilm.train.parallel_trainer import ParallelTrainer
 from minilm.train.trainer import Trainer
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 40
-HOOKS = {"_optimizer_step", "_batch_loss", "_write_checkpoint", "_read_checkpoint"}
+HOOKS = {"_optimizer_step", "_batch_loss", "_write_checkpoint", "_read_checkpoint",
+         "_stop_requested", "_nonfinite_step"}
 
 
 def _trainer(tmp_path, val=None):
@@ -57,7 +59,7 @@ def test_parallel_trainer_trains_evaluates_and_resumes(tmp_path):
     last = t.fit()
     assert t.step == 4 and math.isfinite(last["val_loss"])
     files = sorted(p.name for p in tmp_path.glob("ckpt*"))
-    assert files == ["ckpt.optim-step4-rank0-of-1.safetensors", "ckpt.safetensors"]
+    assert files == ["ckpt.optim-rank0-of-1.safetensors", "ckpt.safetensors"]
     (tmp_path / "metrics.jsonl").write_text(
         (tmp_path / "metrics.jsonl").read_text() + '{"step": 9, "loss": 1.0}\n')
     r = _trainer(tmp_path)

@@ -16,6 +16,12 @@ One step on a global batch of B rows (the same on every rank)::
     reduces the gradients after the last micro-batch; the tied embedding's gradient is
     summed between the first and last stage; the global gradient norm is clipped;
     optimizer step. The loss is the global batch's mean: equal to one process.
+
+A NaN/inf loss or global gradient norm never reaches the optimizer: every rank takes
+the same decision (a flag reduced over the whole grid), forgets the gradients and
+leaves parameters and optimizer state as they were (counted in ``skipped_steps``, the
+reason in ``last_nonfinite``); then ``step`` raises FloatingPointError, or with
+``skip_nonfinite=True`` returns the loss.
 """
 
 from __future__ import annotations
@@ -51,7 +57,8 @@ class ParallelEngine:
     def __init__(self, model: GPT, grid: ProcessGrid, *, lr: float = 1e-3,
                  betas: tuple = (0.9, 0.95), weight_decay: float = 0.1, zero: int = 0,
                  micro_batches: int = 1, schedule: str = "1f1b", bucket_size_mb: float = 25.0,
-                 grad_clip: float = 0.0, decay_groups: bool = True) -> None:
+                 grad_clip: float = 0.0, decay_groups: bool = True,
+                 skip_nonfinite: bool = False) -> None:
         if zero not in (0, 1):
             raise ValueError(f"ParallelEngine: zero must be 0 or 1 (ZeRO stage 1), got {zero}")
         if schedule not in ("gpipe", "1f1b"):
@@ -64,6 +71,9 @@ class ParallelEngine:
                              f"{grid.pp} pipeline stages")
         self.grid, self.config = grid, c
         self.micro_batches, self.schedule, self.grad_clip = int(micro_batches), schedule, grad_clip
+        self.skip_nonfinite = bool(skip_nonfinite)
+        self.skipped_steps = 0
+        self.last_nonfinite: tuple | None = None  # (what, value) of the last step, if bad
         loss_fn = None
         if grid.tp > 1:
             tpm.check_tensor_parallel_sizes(c, grid.tp)
@@ -111,12 +121,39 @@ class ParallelEngine:
         if self.ddp is not None:
             self.ddp.finish()
         sync_tied_gradients(self.stage)
-        if self.grad_clip and self.grad_clip > 0:
-            self.clip_grad_norm_(self.grad_clip)
-        self.optimizer.step()
         out = np.array([_broadcast_loss(self.stage, loss)])
         self.grid.dp_comm.allreduce(out)
-        return float(out[0]) / self.grid.dp
+        loss = float(out[0]) / self.grid.dp
+        norm = self.grad_norm()
+        self.last_nonfinite = self._agree_nonfinite(loss, norm)
+        if self.last_nonfinite is not None:
+            self.optimizer.zero_grad()  # parameters and optimizer state stay as they are
+            self.skipped_steps += 1
+            if not self.skip_nonfinite:
+                what, value = self.last_nonfinite
+                raise FloatingPointError(
+                    f"ParallelEngine.step: the {what} is {value}; the parameters were not "
+                    "updated (skip_nonfinite=True skips such steps)")
+            return loss
+        if self.grad_clip and self.grad_clip > 0:
+            self.clip_grad_norm_(self.grad_clip)  # computes the (finite) norm once more
+        self.optimizer.step()
+        return loss
+
+    def _agree_nonfinite(self, loss: float, norm: float) -> tuple | None:
+        """("loss" or "gradient norm", value) when either is NaN/inf on any rank, else
+        None; the same answer on every rank. The loss is reduced and the norm reduced
+        over tp and pp, but without DataParallel (ZeRO reducing the gradients itself)
+        each dp replica has only its own local gradient: one flag over the whole grid
+        keeps every rank on the same branch (the optimizer step is a collective)."""
+        flags = np.array([0.0 if math.isfinite(loss) else 1.0,
+                          0.0 if math.isfinite(norm) else 1.0])
+        self.grid.world.allreduce(flags, op="max")
+        if flags[0]:
+            return ("loss", loss if not math.isfinite(loss) else math.nan)
+        if flags[1]:
+            return ("gradient norm", norm if not math.isfinite(norm) else math.nan)
+        return None
 
     def grad_norm(self) -> float:
         """The 2-norm of the whole model's gradient, as one process would compute it:

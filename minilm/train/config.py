@@ -83,6 +83,7 @@ RULES: dict[str, tuple] = {
     "prefetch": (int, _nonneg, "an integer >= 0"),
     "progress": (bool, None, "true or false"),
     "plot": (bool, None, "true or false"),
+    "skip_nonfinite": (bool, None, "true or false"),
     "dp": (int, _pos, "an integer >= 1"),
     "tp": (int, _pos, "an integer >= 1"),
     "pp": (int, _pos, "an integer >= 1"),
@@ -151,6 +152,7 @@ class TrainConfig:
     prefetch: int = 2
     progress: bool = True
     plot: bool = True
+    skip_nonfinite: bool = False  # skip (and count) steps with a NaN/inf loss or gradient
     # parallelism (under mpiexec): dp defaults to world size / (tp * pp)
     dp: int | None = None
     tp: int = 1

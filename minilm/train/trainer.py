@@ -14,8 +14,14 @@ atomically. A checkpoint holds everything the next step depends on (weights, opt
 moments, schedule position, the RNG streams of dropout and of the data), so a resumed
 run continues bit for bit as if it had never stopped.
 
+Run safety: SIGINT / SIGTERM make :meth:`Trainer.fit` finish the current step, write
+``ckpt.safetensors`` and raise :class:`TrainingInterrupted` (a second signal exits at
+once); a non-finite loss or gradient norm never reaches the optimizer: the run stops
+with :class:`NonFiniteLoss` (the last good checkpoint kept) or, with
+``skip_nonfinite``, the step is skipped and counted.
+
 The loop, the logs, evaluation and resume are written once, here; what differs on a
-process grid is four hooks that :class:`~minilm.train.parallel_trainer.ParallelTrainer`
+process grid is six hooks that :class:`~minilm.train.parallel_trainer.ParallelTrainer`
 overrides (nothing else):
 
 - :meth:`Trainer._optimizer_step` — forward, backward, gradient reduction, clipping and
@@ -24,7 +30,11 @@ overrides (nothing else):
   grid), which :func:`evaluate_loss` weights by tokens;
 - :meth:`Trainer._write_checkpoint` — how the state is gathered and written;
 - :meth:`Trainer._read_checkpoint` — how model, optimizer and schedule are restored,
-  returning the checkpoint's ``extra`` and this process's dropout RNG state.
+  returning the checkpoint's ``extra`` and this process's dropout RNG state;
+- :meth:`Trainer._stop_requested` — whether any process received a stop signal (all
+  processes must stop after the same step);
+- :meth:`Trainer._nonfinite_step` — what was non-finite in the last step (None if
+  nothing), as seen by the code that refused the update.
 """
 
 from __future__ import annotations
@@ -32,6 +42,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -49,11 +61,45 @@ from ..tensor import Tensor
 from .config import TrainConfig
 from .training_state import load_training_state, save_training_state
 
-__all__ = ["Trainer", "evaluate_loss", "model_batch_loss", "plot_losses"]
+__all__ = ["NonFiniteLoss", "Trainer", "TrainingInterrupted", "evaluate_loss",
+           "model_batch_loss", "plot_losses"]
 
 CKPT_NAME = "ckpt.safetensors"
 BEST_NAME = "best.safetensors"
 LOG_NAME = "metrics.jsonl"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on SIGINT / SIGTERM after a whole step, with the checkpoint
+    ``path`` written at ``step``; ``code`` is the shell's exit status for the signal
+    (128 + signum: 130 for SIGINT, 143 for SIGTERM)."""
+
+    def __init__(self, signum: int, step: int, path: str | Path) -> None:
+        self.signum, self.step, self.path = int(signum), int(step), Path(path)
+        super().__init__(f"interrupted by {signal.Signals(self.signum).name} after step "
+                         f"{self.step}; checkpoint written to {self.path}; continue with "
+                         "--resume")
+
+    @property
+    def code(self) -> int:
+        return 128 + self.signum
+
+
+class NonFiniteLoss(FloatingPointError):
+    """A step's loss or gradient norm was NaN/inf; the parameters were not updated and
+    no checkpoint was written after it (``checkpoint``/``checkpoint_step``: the last
+    good one, or None)."""
+
+    def __init__(self, step: int, what: str, value: float, lr: float,
+                 checkpoint: Path | None, checkpoint_step: int | None) -> None:
+        self.step, self.what, self.value, self.lr = step, what, value, lr
+        self.checkpoint, self.checkpoint_step = checkpoint, checkpoint_step
+        kept = (f"the last good checkpoint {checkpoint} (step {checkpoint_step}) is kept"
+                if checkpoint is not None else "no checkpoint was written yet")
+        super().__init__(f"{what} became {value} at step {step} (lr {lr:.3g}); the "
+                         f"parameters were not updated and {kept}; lower --lr, set "
+                         "--grad-clip, or pass --skip-nonfinite to skip such steps")
 
 
 def model_batch_loss(model: Any, x: Any, y: Any) -> float:
@@ -168,6 +214,11 @@ class Trainer:
         self.out = Path(c.out_dir)
         self.history: list[dict] = []
         self.is_main = True  # the process that logs, draws the bar and writes files
+        self.skipped_steps = 0  # steps whose update was skipped (non-finite loss or grad)
+        self._nonfinite: tuple | None = None  # (what, value) of the last step, if bad
+        self._last_ckpt: tuple | None = None  # (path, step) of the last ckpt written/read
+        self._signal: int = 0  # the first stop signal received (0: none)
+        self._bar: Any = None  # fit's progress bar (warnings are written through it)
 
     # ------------------------------------------------------------------ checkpoints
     def _extra(self) -> dict:
@@ -176,6 +227,7 @@ class Trainer:
             "best_val": None if math.isinf(self.best_val) else self.best_val,
             "bad_evals": self.bad_evals,
             "tokens_seen": self.tokens_seen,
+            "skipped_steps": self.skipped_steps,
             "model_config": self.model.config.to_dict(),
             "train_config": self.config.to_dict(),
             "tokenizer": self.tokenizer.to_dict() if self.tokenizer is not None else None,
@@ -187,6 +239,8 @@ class Trainer:
         """Write a checkpoint of everything the next step depends on (on a process grid
         a collective: every rank calls it)."""
         self._write_checkpoint(Path(path), self._extra())
+        if Path(path).name == CKPT_NAME:
+            self._last_ckpt = (Path(path), self.step)
 
     def resume(self, path: str | Path) -> None:
         """Restore everything from a checkpoint written by :meth:`save` (by this run's
@@ -196,6 +250,9 @@ class Trainer:
         self.best_val = math.inf if extra.get("best_val") is None else float(extra["best_val"])
         self.bad_evals = int(extra.get("bad_evals", 0))
         self.tokens_seen = int(extra.get("tokens_seen", 0))
+        self.skipped_steps = int(extra.get("skipped_steps", 0))
+        if Path(path).name == CKPT_NAME:
+            self._last_ckpt = (Path(path), self.step)
         current_backend().set_rng_state(rng)
         self.loader.load_state_dict(extra["rng"]["loader"])
         log = self.out / LOG_NAME
@@ -231,15 +288,32 @@ class Trainer:
             _, loss = self.model(x, y)
             (loss / len(micro_batches)).backward()
             total += float(loss.item())
-        if c.grad_clip and c.grad_clip > 0:
-            optim.clip_grad_norm_(self.model.parameters(), c.grad_clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad()
-        return total / len(micro_batches)
+        mean = total / len(micro_batches)
+        params = list(self.model.parameters())
+        norm = optim.get_total_norm([p.grad for p in params if p.grad is not None])
+        self._nonfinite = _check_finite(mean, norm)
+        if self._nonfinite is None:
+            if c.grad_clip and c.grad_clip > 0:
+                optim.clip_grad_norm_(params, c.grad_clip)
+            self.optimizer.step()
+        self.optimizer.zero_grad()  # a non-finite step leaves parameters and moments as is
+        if self._nonfinite is not None and not c.skip_nonfinite:
+            raise FloatingPointError(f"{self._nonfinite[0]} is {self._nonfinite[1]}")
+        return mean
 
     def _batch_loss(self, x: Any, y: Any) -> float:
         """Hook: the mean loss of one validation batch (x, y)."""
         return model_batch_loss(self.model, x, y)
+
+    def _stop_requested(self, signum: int) -> int:
+        """Hook: the stop signal every process acts on after this step, given this
+        process's (0: none). One process: its own; a grid agrees on the largest."""
+        return signum
+
+    def _nonfinite_step(self) -> tuple | None:
+        """Hook: (what, value) when the last :meth:`_optimizer_step` refused a
+        non-finite update (parameters and optimizer state unchanged), else None."""
+        return self._nonfinite
 
     # ------------------------------------------------------------------ logging
     def _log(self, row: dict) -> None:
@@ -260,42 +334,59 @@ class Trainer:
     def train_step(self, batches: Any) -> float:
         """One optimizer step over ``grad_accum_steps`` micro-batches; the mean loss."""
         micro = [next(batches) for _ in range(self.config.grad_accum_steps)]
-        loss = self._optimizer_step(micro)
+        lr = self.optimizer.param_groups[0]["lr"]
+        try:
+            loss = self._optimizer_step(micro)
+        except FloatingPointError:
+            bad = self._nonfinite_step()
+            if bad is None:
+                raise
+            ckpt = self._last_ckpt or (None, None)
+            raise NonFiniteLoss(self.step + 1, bad[0], bad[1], lr, *ckpt) from None
+        bad = self._nonfinite_step()
+        if bad is not None:  # skip_nonfinite: the data, schedule and step count go on
+            self.skipped_steps += 1
+            if self.is_main:
+                _say(self._bar, f"step {self.step + 1}: {bad[0]} is {bad[1]}; update "
+                     f"skipped ({self.skipped_steps} skipped so far)")
         self.scheduler.step()
         self.tokens_seen += sum(int(np.prod(y.shape)) for _, y in micro)
         self.step += 1
         return loss
 
     def fit(self) -> dict:
-        """Train until ``max_steps`` (or early stopping); returns the last metrics."""
+        """Train until ``max_steps`` (or early stopping); returns the last metrics.
+        SIGINT / SIGTERM: the current step is finished, ``ckpt.safetensors`` written and
+        :class:`TrainingInterrupted` raised; a second signal exits at once."""
         c = self.config
         self.out.mkdir(parents=True, exist_ok=True)
         self.model.train()
         batches = iter(self.loader)
-        bar = None
+        self._bar = bar = None
         if c.progress and self.is_main:
             from tqdm import tqdm
 
-            bar = tqdm(total=c.max_steps, initial=self.step, desc="train", unit="step",
-                       dynamic_ncols=True)
+            self._bar = bar = tqdm(total=c.max_steps, initial=self.step, desc="train",
+                                   unit="step", dynamic_ncols=True)
         last: dict = {}
         t_last, tok_last = time.perf_counter(), self.tokens_seen
         stopped_early = False
+        self._signal = 0
+        previous = self._install_signal_handlers()
         try:
             while self.step < c.max_steps:
                 lr = self.optimizer.param_groups[0]["lr"]
                 loss = self.train_step(batches)
-                if not math.isfinite(loss):
-                    raise FloatingPointError(
-                        f"training loss became {loss} at step {self.step}; lower the learning "
-                        f"rate (now {lr:.3g}) or check the data"
-                    )
                 now = time.perf_counter()
                 tps = (self.tokens_seen - tok_last) / max(now - t_last, 1e-9)
                 t_last, tok_last = now, self.tokens_seen
-                if self.step % c.log_interval == 0 or self.step == 1:
-                    self._log({"step": self.step, "loss": loss, "lr": lr,
-                               "tokens_per_s": round(tps, 1), "tokens": self.tokens_seen})
+                row = {"step": self.step, "loss": loss, "lr": lr,
+                       "tokens_per_s": round(tps, 1), "tokens": self.tokens_seen}
+                if self.skipped_steps:
+                    row["skipped"] = self.skipped_steps
+                logged = self.step % c.log_interval == 0 or self.step == 1
+                if logged:
+                    self._log(row)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}")
@@ -315,16 +406,27 @@ class Trainer:
                         if c.early_stopping_patience is not None \
                                 and self.bad_evals >= c.early_stopping_patience:
                             stopped_early = True
-                if self.step % c.ckpt_interval == 0 or self.step == c.max_steps or stopped_early:
+                saved = self.step % c.ckpt_interval == 0 or self.step == c.max_steps \
+                    or stopped_early
+                if saved:
                     self.save(self.out / CKPT_NAME)
                 if stopped_early:
                     if bar is not None:
                         bar.write(f"early stopping at step {self.step}: no improvement in "
                                   f"{self.bad_evals} evaluations")
                     break
+                signum = self._stop_requested(self._signal)  # every process, every step
+                if signum and self.step < c.max_steps:
+                    if not logged:
+                        self._log(row)  # the log ends at the checkpoint's step
+                    if not saved:
+                        self.save(self.out / CKPT_NAME)
+                    raise TrainingInterrupted(signum, self.step, self.out / CKPT_NAME)
         finally:
+            self._restore_signal_handlers(previous)
             if bar is not None:
                 bar.close()
+            self._bar = None
             if hasattr(self.loader, "close"):
                 self.loader.close()
         if c.plot and self.is_main and (self.out / LOG_NAME).exists():
@@ -332,3 +434,53 @@ class Trainer:
         last["stopped_early"] = stopped_early
         return last
 
+    # ------------------------------------------------------------------ signals
+    def _install_signal_handlers(self) -> dict:
+        """SIGINT / SIGTERM handlers for :meth:`fit` (main thread only; elsewhere Python
+        cannot set them): the first signal asks for a stop after the current step, a
+        second one while that is pending restores the default handling and exits at
+        once (KeyboardInterrupt for SIGINT, SystemExit(143) for SIGTERM: a checkpoint
+        being written is left unpublished, the previous one stays). Returns the
+        previous handlers."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+
+        def handler(signum: int, frame: Any) -> None:
+            name = signal.Signals(signum).name
+            if self._signal:
+                for s in STOP_SIGNALS:
+                    signal.signal(s, signal.SIG_DFL)
+                if signum == signal.SIGINT:
+                    raise KeyboardInterrupt(f"second {name}: stopped at once")
+                raise SystemExit(128 + signum)
+            self._signal = signum
+            if self.is_main:  # os.write: safe inside a signal handler, unlike print
+                os.write(2, f"\n{name} received: finishing step {self.step + 1}, then writing "
+                            f"a checkpoint (send it again to stop at once)\n".encode())
+
+        for s in STOP_SIGNALS:
+            signal.signal(s, handler)
+        return previous
+
+    @staticmethod
+    def _restore_signal_handlers(previous: dict) -> None:
+        for s, h in previous.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+
+def _check_finite(loss: float, grad_norm: float) -> tuple | None:
+    """("loss", value) or ("gradient norm", value) when that is NaN/inf, else None."""
+    if not math.isfinite(loss):
+        return ("loss", loss)
+    if not math.isfinite(grad_norm):
+        return ("gradient norm", grad_norm)
+    return None
+
+
+def _say(bar: Any, msg: str) -> None:
+    """One line that does not break the progress bar."""
+    if bar is not None:
+        bar.write(msg)
+    else:
+        print(msg, flush=True)
