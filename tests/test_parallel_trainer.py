@@ -59,7 +59,7 @@ def test_parallel_trainer_trains_evaluates_and_resumes(tmp_path):
     last = t.fit()
     assert t.step == 4 and math.isfinite(last["val_loss"])
     files = sorted(p.name for p in tmp_path.glob("ckpt*"))
-    assert files == ["ckpt.optim-rank0-of-1.safetensors", "ckpt.safetensors"]
+    assert files == ["ckpt.optim-step4-rank0-of-1.safetensors", "ckpt.safetensors"]
     (tmp_path / "metrics.jsonl").write_text(
         (tmp_path / "metrics.jsonl").read_text() + '{"step": 9, "loss": 1.0}\n')
     r = _trainer(tmp_path)

@@ -11,8 +11,16 @@ engine is passed in).
   RNG states, step and configs: ``minilm sample`` and a one-process ``--resume`` read it
   directly, and a parallel run with any grid reshards it on load. Each rank also writes
   its optimizer state and its dropout RNG state to
-  ``<name>.optim-rank<r>-of-<world>.safetensors``; a resume on the same grid restores
-  them exactly, another grid starts the optimizer afresh (said in the log).
+  ``<name>.optim-step<N>-rank<r>-of-<world>.safetensors``; a resume on the same grid
+  restores them exactly, another grid starts the optimizer afresh (said in the log).
+- A checkpoint is one consistent set, published at once: every rank writes its rank file
+  of step N (a new name: the previous set is untouched), then rank 0 replaces the main
+  file (atomically) with one whose ``extra["optim_files"]`` lists the set's rank files
+  (name and size), then the previous set's rank files are removed. A kill at any moment
+  leaves the previous complete set or the new one; a resume reads the rank files the
+  main file names, and refuses a missing or mismatched one with the files named.
+  Checkpoints of older versions (rank files ``<name>.optim-rank<r>-of-<world>``, no
+  list) still resume when their steps match.
 
 The engine provides: ``stage`` (this rank's Module), ``optimizer``, ``grid`` (with
 ``dp``, ``tp``, ``pp``, ``world``), ``config`` (the full model's GPTConfig),
@@ -22,6 +30,7 @@ The engine provides: ``stage`` (this rank's Module), ``optimizer``, ``grid`` (wi
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +54,47 @@ def _pad_vocab(state: dict, vocab: int) -> dict:
             pad = np.zeros((vocab - w.shape[0],) + w.shape[1:], dtype=w.dtype)
             out[key] = np.concatenate([w, pad])
     return out
+
+
+def _rank_name(path: Path, step: int | None, rank: int, size: int) -> str:
+    """The name of rank ``rank``'s optimizer file of checkpoint ``path`` at ``step``
+    (``None``: the un-tagged name older versions wrote, one set per checkpoint name)."""
+    tag = "" if step is None else f"step{step}-"
+    return f"{path.stem}.optim-{tag}rank{rank}-of-{size}{path.suffix}"
+
+
+def _publish(path: Path, full: dict, scheduler: Any, extra: dict, is_main: bool) -> None:
+    """Called by every rank once all rank files are written: rank 0 replaces the main
+    file (atomically), and the new set becomes the checkpoint."""
+    if is_main:
+        save_training_state(path, _Snapshot(full), None, scheduler, extra)
+
+
+def _remove_stale(path: Path, keep: list, rank: int, size: int, is_main: bool) -> None:
+    """Remove the optimizer files of ``path``'s earlier sets (after the main file naming
+    ``keep`` is published): each rank its own (its disk may be its own), rank 0 also any
+    other (an older layout, another world size, a set a kill left unpublished)."""
+    pattern = f"{path.stem}.optim-*{path.suffix}"
+    mine = re.compile(rf"{re.escape(path.stem)}\.optim-(step\d+-)?rank{rank}-of-{size}"
+                      rf"{re.escape(path.suffix)}")
+    for f in path.parent.glob(pattern):
+        if f.name not in keep and (is_main or mine.fullmatch(f.name)):
+            f.unlink(missing_ok=True)
+
+
+def _set_problems(path: Path, files: list, size: int) -> list:
+    """What is wrong with the list of rank files a main file names (empty: nothing)."""
+    if len(files) != size:
+        return [f"it names {len(files)} rank files for {size} processes"]
+    problems = []
+    for entry in files:
+        f = path.with_name(entry["file"])
+        if not f.is_file():
+            problems.append(f"{f.name} is missing")
+        elif "bytes" in entry and f.stat().st_size != entry["bytes"]:
+            problems.append(f"{f.name} has {f.stat().st_size} bytes, not the {entry['bytes']} "
+                            "written with it")
+    return problems
 
 
 class _Snapshot:
@@ -73,9 +123,10 @@ class ParallelTrainer(Trainer):
     def _grid_dict(self) -> dict:
         return {"dp": self.grid.dp, "tp": self.grid.tp, "pp": self.grid.pp}
 
-    def _rank_file(self, path: Path) -> Path:
+    def _rank_file(self, path: Path, step: int) -> Path:
+        """This rank's optimizer file of the checkpoint ``path`` written at ``step``."""
         w = self.grid.world
-        return path.with_name(f"{path.stem}.optim-rank{w.rank}-of-{w.size}{path.suffix}")
+        return path.with_name(_rank_name(path, step, w.rank, w.size))
 
     def _extra(self) -> dict:
         extra = super()._extra()
@@ -95,35 +146,59 @@ class ParallelTrainer(Trainer):
         return self.engine.evaluate(x, y)
 
     def _write_checkpoint(self, path: Path, extra: dict) -> None:
-        """A collective: every rank must call it (the weights are gathered)."""
+        """A collective: every rank must call it (the weights are gathered). Rank files
+        first, then the main file that names them, then the old set goes (the module
+        docstring)."""
+        w = self.grid.world
         full = self.engine.full_state_dict()
-        if self.is_main:
-            save_training_state(path, _Snapshot(full), None, self.scheduler, extra)
         state = self.optimizer.state_dict()  # a collective under ZeRO
+        mine = self._rank_file(path, self.step)
         # this rank's dropout RNG too: pipeline stages draw different numbers of values
-        save_training_state(self._rank_file(path), None, _Snapshot(state), None,
+        save_training_state(mine, None, _Snapshot(state), None,
                             {"step": self.step, "grid": extra["grid"],
                              "rng_backend": extra["rng"]["backend"]})
-        self.grid.world.barrier()
+        # the allgather returns once every rank's file is on disk
+        files = w.allgather_json({"file": mine.name, "bytes": mine.stat().st_size})
+        _publish(path, full, self.scheduler, dict(extra, optim_files=files), self.is_main)
+        w.barrier()  # the new set is published: the old one may go
+        _remove_stale(path, [f["file"] for f in files], w.rank, w.size, self.is_main)
+        w.barrier()  # no rank writes its next set while rank 0 still cleans up
 
     def _read_checkpoint(self, path: Path) -> tuple:
         """The full weights are resharded onto this grid; the optimizer state and this
-        rank's dropout RNG come from its rank file when the grid is the same."""
+        rank's dropout RNG come from the rank files the main file names when the grid is
+        the same (every rank checks the whole set and all raise together)."""
+        w = self.grid.world
         extra = load_training_state(path, None, None, self.scheduler)
         self.engine.load_full_state_dict(_pad_vocab(load_model_weights(path),
                                                     self.engine.config.vocab_size))
-        mine = self._rank_file(path)
         rng = extra["rng"]["backend"]  # rank 0's
-        if extra.get("grid") == self._grid_dict() and mine.exists():
+        if extra.get("grid") != self._grid_dict():
+            if self.is_main:
+                print(f"resume: {path} comes from grid {extra.get('grid')}; the optimizer "
+                      "state starts afresh on this grid")
+            return extra, rng
+        step = int(extra["step"])
+        files = extra.get("optim_files")
+        if files is None:  # written by an older version: un-tagged names, no list
+            files = [{"file": _rank_name(path, None, r, w.size)} for r in range(w.size)]
+        problems = _set_problems(path, files, w.size)
+        opt_extra: dict = {}
+        if not problems:
+            mine = path.with_name(files[w.rank]["file"])
             opt_extra = load_training_state(mine, None, self.optimizer, None)
-            if int(opt_extra.get("step", -1)) != int(extra["step"]):
-                raise ValueError(f"{mine}: optimizer state of step {opt_extra.get('step')} "
-                                 f"does not match {path} (step {extra['step']})")
-            rng = opt_extra.get("rng_backend", rng)
-        elif self.is_main:
-            print(f"resume: {path} comes from grid {extra.get('grid')}; the optimizer state "
-                  "starts afresh on this grid")
-        return extra, rng
+            if int(opt_extra.get("step", -1)) != step:
+                problems.append(f"{mine.name} holds the optimizer state of step "
+                                f"{opt_extra.get('step')}, not {step}")
+        problems = [p for rank in w.allgather_json(problems) for p in rank]
+        if problems:
+            raise ValueError(
+                f"{path} (step {step}) cannot be resumed on this grid: its optimizer rank "
+                f"files do not match it: {'; '.join(dict.fromkeys(problems))}. The rank "
+                f"files must sit beside {path.name}, as written with it (copy them "
+                "together); a resume on another grid, or in one process, reads only "
+                f"{path.name} and starts the optimizer afresh")
+        return extra, opt_extra.get("rng_backend", rng)
 
     # ------------------------------------------------------------------ run safety
     def _stop_requested(self, signum: int) -> int:

@@ -29,6 +29,10 @@ def engine(case: str) -> str:
     return f"{T_ENGINE}::test_engine_gradients_and_training_equal_one_process[{case}]"
 
 
+def kill(grid: str) -> str:
+    return f"{T_LAYOUT}::test_a_kill_while_checkpointing_leaves_a_set_that_resumes_exactly[{grid}]"
+
+
 def resume(grid: str) -> str:
     return f"{T_ENGINE}::test_parallel_resume_equals_the_uninterrupted_run[{grid}]"
 
@@ -298,8 +302,8 @@ class ReduceFromTPRegion(Function):
     Mutation(
         name="parallel trainer: resume on the same grid ignores the saved optimizer state",
         file=TRAINER,
-        old='if extra.get("grid") == self._grid_dict() and mine.exists():',
-        new="if False:",
+        old='if extra.get("grid") != self._grid_dict():',
+        new="if True:",
         tests=[resume("dp2"), resume("tp2"), resume("pp2")],
     ),
     Mutation(
@@ -320,8 +324,8 @@ class ReduceFromTPRegion(Function):
         name="parallel trainer: every rank restores rank 0's dropout RNG state (pipeline "
              "stages draw different numbers of values)",
         file=TRAINER,
-        old='rng = opt_extra.get("rng_backend", rng)',
-        new="pass",
+        old='return extra, opt_extra.get("rng_backend", rng)',
+        new="return extra, rng",
         tests=[resume("pp2")],
     ),
     Mutation(
@@ -337,5 +341,33 @@ class ReduceFromTPRegion(Function):
         old='self.tokens_seen = int(extra.get("tokens_seen", 0))',
         new="self.tokens_seen = 0",
         tests=[resume("dp2")],
+    ),
+    Mutation(
+        name="parallel checkpoint: rank files not tagged with their step (a kill before the "
+             "main file leaves new rank files under the published set's names)",
+        file=TRAINER,
+        old='tag = "" if step is None else f"step{step}-"',
+        new='tag = ""',
+        tests=[kill("dp2")],
+    ),
+    Mutation(
+        name="parallel checkpoint: the old set's rank files removed before the new main "
+             "file is published (a kill in between leaves no complete set)",
+        file=TRAINER,
+        old="        _publish(path, full, self.scheduler, dict(extra, optim_files=files), "
+            "self.is_main)",
+        new="        _remove_stale(path, [f[\"file\"] for f in files], w.rank, w.size, "
+            "self.is_main)\n"
+            "        _publish(path, full, self.scheduler, dict(extra, optim_files=files), "
+            "self.is_main)",
+        tests=[kill("dp2")],
+    ),
+    Mutation(
+        name="parallel checkpoint: resume does not check that the rank files hold the main "
+             "file's step",
+        file=TRAINER,
+        old='if int(opt_extra.get("step", -1)) != step:',
+        new="if False:",
+        tests=[kill("dp2")],
     ),
 ]
