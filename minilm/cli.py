@@ -74,21 +74,40 @@ def _overrides(args: argparse.Namespace, flags: dict) -> dict:
 
 
 def _configs(args: argparse.Namespace, config_path: Any = None) -> tuple:
+    """(GPTConfig, TrainConfig, given): defaults <- TOML <- flags; ``given`` maps each
+    setting set explicitly to the flag or TOML key that set it."""
     from .train.config import load_toml, merge_config
 
     path = args.config or config_path
     toml = load_toml(path) if path else None
+    model_over = _overrides(args, _MODEL_FLAGS)
     train_over = _overrides(args, _TRAIN_FLAGS)
     if getattr(args, "no_progress", False):
         train_over["progress"] = False
-    return merge_config(toml, _overrides(args, _MODEL_FLAGS), train_over)
+    if getattr(args, "skip_nonfinite", None):
+        train_over["skip_nonfinite"] = True
+    given = {}
+    for table in ("model", "train"):
+        src = (toml or {}).get(table)
+        given.update({k: f"[{table}] {k}" for k in (src if isinstance(src, dict) else {})})
+    given.update({k: "--" + k.replace("_", "-") for over in (model_over, train_over)
+                  for k, v in over.items() if v is not None})
+    for key, flag in (("progress", "--no-progress"), ("skip_nonfinite", "--skip-nonfinite")):
+        if key in train_over:
+            given[key] = flag
+    return (*merge_config(toml, model_over, train_over), given)
 
 
 def _train(args: argparse.Namespace, config_path: Any = None) -> int:
     from .run import train
 
-    model_cfg, train_cfg = _configs(args, config_path)
-    trainer, last = train(model_cfg, train_cfg, resume=args.resume)
+    model_cfg, train_cfg, given = _configs(args, config_path)
+    trainer, last = train(model_cfg, train_cfg, resume=args.resume,
+                          overwrite=getattr(args, "overwrite", False), given=given)
+    if trainer is None:
+        print(f"nothing to train: the run in {train_cfg.out_dir}/ is at step {last['step']}, "
+              f"its max_steps; give a larger --max-steps to continue it")
+        return 0
     if not trainer.is_main:
         return 0
     msg = f"done: step {trainer.step}, train loss {last.get('loss', float('nan')):.4f}"
@@ -173,6 +192,7 @@ def _eval(args: argparse.Namespace) -> int:
     else:
         cfg = extra["train_config"]
         text = load_corpus(cfg.get("data"))
+        _check_eval_data(args.out_dir, text)
         tokens = split_tokens(np.asarray(tok.encode(text)), cfg["val_fraction"])[1]
         where = "the run's validation split"
     if len(tokens) < T + 1:
@@ -183,11 +203,25 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_eval_data(out_dir: str, text: str) -> None:
+    """The run's validation split exists only if its training text is unchanged."""
+    from .train.run_dir import data_digest, read_record
+
+    record = read_record(out_dir)
+    data = (record or {}).get("data") or {}
+    if data.get("sha256") not in (None, data_digest(text)):
+        raise ValueError(f"the run's training text {data.get('source')!r} has changed "
+                         f"since it was trained, so its validation split is gone; evaluate "
+                         f"on a text of your choice with --data PATH")
+
+
 def _demo(args: argparse.Namespace) -> int:
     args.config = args.config or str(DEMO_CONFIG)
-    args.resume = False
-    _train(args)
     out_dir = _configs(args)[1].out_dir
+    if not args.resume and not args.overwrite and (Path(out_dir) / "ckpt.safetensors").exists():
+        print(f"{out_dir}/ holds a demo run: continuing it (start afresh with --overwrite)")
+        args.resume = True
+    _train(args)
     print("\nsamples from the trained model:")
     ns = argparse.Namespace(out_dir=out_dir, checkpoint="best",
                             prompt=None, num_samples=2, max_new_tokens=300,
@@ -216,10 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
                             ("demo", _demo, "the main job: train a small GPT, then sample")):
         p = sub.add_parser(name, help=help_)
         p.add_argument("--config", help="TOML file with [model] and [train] tables")
-        if name == "train":
-            p.add_argument("--resume", action="store_true",
-                           help="continue from out-dir's last checkpoint")
+        p.add_argument("--resume", action="store_true",
+                       help="continue the run in out-dir from its last checkpoint")
+        p.add_argument("--overwrite", action="store_true",
+                       help="start afresh in an out-dir that holds a run: the old run is moved "
+                            "to <out-dir>.old-<date>-<time> (nothing is deleted)")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        p.add_argument("--skip-nonfinite", action="store_true", default=None,
+                       help="skip (and count) a step whose loss or gradient is NaN/inf "
+                            "instead of stopping")
         _add_flags(p, _MODEL_FLAGS, "model")
         _add_flags(p, _TRAIN_FLAGS, "training")
         p.set_defaults(func=fn)
@@ -250,6 +289,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Exit codes: 0 done; 2 a bad input (one ``error:`` line, nothing
+    changed); 1 training stopped on a non-finite loss (the last good checkpoint kept);
+    130 / 143 stopped by SIGINT / SIGTERM (a checkpoint written after the last step,
+    unless a second signal asked to exit at once)."""
+    from .train.trainer import NonFiniteLoss, TrainingInterrupted
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
@@ -257,9 +302,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"minilm {args.command}: error: {exc}", file=sys.stderr)
         _abort_other_ranks()
         return 2
+    except TrainingInterrupted as exc:  # every rank stopped after the same step
+        if _world_rank() == 0:
+            print(f"minilm {args.command}: {exc}", file=sys.stderr)
+        return exc.code
+    except NonFiniteLoss as exc:  # raised on every rank (the loss is reduced)
+        if _world_rank() == 0:
+            print(f"minilm {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside training
+        print(f"\nminilm {args.command}: interrupted; the last checkpoint written is kept",
+              file=sys.stderr)
+        _abort_other_ranks(130)
+        return 130
 
 
-def _abort_other_ranks() -> None:
+def _world_rank() -> int:
+    if "mpi4py" in sys.modules:
+        from .parallel import world
+
+        return world().rank
+    return 0
+
+
+def _abort_other_ranks(code: int = 2) -> None:
     """Under mpiexec, a clean error on one rank must not leave the others waiting."""
     if "mpi4py" in sys.modules:
         from .parallel import world
@@ -267,7 +333,7 @@ def _abort_other_ranks() -> None:
         w = world()
         if w.size > 1:
             sys.stderr.flush()
-            w.abort(2)
+            w.abort(code)
 
 
 if __name__ == "__main__":

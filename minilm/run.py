@@ -16,44 +16,51 @@ from . import backends
 from .nn.transformer import GPT, GPTConfig
 from .train.config import TrainConfig
 from .train.parallel_trainer import ParallelTrainer
+from .train.run_dir import (
+    LAUNCH_SETTINGS,
+    RECORD_NAME,
+    RESUME_MAY_CHANGE,
+    RunDir,
+    config_differences,
+    data_digest,
+    tokenizer_digest,
+)
 from .train.trainer import BEST_NAME, CKPT_NAME, Trainer
 from .train.training_state import load_model_weights, load_training_state
 
 __all__ = ["load_run", "prepare_data", "train"]
 
 
-def prepare_data(cfg: TrainConfig, log: Any = print) -> tuple:
-    """(tokenizer, train_tokens, val_tokens): the corpus read, the tokenizer trained (or
-    reused from ``out_dir/tokenizer.json``) and the tokens cached in a memmap."""
-    from .data import (
-        ByteBPETokenizer,
-        CharTokenizer,
-        encode_to_memmap,
-        load_corpus,
-        load_tokenizer,
-        split_tokens,
-    )
+def prepare_data(cfg: TrainConfig, log: Any = print, tokenizer: Any = None,
+                 save_tokenizer: bool = True, check: Any = None) -> tuple:
+    """(tokenizer, train_tokens, val_tokens, data record): the corpus read, the
+    tokenizer trained (unless one is given; ``save_tokenizer`` writes it to
+    ``out_dir/tokenizer.json``) and the tokens cached in a memmap. The data record is
+    ``{"source", "sha256", "chars"}`` (the run record keeps it); ``check(data)`` runs
+    before anything is written."""
+    from .data import ByteBPETokenizer, CharTokenizer, encode_to_memmap, load_corpus, split_tokens
 
     out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     text = load_corpus(cfg.data)
-    tok_path = out / "tokenizer.json"
-    if tok_path.exists():
-        tokenizer = load_tokenizer(tok_path)
-    elif cfg.tokenizer == "char":
-        tokenizer = CharTokenizer.train(text)
-        tokenizer.save(tok_path)
-    else:
-        log(f"training a byte-level BPE tokenizer (vocab {cfg.bpe_vocab_size}) on "
-            f"{len(text):,} characters …")
-        tokenizer = ByteBPETokenizer.train(text, vocab_size=cfg.bpe_vocab_size)
-        tokenizer.save(tok_path)
+    data = {"source": cfg.data or "<built-in: Python's pydoc topics>",
+            "sha256": data_digest(text), "chars": len(text)}
+    if check is not None:
+        check(data)
+    if tokenizer is None:
+        if cfg.tokenizer == "char":
+            tokenizer = CharTokenizer.train(text)
+        else:
+            log(f"training a byte-level BPE tokenizer (vocab {cfg.bpe_vocab_size}) on "
+                f"{len(text):,} characters …")
+            tokenizer = ByteBPETokenizer.train(text, vocab_size=cfg.bpe_vocab_size)
+    if save_tokenizer:
+        tokenizer.save(out / "tokenizer.json")
     tokens = encode_to_memmap(tokenizer, text, out / "tokens.bin")
     train_tokens, val_tokens = split_tokens(tokens, cfg.val_fraction)
     log(f"data: {len(text):,} characters -> {len(tokens):,} tokens "
         f"({len(text) / max(len(tokens), 1):.2f} chars/token), vocab {tokenizer.vocab_size}; "
         f"train {len(train_tokens):,} / val {len(val_tokens):,}")
-    return tokenizer, train_tokens, val_tokens
+    return tokenizer, train_tokens, val_tokens, data
 
 
 def _grid(cfg: TrainConfig) -> Any:
@@ -84,32 +91,134 @@ def configure_threads(grid: Any) -> int:
     return n
 
 
-def train(model_cfg: GPTConfig, cfg: TrainConfig, resume: bool = False,
-          log: Any = print) -> tuple:
-    """Train a GPT as configured; with ``resume``, continue from ``out_dir``'s last
-    checkpoint. Under mpiexec with ``dp``/``tp``/``pp``/``zero`` set, trains on that
-    process grid. Returns (trainer, last metrics)."""
-    from .backends import manual_seed
-    from .data import DataLoader, RandomWindowBatches
+def _resume_settings(model_cfg: GPTConfig, cfg: TrainConfig, given: dict | None) -> tuple:
+    """(model config, train config, checkpoint extra) to resume ``cfg.out_dir`` with:
+    the checkpoint's own settings, with the ones given again (``given``: name -> the
+    flag or TOML key it came from; None: every field of the configs passed) checked
+    against them. Only :data:`RESUME_MAY_CHANGE` may differ; anything else is a
+    ValueError listing every difference."""
+    ckpt = Path(cfg.out_dir) / CKPT_NAME
+    if not ckpt.exists():
+        raise ValueError(f"--resume: no checkpoint at {str(ckpt)!r}; train first without "
+                         "--resume")
+    extra = load_training_state(ckpt)
+    for key in ("model_config", "train_config", "step"):
+        if key not in extra:
+            raise ValueError(f"--resume: {ckpt} has no {key!r} (not written by minilm train); "
+                             "start a new run with --overwrite")
+    saved_model, saved_train = dict(extra["model_config"]), dict(extra["train_config"])
+    mine_model, mine_train = model_cfg.to_dict(), cfg.to_dict()
+    if given is not None:
+        mine_model = {k: v for k, v in mine_model.items() if k in given}
+        mine_train = {k: v for k, v in mine_train.items() if k in given}
+    skip = RESUME_MAY_CHANGE | {"data"}  # the data is checked by content
+    diffs = (config_differences(saved_model, {k: v for k, v in mine_model.items()
+                                              if k != "vocab_size"}, given)
+             + config_differences(saved_train, mine_train, given, skip))
+    if diffs:
+        raise ValueError(
+            f"--resume: {'; '.join(diffs)} differ from the run in {str(cfg.out_dir)!r}. On "
+            f"resume only these may change: {', '.join(sorted(RESUME_MAY_CHANGE - {'out_dir'}))}"
+            f"; to train with other settings start a new run (another --out-dir, or --overwrite)")
+    keep = {k: v for k, v in mine_train.items() if k in skip}
+    launch = {k: v for k, v in cfg.to_dict().items() if k in LAUNCH_SETTINGS}
+    train_d = {**saved_train, **keep, **launch}
+    if given is not None and "data" not in given:
+        train_d["data"] = saved_train.get("data")
+    new_cfg = TrainConfig.from_dict(train_d)
+    step = int(extra["step"])
+    if new_cfg.max_steps < step:
+        who = (given or {}).get("max_steps", "max_steps")
+        raise ValueError(f"{who} = {new_cfg.max_steps}: below the checkpoint's step {step}; "
+                         f"give a larger value to continue the run")
+    return GPTConfig.from_dict(saved_model), new_cfg, extra
 
+
+def _check_resumed_inputs(run: RunDir, tokenizer: Any, data: dict, extra: dict) -> None:
+    """The tokenizer file and the training text are those the run was trained with."""
+    tok_path = run.path / "tokenizer.json"
+    saved = tokenizer_digest(tokenizer)
+    if tok_path.exists():
+        from .data import load_tokenizer
+
+        if load_tokenizer(tok_path).fingerprint() != saved:
+            raise ValueError(f"--resume: {tok_path} is not the tokenizer this run was trained "
+                             f"with (its checkpoint holds another); restore the file, or delete "
+                             f"it and it is rewritten from the checkpoint")
+    record = run.record
+    if record is None:
+        return  # a run made before records: nothing to compare the data with
+    if record.get("tokenizer_sha256") not in (None, saved):
+        raise ValueError(f"--resume: the checkpoint's tokenizer is not the one recorded in "
+                         f"{run.path / RECORD_NAME}")
+    want = (record.get("data") or {}).get("sha256")
+    if want is not None and want != data["sha256"]:
+        raise ValueError(
+            f"--resume: the training text {data['source']!r} is not the one this run was "
+            f"trained on (sha256 {data['sha256'][:12]}…, recorded {want[:12]}… from "
+            f"{record['data'].get('source')!r}); give the original with --data, or start a "
+            f"new run")
+
+
+def train(model_cfg: GPTConfig, cfg: TrainConfig, resume: bool = False,
+          log: Any = print, overwrite: bool = False, given: dict | None = None) -> tuple:
+    """Train a GPT as configured into the run directory ``cfg.out_dir`` (see
+    :mod:`minilm.train.run_dir`: a new run, ``overwrite`` moving an old one aside, or
+    with ``resume`` continuing the last checkpoint, whose settings win; ``given`` names
+    the settings given explicitly, checked against it). Under mpiexec with
+    ``dp``/``tp``/``pp``/``zero`` set, trains on that process grid. Returns (trainer,
+    last metrics); (None, {"step": N}) when a resumed run is already at max_steps."""
+    if resume and overwrite:
+        raise ValueError("--resume continues a run and --overwrite replaces it; give one")
+    if resume:
+        model_cfg, cfg, extra = _resume_settings(model_cfg, cfg, given)
+        if int(extra["step"]) >= cfg.max_steps:
+            return None, {"step": int(extra["step"]), "max_steps": cfg.max_steps}
     if cfg.backend:
         backends.use_backend(cfg.backend)
     backends.tune_allocator()  # reuse freed activation memory (see docs/performance.md)
     grid = _grid(cfg)
     main = grid is None or grid.world.rank == 0
     say = log if main else (lambda *a, **k: None)
+    run = RunDir.open(cfg.out_dir, resume, overwrite, log=say) if main else None
+    try:
+        return _train(model_cfg, cfg, resume, grid, run, say, extra if resume else None)
+    except BaseException:
+        if run is not None:
+            run.abandon()  # a new run that never got going leaves nothing behind
+        raise
+    finally:
+        if run is not None:
+            run.close()
+
+
+def _train(model_cfg: GPTConfig, cfg: TrainConfig, resume: bool, grid: Any, run: Any,
+           say: Any, extra: dict | None) -> tuple:
+    from .backends import manual_seed
+    from .data import DataLoader, RandomWindowBatches, load_tokenizer, tokenizer_from_dict
+
+    main = run is not None
     manual_seed(cfg.seed)
     if grid is not None and not main:
         grid.world.barrier()  # rank 0 trains the tokenizer and writes the token cache first
-    tokenizer, train_tokens, val_tokens = prepare_data(cfg, say)
+    if resume:
+        tokenizer = tokenizer_from_dict(extra["tokenizer"])
+    else:
+        tokenizer = None if main else load_tokenizer(Path(cfg.out_dir) / "tokenizer.json")
+    check = (lambda data: _check_resumed_inputs(run, tokenizer, data, extra)) \
+        if resume and main else None
+    tokenizer, train_tokens, val_tokens, data = prepare_data(
+        cfg, say, tokenizer, main and (not resume or not (run.path / "tokenizer.json").exists()),
+        check)
     if grid is not None and main:
         grid.world.barrier()
-    ckpt = Path(cfg.out_dir) / CKPT_NAME
-    if resume:
-        if not ckpt.exists():
-            raise ValueError(f"--resume: no checkpoint at {str(ckpt)!r}")
-        saved = load_training_state(ckpt)["model_config"]
-        model_cfg = GPTConfig.from_dict(saved)  # the run's own shape wins
+    min_tokens = model_cfg.context_length + 1
+    for name, toks in (("training", train_tokens), ("validation", val_tokens)):
+        if len(toks) < min_tokens:
+            raise ValueError(
+                f"the {name} split has {len(toks)} tokens, fewer than context_length + 1 = "
+                f"{min_tokens}; give more data, a shorter context or a larger val_fraction"
+            )
     vocab = max(tokenizer.vocab_size, model_cfg.vocab_size if resume else 0)
     if cfg.tp > 1:  # vocab-parallel layers need vocab % tp == 0: pad with unused rows
         vocab = -(-vocab // cfg.tp) * cfg.tp
@@ -119,13 +228,6 @@ def train(model_cfg: GPTConfig, cfg: TrainConfig, resume: bool = False,
         model.to(cfg.dtype)
     say(f"model: {model.num_parameters():,} parameters; backend "
         f"{backends.current_backend().name}")
-    min_tokens = model_cfg.context_length + 1
-    for name, toks in (("training", train_tokens), ("validation", val_tokens)):
-        if len(toks) < min_tokens:
-            raise ValueError(
-                f"the {name} split has {len(toks)} tokens, fewer than context_length + 1 = "
-                f"{min_tokens}; give more data, a shorter context or a larger val_fraction"
-            )
     source = RandomWindowBatches(train_tokens, cfg.batch_size, model_cfg.context_length,
                                  rng=cfg.seed)
     loader = DataLoader(source, prefetch=cfg.prefetch)
@@ -138,15 +240,31 @@ def train(model_cfg: GPTConfig, cfg: TrainConfig, resume: bool = False,
                                 weight_decay=cfg.weight_decay, zero=cfg.zero,
                                 micro_batches=cfg.micro_batches * cfg.grad_accum_steps,
                                 schedule=cfg.schedule, bucket_size_mb=cfg.bucket_mb,
-                                grad_clip=cfg.grad_clip)
+                                grad_clip=cfg.grad_clip, skip_nonfinite=cfg.skip_nonfinite)
         trainer = ParallelTrainer(engine, loader, val_tokens, cfg, tokenizer=tokenizer)
         say(f"grid: dp {grid.dp} x tp {grid.tp} x pp {grid.pp} ({grid.world.size} ranks), "
             f"ZeRO-{cfg.zero}, {cfg.micro_batches} micro-batches ({cfg.schedule}); "
             f"{engine.parameters_per_rank:,} parameters on rank 0")
     if resume:
+        ckpt = Path(cfg.out_dir) / CKPT_NAME
         trainer.resume(ckpt)
+        _stretch_schedule(trainer.scheduler, cfg.max_steps, say)
         say(f"resumed from {ckpt} at step {trainer.step}")
+    elif main:
+        run.created(model_cfg.to_dict(), cfg.to_dict(), tokenizer, data)
     return trainer, trainer.fit()
+
+
+def _stretch_schedule(scheduler: Any, max_steps: int, say: Any) -> None:
+    """A resume with another ``max_steps`` gives the LR schedule that length (the decay
+    is recomputed from the resumed step on)."""
+    total = getattr(scheduler, "total_steps", None)
+    if total is None or total == max_steps:
+        return
+    scheduler.total_steps = max_steps
+    for g, lr in zip(scheduler.optimizer.param_groups, scheduler.get_lr()):
+        g["lr"] = lr
+    say(f"learning-rate schedule: {total} -> {max_steps} steps")
 
 
 def load_run(out_dir: str | Path, which: str = "best") -> tuple:
