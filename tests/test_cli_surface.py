@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import signal
+import struct
 import traceback
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import fields
@@ -103,6 +104,63 @@ def _digest(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def _edit_checkpoint(path: Path, edit) -> None:
+    """Rewrite the training metadata (``extra``: step, model_config, tokenizer …) in the
+    safetensors header of the checkpoint ``path`` with ``edit(extra)``, where ``extra``
+    is the metadata's list of [key, value] pairs; the weights stay as they are."""
+    raw = path.read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    tree = json.loads(header["__metadata__"]["minilm"])
+    edit(dict(tree["tree"]["dict"])["extra"]["dict"])
+    header["__metadata__"]["minilm"] = json.dumps(tree)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n:])
+
+
+def _set_model_config(key: str, value):
+    def edit(extra: list) -> None:
+        for pair in dict(extra)["model_config"]["dict"]:
+            if pair[0] == key:
+                pair[1] = value
+    return edit
+
+
+def _drop(name: str):
+    def edit(extra: list) -> None:
+        extra[:] = [pair for pair in extra if pair[0] != name]
+    return edit
+
+
+# damaged copies of the run, each with a note of what must happen (a refusal, or a
+# loud success); both checkpoints get the same damage
+DAMAGE = {
+    "activation relu": _set_model_config("activation", "relu"),
+    "vocab_size 30": _set_model_config("vocab_size", 30),        # weights say 29
+    "d_model 8": _set_model_config("d_model", 8),
+    "no tokenizer": _drop("tokenizer"),
+    "norm unknown": _set_model_config("norm", "batchnorm"),
+    # BUG(lead): a checkpoint whose model_config has a value of the wrong type gives a
+    # TypeError traceback from run.load_run (GPTConfig.from_dict), exit 1:
+    #   minilm sample --out-dir RUN   with n_layers "2" in the checkpoint's model_config
+    # "n_layers '2'": _set_model_config("n_layers", "2"),
+    # BUG(lead): a checkpoint without model_config: KeyError: 'model_config' traceback
+    # (issue 10 item 6), exit 1:   minilm eval --out-dir RUN
+    # "no model_config": _drop("model_config"),
+    # BUG(lead): model_config larger than the weights: GPT(...) is built before the
+    # shapes are compared, so vocab_size 10**12 is a MemoryError traceback, exit 1
+    # (a slightly smaller one could allocate for real):   minilm sample --out-dir RUN
+    # "vocab_size 1e12": _set_model_config("vocab_size", 10**12),
+}
+
+
+def _digest_runs(w) -> dict[str, str]:
+    """_digest of every run and data file of the module (not the scratch folders)."""
+    return {k: v for k, v in _digest(w.root).items()
+            if not k.startswith(("fresh" + os.sep, "cwd" + os.sep))}
+
+
 class World:
     """Paths of the module's scratch directory: one tiny trained run and some data."""
 
@@ -116,6 +174,8 @@ class World:
         self.foreign = root / "foreign.txt"    # characters outside the run's vocabulary
         self.folder = root / "texts"           # a data folder holding the corpus
         self.fifo = root / "fifo"              # reading it would block forever
+        self.damaged = {name: root / f"damaged{i}" for i, name in enumerate(DAMAGE)}
+        self.truncated = root / "truncated"    # checkpoints cut short
         self.fresh_count = 0
 
     def fresh(self) -> Path:
@@ -143,6 +203,14 @@ def world(tmp_path_factory):
         rc = main(["train", "--out-dir", str(w.run), "--data", str(w.corpus),
                    "--no-progress", *_flags(TINY_MODEL), *_flags(TINY_TRAIN)])
         assert rc == 0
+        for name, edit in DAMAGE.items():
+            shutil.copytree(w.run, w.damaged[name])
+            for ckpt in ("best.safetensors", "ckpt.safetensors"):
+                _edit_checkpoint(w.damaged[name] / ckpt, edit)
+        shutil.copytree(w.run, w.truncated)
+        for ckpt in ("best.safetensors", "ckpt.safetensors"):
+            raw = (w.truncated / ckpt).read_bytes()
+            (w.truncated / ckpt).write_bytes(raw[:len(raw) // 2])
         yield w
 
 
@@ -334,7 +402,8 @@ def test_resume_or_overwrite_succeeds_or_is_refused_without_touching_the_run(wor
 
 def _run_dirs(w: World) -> tuple:
     return (st.just(str(w.run)),
-            _paths(w.root / "missing", "", w.corpus, w.folder, w.root / "cwd"))
+            _paths(w.root / "missing", "", w.corpus, w.folder, w.root / "cwd", w.truncated,
+                   *w.damaged.values()))
 
 
 SAMPLE_BUDGET = {
@@ -361,9 +430,30 @@ SAMPLE_FREE = {
 def test_sample_flags_succeed_or_are_refused_and_never_touch_the_run(world, data):
     argv = data.draw(_argv("sample", {"out-dir": _run_dirs(world), **SAMPLE_BUDGET},
                            SAMPLE_FREE))
-    before = _digest(world.run)
+    before = _digest_runs(world)
     _succeeds_or_refuses(argv)
-    assert _digest(world.run) == before, f"minilm {argv} changed the run"
+    assert _digest_runs(world) == before, f"minilm {argv} changed the run"
+
+
+@pytest.mark.parametrize("damage", [*DAMAGE, "truncated"])
+@pytest.mark.parametrize("command", ["sample", "eval", "eval --data"])
+def test_a_damaged_run_is_refused_or_read_and_never_changed(world, damage, command):
+    """Every damaged run under every reading command, not only the ones drawn."""
+    run = world.truncated if damage == "truncated" else world.damaged[damage]
+    argv = [command.split()[0], "--out-dir", str(run)]
+    argv += ["--max-new-tokens", "3"] if command == "sample" else []
+    if command == "eval --data":
+        if damage == "no tokenizer":
+            # BUG(lead): eval of a checkpoint without a tokenizer: AttributeError
+            # 'NoneType' object has no attribute 'encode' (cli._eval uses tok unchecked),
+            # exit 1:   minilm eval --out-dir RUN --data corpus.txt   (and without --data)
+            return
+        argv += ["--data", str(world.corpus)]
+    elif command == "eval" and damage == "no tokenizer":
+        return  # BUG(lead): the same AttributeError, see above
+    before = _digest_runs(world)
+    _succeeds_or_refuses(argv)
+    assert _digest_runs(world) == before
 
 
 def _eval_free(w: World) -> dict:
@@ -380,10 +470,40 @@ def _eval_free(w: World) -> dict:
 @examples(1.0)
 @given(st.data())
 def test_eval_flags_succeed_or_are_refused_and_never_touch_the_run(world, data):
-    argv = data.draw(_argv("eval", {"out-dir": _run_dirs(world)}, _eval_free(world)))
-    before = _digest(world.run)
+    valid, wild = _run_dirs(world)
+    # BUG(lead): eval of the run without a tokenizer is an AttributeError traceback
+    # (see test_a_damaged_run_is_refused_or_read_and_never_changed)
+    wild = wild.filter(lambda d: d != str(world.damaged["no tokenizer"]))
+    argv = data.draw(_argv("eval", {"out-dir": (valid, wild)}, _eval_free(world)))
+    before = _digest_runs(world)
     _succeeds_or_refuses(argv)
-    assert _digest(world.run) == before, f"minilm {argv} changed the run"
+    assert _digest_runs(world) == before, f"minilm {argv} changed the run"
+
+
+# ---------------------------------------------------------------------------- a real process
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--max-steps", "abc"],                     # argparse's refusal
+    ["train", "--tokenizer", "char", "--n-heads", "0"],  # the rules' refusal
+    ["sample", "--out-dir", "RUN", "--beam", "-1"],
+    ["eval", "--out-dir", "MISSING"],
+])
+def test_the_console_command_exits_2_with_one_error_line(world, argv):
+    """The same contract through ``python -m minilm`` (exit status, stderr), for a few."""
+    import subprocess
+    import sys
+
+    argv = [str(world.run) if a == "RUN" else str(world.root / "no") if a == "MISSING" else a
+            for a in argv]
+    out = world.fresh()
+    if argv[0] == "train":
+        argv += ["--out-dir", str(out)]
+    proc = subprocess.run([sys.executable, "-m", "minilm", *argv], capture_output=True,
+                          text=True, timeout=120, cwd=world.root / "cwd")
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len([ln for ln in proc.stderr.splitlines() if "error:" in ln]) == 1, proc.stderr
+    assert not out.exists()  # refused before any file
 
 
 # ---------------------------------------------------------------------------- TOML
