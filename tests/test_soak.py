@@ -167,6 +167,9 @@ def soak(tmp_path: Path, launcher: list, seed: int, killed_status, extra: tuple 
         assert name == "best.safetensors" or got["extra"]["step"] == STEPS
         assert_identical(got, saved_state(whole / name), f"{where}: {name}")
     assert_identical(rank_files(run), rank_files(whole), f"{where}: rank files")
+    # a kill mid-save leaves a temporary directory; the next save to that name (the step
+    # is redone after the resume) removes it
+    assert sorted(f.name for f in run.iterdir() if f.name.endswith(".tmp")) == [], where
     return {"kill_steps": kill_steps, "seconds": round(time.monotonic() - t0, 1)}
 
 

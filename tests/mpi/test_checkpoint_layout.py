@@ -52,6 +52,7 @@ def test_a_kill_while_checkpointing_leaves_a_set_that_resumes_exactly(mpi, tmp_p
     assert len(set(missing)) == 1 and "step6-rank1-of-2.safetensors is missing" in missing[0]
     assert "must sit beside ckpt.safetensors" in missing[0]
     assert "starts the optimizer afresh" in missing[0]
+    assert r["one_process_resume"]  # what the message offers: the main file alone
     # an older version's set (un-tagged rank files, no list) resumes when its steps match
     assert r["legacy_files"] == ["ckpt.optim-rank0-of-2.safetensors",
                                  "ckpt.optim-rank1-of-2.safetensors", "ckpt.safetensors"]

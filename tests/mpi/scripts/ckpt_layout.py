@@ -26,6 +26,7 @@ from minilm.train import parallel_trainer
 from minilm.train.checkpoint import flatten_state, load_checkpoint, unflatten_state
 from minilm.train.config import TrainConfig
 from minilm.train.parallel_trainer import ParallelTrainer
+from minilm.train.trainer import Trainer
 from minilm.train.training_state import save_training_state
 from tests.mpi.common import CONFIG, make_model, report
 
@@ -105,16 +106,20 @@ class Crash(Exception):
     """Stands for a kill at one moment of a checkpoint write (raised on every rank)."""
 
 
-def make_trainer(out: Path, grid: ProcessGrid) -> ParallelTrainer:
-    """Everything built afresh, as a new job would (dropout on: its RNG must resume)."""
-    model = make_model(dropout=0.1)
+def parts(out: Path) -> tuple:
+    """(model, loader, validation tokens, config), built afresh as a new job would
+    (dropout on: its RNG must resume)."""
     cfg = TrainConfig(out_dir=str(out), batch_size=4, max_steps=STEPS, warmup_steps=1,
                       lr=3e-3, min_lr=3e-4, eval_interval=2, eval_batches=2, ckpt_interval=2,
                       log_interval=1, progress=False, plot=False)
-    engine = ParallelEngine(model, grid, lr=cfg.lr)
     loader = DataLoader(RandomWindowBatches(TOKENS[:2700], 4, CONFIG["context_length"], rng=7),
                         prefetch=0)
-    return ParallelTrainer(engine, loader, TOKENS[2700:], cfg)
+    return make_model(dropout=0.1), loader, TOKENS[2700:], cfg
+
+
+def make_trainer(out: Path, grid: ProcessGrid) -> ParallelTrainer:
+    model, loader, val, cfg = parts(out)
+    return ParallelTrainer(ParallelEngine(model, grid, lr=cfg.lr), loader, val, cfg)
 
 
 def flat(t: ParallelTrainer) -> tuple:
@@ -159,8 +164,9 @@ def kill_run(dp: int, tp: int, pp: int, out: Path) -> None:
     the main file is published but before the old set is removed: the files left are a
     complete set (step 2's, or step 4's), and resuming from them ends bitwise where the
     uninterrupted run ends, with the same metrics.jsonl and the same files. Then the
-    refusals: a rank file missing, an older version's layout whose rank files do not
-    match its main file (and the same layout when they do: it still resumes)."""
+    refusals: a rank file missing (a one-process resume, which needs only the main file,
+    still works), an older version's layout whose rank files do not match its main file
+    (and the same layout when they do: it still resumes)."""
     grid = ProcessGrid(dp=dp, tp=tp, pp=pp)
     w = world()
     is_root = w.rank == 0
@@ -168,6 +174,7 @@ def kill_run(dp: int, tp: int, pp: int, out: Path) -> None:
     whole = make_trainer(out / "whole", grid)
     whole.fit()
     want = flat(whole)
+    want_model = whole.engine.full_state_dict()  # rank 0's
     if is_root:
         res["whole_files"] = ckpt_files(out / "whole")
 
@@ -211,6 +218,12 @@ def kill_run(dp: int, tp: int, pp: int, out: Path) -> None:
         gone.rename(run / "aside")
     w.barrier()
     res["missing"] = refusal(run, grid)
+    if is_root:  # one process reads only the main file: the weights, a fresh optimizer
+        plain = Trainer(*parts(run))
+        plain.resume(run / "ckpt.safetensors")
+        res["one_process_resume"] = bool(plain.step == STEPS and all(
+            np.array_equal(v.numpy(), np.asarray(want_model[k]))
+            for k, v in plain.model.state_dict().items()))
     w.barrier()
 
     # an older version's layout: un-tagged rank files, no list in the main file
