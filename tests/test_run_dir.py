@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -145,6 +146,23 @@ def test_a_stale_lock_is_taken_over(capsys, run, corpus):
     assert main(train(run, corpus, "--resume", "--max-steps", "3")) == 0
     assert "stale lock" in capsys.readouterr().out
     assert not (run / LOCK_NAME).exists()
+
+
+def test_a_zombie_owner_is_stale(run):
+    import socket
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])  # exits; not reaped yet
+    try:
+        for _ in range(200):
+            state = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            if state == "Z":
+                break
+            time.sleep(0.01)
+        assert state == "Z"
+        lock = RunLock(run / LOCK_NAME)
+        assert lock.is_stale({"pid": child.pid, "host": socket.gethostname(), "start": None})
+    finally:
+        child.wait()
 
 
 def test_a_reused_pid_is_not_the_owner(run):

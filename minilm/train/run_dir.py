@@ -145,13 +145,19 @@ def _start_time(pid: int) -> str | None:
 
 
 def _alive(pid: int) -> bool:
+    """The process exists and has not exited (a zombie, dead but not yet reaped by its
+    parent, counts as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, another user's
+        pass
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
         return True
-    return True
+    return state not in ("Z", "X")
 
 
 class RunLock:
