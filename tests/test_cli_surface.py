@@ -1,17 +1,24 @@
 """The whole command-line surface, property-tested (issue 10): drawn flag values and
 TOML documents for ``train``, ``sample`` and ``eval`` on a tiny run either succeed
 (exit 0) or are refused (exit 2 with exactly one ``error:`` line on stderr) — never a
-traceback, never another exit code, never a hang — and the existing run's files are
-byte-identical afterwards (``sample`` and ``eval`` never change them).
+traceback, never another exit code (but 1, one ``error:`` line, for a training stopped
+by a non-finite loss: see docs/reliability.md), never a hang — and the existing run's
+files are byte-identical afterwards: ``sample`` and ``eval`` never change them, a
+refused ``train --resume`` neither, ``train --overwrite`` moves the old run aside whole.
+Damaged runs (edited checkpoint metadata, truncated checkpoints) are read the same way.
 
 Each drawn command runs in-process (``minilm.cli.main``) under a SIGALRM deadline;
 argparse's own refusals (``--max-steps abc``) are ``SystemExit(2)`` with a ``usage:``
-and an ``error:`` line, which count as refusals like the CLI's own.
+and an ``error:`` line, which count as refusals like the CLI's own. A few refusals also
+go through a real ``python -m minilm`` process.
 
 Runs stay tiny whatever is drawn: the settings that set the cost of a run (steps, width,
-depth, context, batch, vocabulary, tokenizer, data, backend, prefetch — ``BUDGET``) are
-drawn only among small valid values or invalid ones, never among large valid ones.
-Everything else may be drawn huge.
+depth, context, batch, vocabulary, tokenizer, data, backend, prefetch: ``TRAIN_BUDGET``,
+``SAMPLE_BUDGET`` and the ``b_int``/``b_str`` TOML keys) are drawn only among small
+valid values or invalid ones, never among large valid ones. Everything else may be
+drawn huge.
+
+Known bugs are left out of the drawn values with a ``# BUG(lead): <repro>`` comment.
 """
 
 from __future__ import annotations
@@ -31,7 +38,6 @@ from dataclasses import fields
 from pathlib import Path
 
 import pytest
-import tomllib
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from strategies import examples
@@ -40,6 +46,11 @@ import minilm as ml
 from minilm.cli import main
 from minilm.nn.transformer import GPTConfig
 from minilm.train.config import TrainConfig
+
+try:  # the TOML tests parse what they write, as minilm reads it
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    tomllib = pytest.importorskip("tomli")
 
 CORPUS = "the quick brown fox jumps over the lazy dog.\n" * 40
 SECONDS = 30  # one drawn command; a tiny run takes well under a second
