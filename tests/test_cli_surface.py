@@ -420,8 +420,13 @@ def test_resume_or_overwrite_succeeds_or_is_refused_without_touching_the_run(wor
             assert not aside and (rc != 2 or _digest(copy) == before), \
                 f"minilm {argv} refused but changed the run"
         else:
-            # the old run is kept whole: where it was (refused up front) or moved aside
-            # (also when the new run is refused later, e.g. for too little data)
+            # the old run is kept whole: where it was (refused up front) or moved aside.
+            # BUG(lead): a refusal that comes after the move (the data read) still moves
+            # the old run aside, although exit 2 promises "nothing was changed":
+            #   minilm train --out-dir RUN --overwrite --data short.txt --tokenizer char
+            # exits 2 ("the training split has 8 tokens, fewer than context_length + 1")
+            # with RUN gone and RUN.old-<date>-<time> in its place. Once fixed, require
+            # `rc != 2 or _digest(copy) == before` here.
             kept = [_digest(p) for p in [copy, *aside] if p.exists()]
             assert before in kept and len(aside) <= 1, f"minilm {argv}: old run lost"
             assert rc == 2 or len(aside) == 1, f"minilm {argv}: nothing moved aside"
