@@ -152,8 +152,6 @@ def _sample(args: argparse.Namespace) -> int:
 
     _check_flags(args, _SAMPLE_RULES)
     model, tok, _ = load_run(args.out_dir, args.checkpoint)
-    if tok is None:
-        raise ValueError(f"the checkpoint in {args.out_dir!r} has no tokenizer")
     prompt = tok.encode(args.prompt) if args.prompt else tok.encode("\n")
     if not prompt:
         prompt = [0]

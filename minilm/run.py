@@ -269,7 +269,9 @@ def _stretch_schedule(scheduler: Any, max_steps: int, say: Any) -> None:
 
 def load_run(out_dir: str | Path, which: str = "best") -> tuple:
     """(model in eval mode, tokenizer, checkpoint metadata) of a finished run; ``which``
-    is ``best`` (lowest validation loss, falling back to the last) or ``last``."""
+    is ``best`` (lowest validation loss, falling back to the last) or ``last``. A
+    checkpoint whose metadata does not describe its weights, or that has no tokenizer,
+    is a ValueError naming the file (checked before the model is built)."""
     from .data import tokenizer_from_dict
 
     out = Path(out_dir)
@@ -278,10 +280,44 @@ def load_run(out_dir: str | Path, which: str = "best") -> tuple:
         raise ValueError(f"no checkpoint in {str(out)!r} (looked for {BEST_NAME} and {CKPT_NAME});"
                          " train first with `minilm train --out-dir …`")
     extra = load_training_state(path)
-    model = GPT(GPTConfig.from_dict(extra["model_config"]))
-    model.load_state_dict(load_model_weights(path))
+    if not isinstance(extra.get("model_config"), dict):
+        raise ValueError(f"{path}: no model_config in its metadata (not written by minilm train)")
+    try:
+        config = GPTConfig.from_dict(extra["model_config"])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: its model_config is not valid: {exc}") from None
+    weights = load_model_weights(path)
+    _check_config_fits(path, config, weights)
+    if not isinstance(extra.get("tokenizer"), dict):
+        raise ValueError(f"{path}: the checkpoint holds no tokenizer, so its ids cannot be "
+                         "turned into text")
+    try:
+        tokenizer = tokenizer_from_dict(extra["tokenizer"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: its tokenizer is not valid: {exc}") from None
+    model = GPT(config)
+    model.load_state_dict(weights)
     model.eval()
-    tokenizer = tokenizer_from_dict(extra["tokenizer"]) if extra.get("tokenizer") else None
     return model, tokenizer, extra
 
 
+def _check_config_fits(path: Path, cfg: GPTConfig, weights: dict) -> None:
+    """The sizes a GPT allocates that the weights fix (vocabulary, width, depth, MLP
+    width, learned positions) match them, so a damaged config cannot make ``GPT(cfg)``
+    allocate far more than the checkpoint holds; load_state_dict checks the rest."""
+    import numpy as np
+
+    def shape(key: str) -> tuple | None:
+        return tuple(np.shape(weights[key])) if key in weights else None
+
+    depth = len({k.split(".")[1] for k in weights if k.startswith("blocks.")})
+    want = [("tok_emb.weight", shape("tok_emb.weight"), (cfg.vocab_size, cfg.d_model)),
+            ("number of blocks", depth, cfg.n_layers),
+            ("blocks.0.mlp.fc.weight", shape("blocks.0.mlp.fc.weight"), (cfg.d_ff, cfg.d_model))]
+    if cfg.positional == "learned":
+        want.append(("pos_emb.weight", shape("pos_emb.weight"), (cfg.context_length, cfg.d_model)))
+    bad = [f"{name}: weights {got} vs config {exp}" for name, got, exp in want
+           if got is not None and got != exp]
+    if bad:
+        raise ValueError(f"{path}: its model_config does not describe its weights ("
+                         + "; ".join(bad) + ")")
