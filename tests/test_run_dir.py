@@ -315,3 +315,13 @@ def test_demo_continues_an_existing_demo_run(capsys, tmp_path, corpus):
     assert main(["demo", "--config", str(cfg)]) == 0  # a second `make demo` is not refused
     out = capsys.readouterr().out
     assert "continuing it" in out and "nothing to train" in out and out.count("sample 1") == 2
+
+
+def test_a_failed_overwrite_puts_the_old_run_back(capsys, run, tmp_path):
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text("x")
+    before = tree(run)
+    refused(capsys, ["train", "--out-dir", str(run), "--data", str(tiny), "--tokenizer", "char",
+                     "--overwrite", "--no-progress"], "training split has")
+    assert tree(run) == before
+    assert not [p for p in run.parent.iterdir() if p.name.startswith("run.old-")]

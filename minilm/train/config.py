@@ -52,7 +52,7 @@ RULES: dict[str, tuple] = {
                    "learned, sinusoidal or rope"),
     "tie_weights": (bool, None, "true or false"),
     "norm": (str, lambda x: x in ("layernorm", "rmsnorm"), "layernorm or rmsnorm"),
-    "activation": (str, None, "a string"),
+    "activation": (str, lambda x: x in ("gelu", "gelu_tanh"), "gelu or gelu_tanh"),
     "window": (int, _pos, "an integer >= 1 (omit it for full causal attention)"),
     "init_std": (float, lambda x: 0.0 < x < _INF, "a finite number > 0"),
     "checkpoint_activations": (bool, None, "true or false"),

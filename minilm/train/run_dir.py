@@ -326,7 +326,8 @@ class RunDir:
 
     def abandon(self) -> None:
         """A new run failed before its record was written: remove what it wrote (only
-        files this attempt can have made) and the directory if this call made it."""
+        files this attempt can have made) and the directory if this call made it; an
+        old run that ``--overwrite`` moved aside is moved back."""
         if self.resume or self.record is not None:
             return
         for name in ("tokenizer.json", "tokens.bin", "tokens.bin.json"):
@@ -334,6 +335,9 @@ class RunDir:
                 (self.path / name).unlink()
         self.close()
         self._remove_if_made()
+        if self.moved_to is not None and not self.path.exists():
+            self.moved_to.rename(self.path)  # --overwrite: the old run back where it was
+            self.moved_to = None
 
     def _remove_if_made(self) -> None:
         if self.made_dir:

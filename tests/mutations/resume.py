@@ -148,3 +148,58 @@ MUTATIONS = [
                for s in ("numpy", "numba") for d in ("numpy", "numba")],
     ),
 ]
+
+# ---------------------------------------------------------------------- owned run directories
+_RUN_DIR = "tests/test_run_dir.py::"
+MUTATIONS += [
+    Mutation(
+        name="run dir: the lock is never taken (two writers)",
+        file="minilm/train/run_dir.py",
+        old="os.link(tmp, self.path)",
+        new="os.replace(tmp, self.path)",
+        tests=[_RUN_DIR + "test_a_live_lock_refuses_a_second_writer"],
+    ),
+    Mutation(
+        name="run dir: a live lock counts as stale (taken over)",
+        file="minilm/train/run_dir.py",
+        old="if not _alive(pid):",
+        new="if _alive(pid):",
+        tests=[_RUN_DIR + "test_a_live_lock_refuses_a_second_writer",
+               _RUN_DIR + "test_a_stale_lock_is_taken_over"],
+    ),
+    Mutation(
+        name="run dir: train into an existing run is allowed (overwrites it)",
+        file="minilm/train/run_dir.py",
+        old="            if not overwrite:\n",
+        new="            if False:\n",
+        tests=[_RUN_DIR + "test_train_into_an_existing_run_is_refused_and_changes_nothing"],
+    ),
+    Mutation(
+        name="resume: settings given again are not compared with the run's",
+        file="minilm/run.py",
+        old="    if diffs:\n",
+        new="    if False:\n",
+        tests=[_RUN_DIR + "test_resume_refuses_other_settings_and_lists_them"],
+    ),
+    Mutation(
+        name="resume: changed training text is not noticed",
+        file="minilm/run.py",
+        old="if want is not None and want != data[\"sha256\"]:",
+        new="if False:",
+        tests=[_RUN_DIR + "test_resume_refuses_changed_data"],
+    ),
+    Mutation(
+        name="resume: a longer run keeps the old LR schedule length",
+        file="minilm/run.py",
+        old="    scheduler.total_steps = max_steps\n",
+        new="    pass\n",
+        tests=[_RUN_DIR + "test_a_longer_resume_stretches_the_lr_schedule"],
+    ),
+    Mutation(
+        name="run dir: a failed new run leaves its tokenizer behind",
+        file="minilm/train/run_dir.py",
+        old='for name in ("tokenizer.json", "tokens.bin", "tokens.bin.json"):',
+        new='for name in ():',
+        tests=[_RUN_DIR + "test_a_failed_first_run_leaves_nothing_behind"],
+    ),
+]
