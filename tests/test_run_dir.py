@@ -17,6 +17,7 @@ import pytest
 from minilm.cli import main
 from minilm.train.run_dir import LOCK_NAME, RECORD_NAME, RunDir, RunLock, read_record
 from minilm.train.training_state import load_training_state
+from tests.test_cli_validation import _refused as refused
 
 CORPUS = "the quick brown fox jumps over the lazy dog.\n" * 40
 TINY = ["--tokenizer", "char", "--n-layers", "1", "--n-heads", "2", "--d-model", "16",
@@ -29,18 +30,6 @@ def tree(path: Path) -> dict:
     """{relative path: sha256} of every file under ``path``."""
     return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(path.rglob("*")) if p.is_file()}
-
-
-def refused(capsys, argv, *must_contain) -> str:
-    rc = main(argv)
-    err = capsys.readouterr().err
-    assert rc == 2, err
-    assert "Traceback" not in err
-    lines = [ln for ln in err.splitlines() if "error:" in ln]
-    assert len(lines) == 1, err
-    for s in must_contain:
-        assert s in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture
