@@ -314,3 +314,17 @@ def test_a_failed_overwrite_puts_the_old_run_back(capsys, run, tmp_path):
                      "--overwrite", "--no-progress"], "training split has")
     assert tree(run) == before
     assert not [p for p in run.parent.iterdir() if p.name.startswith("run.old-")]
+
+
+def test_an_unwritable_out_dir_is_refused_by_name(tmp_path, monkeypatch):
+    # (root ignores chmod, so the permission error is injected where the lock is written)
+    out = tmp_path / "ro"
+    out.mkdir()
+
+    def denied(self, *a, **k):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "write_text", denied)
+    with pytest.raises(ValueError, match=r"cannot write in .*ro.*Permission denied"):
+        RunDir.open(out)
+    assert list(out.iterdir()) == []
