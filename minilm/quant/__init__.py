@@ -5,20 +5,29 @@ Each method adds one ``from .x import ...`` line and one ``__all__ += [...]`` li
 """
 
 from .affine import (
-            BITS,
-            GRANULARITIES,
-            QuantizedTensor,
-            dequantize,
-            fake_quantize,
-            pack_int4,
-            qparams_from_range,
-            qrange,
-            quantize,
-            quantize_weight,
-            unpack_int4,
+    BITS,
+    GRANULARITIES,
+    QuantizedTensor,
+    dequantize,
+    fake_quantize,
+    pack_int4,
+    qparams_from_range,
+    qrange,
+    quantize,
+    quantize_weight,
+    unpack_int4,
+)
+from .observers import (
+    MinMaxObserver,
+    MovingAverageMinMaxObserver,
+    MSEObserver,
+    Observer,
+    PercentileObserver,
 )
 
 __all__: list[str] = []
 __all__ += ["BITS", "GRANULARITIES", "QuantizedTensor", "dequantize", "fake_quantize",
             "pack_int4", "qparams_from_range", "qrange", "quantize", "quantize_weight",
             "unpack_int4"]
+__all__ += ["Observer", "MinMaxObserver", "MovingAverageMinMaxObserver", "PercentileObserver",
+            "MSEObserver"]
