@@ -96,7 +96,7 @@ def qparams_from_range(xmin: Any, xmax: Any, bits: int, symmetric: bool
     where = "qparams_from_range"
     bits = _check_bits(bits, where)
     # Python numbers count as float32 for the scale's dtype; arrays keep theirs.
-    weak = [isinstance(v, (int, float)) and not isinstance(v, bool) for v in (xmin, xmax)]
+    weak = [type(v) in (int, float) for v in (xmin, xmax)]
     xmin = _float_array(np.float64(xmin) if weak[0] else xmin, "xmin", where)
     xmax = _float_array(np.float64(xmax) if weak[1] else xmax, "xmax", where)
     if not (np.all(np.isfinite(xmin)) and np.all(np.isfinite(xmax))):
