@@ -1,5 +1,7 @@
 """Classification losses over a class dim: cross-entropy (class indices or
 probabilities), NLL, KL divergence, multi-class margin; PyTorch names and semantics.
+Knowledge distillation (soft-target KL + hard CE, hidden-state MSE) is composed of
+these at the end of the file.
 The losses computed entry by entry (regression, binary cross-entropy, hinge embedding)
 are in elementwise_losses.py (and re-exported here); the helpers of both are in
 _loss_util.py.
@@ -16,6 +18,8 @@ constants.
 from __future__ import annotations
 
 from typing import Any
+
+import numpy as np
 
 from ..autograd import Function
 from ..backends.interface import kernel
@@ -44,11 +48,14 @@ from .elementwise_losses import (  # re-exported: every loss is in minilm.functi
     mse_loss,
     smooth_l1_loss,
 )
+from .nn import log_softmax
 
 __all__ = [
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
+    "distillation_loss",
+    "hidden_state_mse",
     "hinge_embedding_loss",
     "huber_loss",
     "kl_div",
@@ -401,3 +408,71 @@ def multi_margin_loss(input: Tensor, target: Tensor, p: int = 1,
     _check_targets(op, target, c, None)
     return MultiMargin.apply(input, target, weight, p=int(p), margin=float(margin),
                              reduction=reduction)
+
+
+# ---------------------------------------------------------------- knowledge distillation
+
+
+def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, targets: Any = None,
+                      T: float = 2.0, alpha: float = 0.5, ignore_index: int = -100) -> Tensor:
+    """Knowledge distillation (Hinton et al. 2015), classes on the last dim::
+
+        alpha * T^2 * KL(softmax(z_t / T) || softmax(z_s / T)) + (1 - alpha) * CE(z_s, y)
+
+    The KL is summed over classes and averaged over positions whose target is not
+    ``ignore_index`` (all positions when ``targets`` is None, which needs alpha = 1); CE
+    is :func:`cross_entropy`. The gradient of the soft term wrt z_s is
+    (softmax(z_s/T) - softmax(z_t/T)) / T per position, so T^2 keeps its size comparable
+    to the hard term's as T changes. Composed of log_softmax, kl_div and cross_entropy:
+    their backwards give the gradient; the teacher logits are constants (detached).
+    alpha = 0 gives exactly the CE, alpha = 1 exactly T^2 * KL."""
+    op = "distillation_loss"
+    _check_float(op, student_logits, "student_logits")
+    teacher = _as_tensor(teacher_logits, student_logits).detach()
+    _check_float(op, teacher, "teacher_logits")
+    _same_shape(op, student_logits, teacher)
+    if not (isinstance(T, (int, float)) and not isinstance(T, bool) and 0 < T < float("inf")):
+        raise ValueError(f"{op}: T must be a finite number > 0, got {T!r}")
+    if not (isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and 0 <= alpha <= 1):
+        raise ValueError(f"{op}: alpha must be a number in [0, 1], got {alpha!r}")
+    if student_logits.ndim == 0:
+        raise ValueError(f"{op}: logits must have a class dim, got a 0-d tensor")
+    if targets is None and alpha < 1:
+        raise ValueError(f"{op}: targets are needed unless alpha = 1 (got alpha={alpha})")
+    c = student_logits.shape[-1]
+    zs = student_logits.reshape(-1, c)
+    y = None
+    if targets is not None:
+        y = targets if isinstance(targets, Tensor) else Tensor(targets, backend=zs.backend)
+        if int(np.prod(y.shape)) != zs.shape[0]:
+            raise ValueError(f"{op}: targets {y.shape} must have the logits' shape "
+                             f"{student_logits.shape} without its last (class) dim")
+        y = y.reshape(-1)
+    hard = cross_entropy(zs, y, ignore_index=ignore_index) if alpha < 1 else None
+    if alpha == 0:
+        return hard
+    log_q = log_softmax(zs / T, dim=-1)
+    log_p = log_softmax(teacher.reshape(-1, c) / T, dim=-1)
+    kl_rows = kl_div(log_q, log_p, reduction="none", log_target=True).sum(dim=-1)
+    if y is None:
+        soft = kl_rows.mean()
+    else:
+        valid = (y.data != ignore_index).astype(zs.dtype)
+        soft = (kl_rows * Tensor._make(valid)).sum() / max(float(valid.sum()), 1.0)
+    soft = soft * (T * T)
+    if alpha == 1:
+        return soft
+    return soft * alpha + hard * (1.0 - alpha)
+
+
+def hidden_state_mse(student_h: Tensor, teacher_h: Any, proj: Any = None) -> Tensor:
+    """mean((proj(h_s) - h_t)^2) over all entries: hidden-state distillation (FitNets,
+    TinyBERT). ``proj`` (e.g. a Linear d_student -> d_teacher, trained with the student)
+    maps student states to the teacher's width; the teacher states are constants."""
+    op = "hidden_state_mse"
+    h = proj(student_h) if proj is not None else student_h
+    t = _as_tensor(teacher_h, h).detach()
+    if h.shape != t.shape:
+        raise ValueError(f"{op}: student states {h.shape} (after proj) and teacher states "
+                         f"{t.shape} differ; pass proj to map the student's width")
+    return mse_loss(h, t)
