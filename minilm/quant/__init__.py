@@ -17,12 +17,30 @@ from .affine import (
     quantize_weight,
     unpack_int4,
 )
+from .low_rank import (
+    LowRankLinear,
+    choose_rank,
+    factorize_linear,
+    format_low_rank,
+    low_rank_model,
+)
 from .observers import (
     MinMaxObserver,
     MovingAverageMinMaxObserver,
     MSEObserver,
     Observer,
     PercentileObserver,
+)
+from .prune import (
+    GradualPruner,
+    PruningMasks,
+    format_sparsity,
+    magnitude_prune,
+    prune_attention_heads,
+    prune_mlp_neurons,
+    select_linears,
+    sparsity_report,
+    zhu_gupta_sparsity,
 )
 
 __all__: list[str] = []
@@ -31,3 +49,8 @@ __all__ += ["BITS", "GRANULARITIES", "QuantizedTensor", "dequantize", "fake_quan
             "unpack_int4"]
 __all__ += ["Observer", "MinMaxObserver", "MovingAverageMinMaxObserver", "PercentileObserver",
             "MSEObserver"]
+__all__ += ["LowRankLinear", "choose_rank", "factorize_linear", "format_low_rank",
+            "low_rank_model"]
+__all__ += ["GradualPruner", "PruningMasks", "format_sparsity", "magnitude_prune",
+            "prune_attention_heads", "prune_mlp_neurons", "select_linears",
+            "sparsity_report", "zhu_gupta_sparsity"]
