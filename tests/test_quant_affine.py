@@ -49,7 +49,7 @@ def weights(draw, granularity: str) -> tuple[np.ndarray, int | None]:
     else:
         n_in = draw(st.integers(1, 37))
     dtype = draw(st.sampled_from([np.float32, np.float64]))
-    mag = draw(st.sampled_from([1e-3, 1.0, 50.0]))
+    mag = draw(st.sampled_from([1e-3, 1.0, 50.0, 1e-41, 1e30]))  # 1e-41: float32 subnormals
     dense = st.integers(0, 2**32 - 1).map(
         lambda seed: np.random.default_rng(seed).uniform(-1, 1, (out, n_in)))
     drawn = hnp.arrays(np.float64, (out, n_in),
@@ -300,6 +300,8 @@ def test_bad_input_is_named():
         quantize_weight(np.array([[1.0, np.nan]]))
     with pytest.raises(ValueError, match="positive"):
         quantize(w, 0.0, 0, 8, True)
+    with pytest.raises(ValueError, match=r"shape \(2,\) holds NaN"):
+        quantize(np.array([np.nan, 1.0]), 1.0, 0, 8, True)
     with pytest.raises(ValueError, match="finite"):
         qparams_from_range(-np.inf, 1.0, 8, True)
     with pytest.raises(ValueError, match="xmin > xmax"):

@@ -21,7 +21,8 @@ Conventions of this module:
   stored one value per int8 byte.
 - Scales are float32, or float64 when the input is float64. Zero points are integer
   valued and stored as ``int32`` (symmetric: all zeros), so ``q − z`` never overflows.
-- A zero range (all values equal to 0) gets s = 1 and z = 0: nothing divides by 0.
+- A zero range (all values equal to 0) gets s = 1 and z = 0: nothing divides by 0. A
+  scale below the smallest normal float (a range of subnormals) is raised to it.
 - Weight granularities for W of shape (out, in): ``"tensor"`` (one scale, shape ()),
   ``"channel"`` (one per output row, shape (out,)), ``"group"`` (one per row and per run
   of ``group_size`` consecutive input columns, shape (out, in // group_size)).
@@ -74,6 +75,13 @@ def _scale_dtype(*arrays: np.ndarray) -> np.dtype:
 # ---------------------------------------------------------------------------- the grid
 
 
+def _usable(scale: np.ndarray) -> np.ndarray:
+    """s = 1 where the range was 0 (or s underflowed to 0); a subnormal s is raised to the
+    smallest normal float, whose steps x / s and s · (q − z) keep full precision."""
+    tiny = np.finfo(scale.dtype).tiny
+    return np.where(scale > 0, np.maximum(scale, tiny), 1).astype(scale.dtype)
+
+
 def qrange(bits: int, symmetric: bool) -> tuple[int, int]:
     """(qmin, qmax) of the signed grid: symmetric (−(2^(b−1)−1), 2^(b−1)−1), asymmetric
     (−2^(b−1), 2^(b−1)−1). bits ∈ {2, 3, 4, 8}."""
@@ -110,11 +118,10 @@ def qparams_from_range(xmin: Any, xmax: Any, bits: int, symmetric: bool
     if symmetric:
         scale = (np.maximum(-lo, hi) / qmax).astype(dtype)
         zero = np.zeros(scale.shape, np.int32)
-        scale = np.where(scale > 0, scale, dtype.type(1)).astype(dtype)
-        return scale, zero
+        return _usable(scale), zero
     scale = ((hi - lo) / (qmax - qmin)).astype(dtype)
     empty = ~(scale > 0)  # a zero range, or one so small its scale underflows
-    scale = np.where(empty, dtype.type(1), scale).astype(dtype)
+    scale = _usable(scale)
     zero = np.rint(qmin - lo / scale.astype(np.float64))
     zero = np.where(empty, 0, np.clip(zero, qmin, qmax)).astype(np.int32)
     return scale, zero
@@ -130,8 +137,11 @@ def quantize(x: Any, scale: Any, zero: Any, bits: int, symmetric: bool) -> np.nd
     if not (np.all(np.isfinite(scale)) and np.all(scale > 0)):
         raise ValueError(f"{where}: scales must be positive and finite, got {scale}")
     qmin, qmax = qrange(bits, symmetric)
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{where}: x of shape {x.shape} holds NaN or inf")
     ctype = np.result_type(x.dtype, scale.dtype, np.float32)  # compute in float32 at least
-    t = np.rint(x.astype(ctype, copy=False) / scale.astype(ctype, copy=False))
+    with np.errstate(over="ignore"):  # x / s past the float range is ±inf, clamped below
+        t = np.rint(x.astype(ctype, copy=False) / scale.astype(ctype, copy=False))
     t += np.asarray(zero).astype(ctype)
     return np.clip(t, qmin, qmax).astype(np.int8)
 
