@@ -428,3 +428,20 @@ def test_observers_plug_into_quantize_weight():
     mse = quantize_weight(w, 4, True, "channel", observer=MSEObserver(4, True, granularity="channel"))
     err = np.sum((mse.dequantize() - w) ** 2, axis=1)
     assert np.all(err <= np.sum((quantize_weight(w, 4, True, "channel").dequantize() - w) ** 2, 1) + 1e-6)
+
+
+def test_dequantize_never_wraps_int8():
+    q, z = np.array([127, -128], np.int8), np.array([-128, 127], np.int8)
+    np.testing.assert_array_equal(dequantize(q, np.float32(0.5), z), [127.5, -127.5])
+
+
+def test_observers_take_tensors_and_keep_float32():
+    x = np.random.default_rng(2).standard_normal((4, 6)).astype(np.float32)
+    for obs in (MinMaxObserver("channel", axis=-1), PercentileObserver(99.0, "channel", axis=-1),
+                MSEObserver(8, False, grid=10, granularity="channel", axis=-1)):
+        t = Tensor(x)
+        assert obs.observe(t) is t
+        lo, hi = obs.range()
+        assert lo.shape == (6,) and lo.dtype == np.float32
+        s, z = obs.qparams(8, False)
+        assert s.dtype == np.float32 and z.dtype == np.int32 and s.shape == (6,)
