@@ -33,6 +33,7 @@ inputs are never written unless the contract says "in place".
 | cross_entropy, cross_entropy_backward | functional/losses.py |
 | sgd_step | optim/sgd.py |
 | adam_step | optim/adam.py |
+| int8_matmul, linear_int8_weight, linear_int4_weight | quant/linear.py |
 """
 
 from __future__ import annotations
@@ -162,6 +163,27 @@ class Backend(Protocol):
         """One Adam/AdamW step (t = ``step`` from 1) IN PLACE on ``param``, ``exp_avg``,
         ``exp_avg_sq`` and ``amsgrad_max`` (if given); ``grad`` is only read."""
 
+
+    # ------------------------------------------------------------------ quantized linear
+    def int8_matmul(self, a: Any, b: Any) -> Any:
+        """a (M, K) int8, b (N, K) int8. New (M, N) int32: a @ b^T, exactly (the int32
+        sums cannot overflow for K <= 2^31 / 128^2 = 131072; larger K raises
+        ValueError)."""
+
+    def linear_int8_weight(self, x: Any, q: Any, scale: Any, zero: Any, group_size: int,
+                           bias: Any) -> Any:
+        """x (..., K) float; q (N, K) int8; scale, zero (N, K / group_size) float;
+        bias (N,) or None. New y (..., N) in x's dtype: y = x W^T + b with
+        W[n, k] = scale[n, g] (q[n, k] - zero[n, g]), g = k // group_size (zero
+        integer valued). A fast
+        backend must not build W: it reads q and scales on the fly."""
+
+    def linear_int4_weight(self, x: Any, packed: Any, scale: Any, zero: Any,
+                           group_size: int, bias: Any) -> Any:
+        """As ``linear_int8_weight`` with q (N, K) stored as signed 4-bit codes in
+        [-8, 7], two per byte of ``packed`` (N, ceil(K / 2)) uint8: q[n, 2j] in the low
+        nibble of packed[n, j], q[n, 2j + 1] in the high one, each as its two's
+        complement (quant/affine.py ``pack_int4``)."""
 
 #: Every overridable kernel, in the order of ``Backend``.
 KERNELS: tuple[str, ...] = tuple(

@@ -56,12 +56,19 @@ from ._numba_kernels import (
     _softmax_backward_kernel,
     _softmax_kernel,
 )
+from ._numba_quant_kernels import (
+    _group_sums,
+    _int8_matmul_kernel,
+    _linear_int4_kernel,
+    _linear_int8_kernel,
+)
 from ._numba_update_kernels import _adam_kernel, _embedding_backward_kernel, _sgd_kernel
 from .numpy_backend import NumpyBackend
 
 __all__ = ["NumbaBackend"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_INT8_MAX_K = 2**31 // 128**2  # int32 sums of int8 products cannot overflow up to here
 
 
 # ============================================================================ helpers
@@ -467,3 +474,68 @@ class NumbaBackend(NumpyBackend):
                      dt(beta1), dt(1.0 - beta2), dt(beta2), dt(math.sqrt(bias_correction2)),
                      dt(eps), dt(lr / bias_correction1), dt(weight_decay), bool(decoupled),
                      bool(maximize))
+
+    # ------------------------------------------------------------------ quantized linear
+    def int8_matmul(self, a, b):
+        """a (M, K) int8 @ b (N, K)^T in int32 by a Numba loop (NumPy's integer matmul
+        has no BLAS); exact, as the reference."""
+        if not (a.ndim == 2 and b.ndim == 2 and a.dtype == np.int8 and b.dtype == np.int8
+                and a.shape[1] == b.shape[1] and 0 < a.shape[1] <= _INT8_MAX_K
+                and a.size and b.size):
+            return super().int8_matmul(a, b)
+        out = np.empty((a.shape[0], b.shape[0]), dtype=np.int32)
+        _int8_matmul_kernel(_c(a), _c(b), out)
+        return out
+
+    def _quant_linear_args(self, x, scale, zero, group_size: int, bias, N: int):
+        """The float32 (rows, K) view of x and the float32 (N, G) scale and zero, the
+        (N,) bias and group sums, or None when the fused kernel does not apply (x not
+        float32, a group size not dividing K, mismatched shapes)."""
+        if not (x.dtype == np.float32 and x.ndim >= 1 and x.size and N):
+            return None
+        K = x.shape[-1]
+        if not (group_size >= 1 and K % group_size == 0):
+            return None
+        G = K // group_size
+        if scale.size != N * G or zero.size != N * G or (bias is not None and bias.size != N):
+            return None
+        x2 = _rows(x)
+        s = _c(scale, dtype=np.float32).reshape(N, G)
+        z = _c(zero, dtype=np.float32).reshape(N, G)
+        b = np.zeros(N, np.float32) if bias is None else _c(bias, dtype=np.float32).reshape(N)
+        has_zero = bool(np.any(z))
+        xs = np.empty((x2.shape[0], G), np.float32)
+        if has_zero:
+            _group_sums(x2, group_size, G, xs)
+        return x2, s, z, b, has_zero, xs
+
+    def linear_int8_weight(self, x, q, scale, zero, group_size: int, bias):
+        """The weight-only int8 linear, reading the int8 weight and scaling per group on
+        the fly (_numba_quant_kernels.py)."""
+        args = None
+        if q.ndim == 2 and q.dtype == np.int8 and x.ndim >= 1 and q.shape[1] == x.shape[-1]:
+            args = self._quant_linear_args(x, scale, zero, int(group_size), bias, q.shape[0])
+        if args is None:
+            return super().linear_int8_weight(x, q, scale, zero, group_size, bias)
+        x2, s, z, b, has_zero, xs = args
+        out = np.empty((x2.shape[0], q.shape[0]), np.float32)
+        _linear_int8_kernel(x2, _c(q), s, z, int(group_size), has_zero, xs, b, out)
+        return out.reshape(x.shape[:-1] + (q.shape[0],))
+
+    def linear_int4_weight(self, x, packed, scale, zero, group_size: int, bias):
+        """The weight-only int4 linear, unpacking the nibbles and scaling per group on
+        the fly; rows must start on a byte (K even) and groups too (group size even),
+        else the reference runs."""
+        N = scale.shape[0] if scale.ndim else 0
+        K = x.shape[-1] if x.ndim else 0
+        gs = int(group_size)
+        args = None
+        if (packed.dtype == np.uint8 and K % 2 == 0 and gs % 2 == 0
+                and packed.shape == (N, K // 2)):
+            args = self._quant_linear_args(x, scale, zero, gs, bias, N)
+        if args is None:
+            return super().linear_int4_weight(x, packed, scale, zero, group_size, bias)
+        x2, s, z, b, has_zero, xs = args
+        out = np.empty((x2.shape[0], N), np.float32)
+        _linear_int4_kernel(x2, _c(packed).reshape(-1), s, z, gs, has_zero, xs, b, out)
+        return out.reshape(x.shape[:-1] + (N,))

@@ -17,6 +17,8 @@ from .affine import (
     quantize_weight,
     unpack_int4,
 )
+from .linear import QuantizedLinear, W8A8Linear, calibrate, quantize_model
+from .llm_int8 import LLMInt8Linear
 from .low_rank import (
     LowRankLinear,
     choose_rank,
@@ -54,3 +56,4 @@ __all__ += ["LowRankLinear", "choose_rank", "factorize_linear", "format_low_rank
 __all__ += ["GradualPruner", "PruningMasks", "format_sparsity", "magnitude_prune",
             "prune_attention_heads", "prune_mlp_neurons", "select_linears",
             "sparsity_report", "zhu_gupta_sparsity"]
+__all__ += ["QuantizedLinear", "W8A8Linear", "calibrate", "quantize_model", "LLMInt8Linear"]

@@ -1,0 +1,114 @@
+"""The Numba kernels of the quantized linear layers (minilm/quant/linear.py): the
+int8 x int8 -> int32 product of W8A8 and the weight-only int8 / int4 linears.
+
+The weight-only kernels never build a float copy of the weight. Each output row n of
+the weight is read once per block of input rows, as bytes; the products with x are
+summed in float32 over one group of ``group_size`` inputs and then scaled:
+
+    y[m, n] = b[n] + sum_g scale[n, g] * (sum_{k in g} x[m, k] q[n, k] - zero[n, g] xs[m, g])
+
+with ``xs[m, g] = sum_{k in g} x[m, k]`` (computed once per row of x, and only used
+when the zero points are not all zero). Work is split over blocks of ``_ROWS`` output
+rows (``prange``); inside a block the loop runs over the rows of x, so a row of x is
+reused for the ``_ROWS`` weight rows while it sits in L1 and the block of weight bytes
+(``_ROWS * K``) stays in L2 for all rows of x. The float sums are allowed to be
+reassociated (``fastmath={"reassoc", "contract"}``) so that LLVM vectorises them:
+results differ from the NumPy reference by float32 rounding only (see
+tests/test_quant_linear.py for the bound).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+_FAST = {"reassoc", "contract"}  # reassociated float sums: vectorised; no nnan/ninf
+_JIT = dict(parallel=True, cache=True, error_model="numpy", fastmath=_FAST)
+_ROWS = 16  # output rows per parallel task
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def _int8_matmul_kernel(a, b, out):
+    """out (M, N) int32 = a (M, K) int8 @ b (N, K)^T, summed in int32 (exact: integer
+    addition is associative, so the vectorised sum is the sum)."""
+    M, K = a.shape
+    N = b.shape[0]
+    nblocks = (N + _ROWS - 1) // _ROWS
+    for blk in prange(nblocks):
+        n0 = blk * _ROWS
+        n1 = min(n0 + _ROWS, N)
+        for m in range(M):
+            for n in range(n0, n1):
+                acc = np.int32(0)
+                for k in range(K):
+                    acc += np.int32(a[m, k]) * np.int32(b[n, k])
+                out[m, n] = acc
+
+
+@njit(**_JIT)
+def _group_sums(x, gs, G, out):
+    """out[m, g] = sum of x[m, g gs : (g + 1) gs] (float32)."""
+    M = x.shape[0]
+    for m in prange(M):
+        for g in range(G):
+            s = np.float32(0.0)
+            for k in range(g * gs, (g + 1) * gs):
+                s += x[m, k]
+            out[m, g] = s
+
+
+@njit(**_JIT)
+def _linear_int8_kernel(x, q, scale, zero, gs, has_zero, xs, bias, out):
+    """out (M, N) = x (M, K) float32 times the int8 weight q (N, K) with group scales
+    scale, zero (N, G), plus bias (N,) (zeros when the layer has none)."""
+    M, K = x.shape
+    N = q.shape[0]
+    G = K // gs
+    nblocks = (N + _ROWS - 1) // _ROWS
+    for blk in prange(nblocks):
+        n0 = blk * _ROWS
+        n1 = min(n0 + _ROWS, N)
+        for m in range(M):
+            for n in range(n0, n1):
+                acc = np.float32(0.0)
+                for g in range(G):
+                    part = np.float32(0.0)
+                    for k in range(g * gs, (g + 1) * gs):
+                        part += x[m, k] * np.float32(q[n, k])
+                    if has_zero:
+                        part -= zero[n, g] * xs[m, g]
+                    acc += scale[n, g] * part
+                out[m, n] = acc + bias[n]
+
+
+@njit(**_JIT)
+def _linear_int4_kernel(x, packed, scale, zero, gs, has_zero, xs, bias, out):
+    """As _linear_int8_kernel with the signed 4-bit codes two per byte of the flat
+    ``packed``: row n is bytes [n K/2, (n + 1) K/2) (K even), element 2j of a row in the
+    low nibble of byte j, element 2j + 1 in the high one. A nibble c stands for
+    (c ^ 8) - 8, which maps 0..7 to 0..7 and 8..15 to -8..-1 without a branch."""
+    M, K = x.shape
+    N = scale.shape[0]
+    G = K // gs
+    half = K // 2
+    ghalf = gs // 2
+    off = np.int32(8)
+    nblocks = (N + _ROWS - 1) // _ROWS
+    for blk in prange(nblocks):
+        n0 = blk * _ROWS
+        n1 = min(n0 + _ROWS, N)
+        for m in range(M):
+            for n in range(n0, n1):
+                row = n * half
+                acc = np.float32(0.0)
+                for g in range(G):
+                    part = np.float32(0.0)
+                    for j in range(g * ghalf, (g + 1) * ghalf):
+                        byte = np.int32(packed[row + j])
+                        lo = ((byte & np.int32(15)) ^ off) - off
+                        hi = ((byte >> np.int32(4)) ^ off) - off
+                        part += x[m, 2 * j] * np.float32(lo) + x[m, 2 * j + 1] * np.float32(hi)
+                    if has_zero:
+                        part -= zero[n, g] * xs[m, g]
+                    acc += scale[n, g] * part
+                out[m, n] = acc + bias[n]

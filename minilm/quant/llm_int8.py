@@ -1,0 +1,83 @@
+"""LLM.int8(): W8A8 with a float path for outlier features (Dettmers et al., 2022,
+"LLM.int8(): 8-bit Matrix Multiplication for Transformers at Scale").
+
+Large transformers have a few hidden features (columns of x) whose magnitude is
+10-100x the rest. One such column sets the per-token scale s_x = max|x[m]| / 127 of
+every row it touches, and the ordinary features of that row are then rounded to a few
+levels. The mixed decomposition takes the outlier columns O out of the int8 product::
+
+    O        = { k : max_m |x[m, k]| > threshold }            (default 6.0)
+    y[m, n]  = Σ_{k∈O} x[m, k] W[n, k]                          float, exact weights
+             + s_x[m] s_w[n] Σ_{k∉O} qx[m, k] qw[n, k]          vector-wise int8
+             + b[n]
+
+with s_x[m] = max_{k∉O} |x[m, k]| / 127 per token (row of x) and s_w[n] =
+max_k |W[n, k]| / 127 per output channel, as in W8A8Linear. O is chosen afresh for
+every input; ``outlier_fraction`` is |O| / K of the last call and
+``outlier_fraction_running`` the fraction over all calls so far.
+
+The layer keeps the float weight beside its int8 copy (as the paper's fp16 weights),
+so it saves no memory: its point is W8A8 accuracy on models with outlier features.
+With ``threshold=inf`` it computes exactly W8A8Linear(act="token"); with
+``threshold=0`` every non-zero column is an outlier and it is the float linear.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..nn.layers import Linear
+from ..tensor import Tensor
+from .linear import W8A8Linear, per_token_scales, w8a8_product
+
+__all__ = ["LLMInt8Linear"]
+
+
+class LLMInt8Linear(W8A8Linear):
+    """W8A8 (per-token activations, per-channel weights) plus a float matmul over the
+    input columns whose max |x| exceeds ``threshold``; see the module docstring."""
+
+    def __init__(self, linear: Linear, threshold: float = 6.0) -> None:
+        super().__init__(linear, act="token")
+        threshold = float(threshold)
+        if math.isnan(threshold) or threshold < 0:
+            raise ValueError(f"LLMInt8Linear: threshold must be >= 0, got {threshold}")
+        self.threshold = threshold
+        self.register_buffer("weight", Tensor(np.array(linear.weight.data, copy=True)))
+        self.outlier_fraction = 0.0
+        self._outlier_cols = 0
+        self._cols_seen = 0
+
+    @classmethod
+    def from_linear(cls, linear: Linear, threshold: float = 6.0) -> LLMInt8Linear:  # type: ignore[override]
+        return cls(linear, threshold)
+
+    @property
+    def outlier_fraction_running(self) -> float:
+        """Outlier columns / columns over every call so far (0 before the first)."""
+        return self._outlier_cols / self._cols_seen if self._cols_seen else 0.0
+
+    def _compute(self, be, x):
+        x2 = x.reshape(-1, self.in_features)
+        outliers = np.abs(x2).max(axis=0) > self.threshold if x2.shape[0] else \
+            np.zeros(self.in_features, bool)
+        n_out = int(outliers.sum())
+        self.outlier_fraction = n_out / self.in_features
+        self._outlier_cols += n_out
+        self._cols_seen += self.in_features
+        regular = np.where(outliers, x2.dtype.type(0), x2) if n_out else x2
+        y = w8a8_product(be, regular, per_token_scales(regular), self.qweight.data,
+                         self.w_scale.data, self._bias())
+        if n_out:
+            w_out = self.weight.data[:, outliers].astype(x2.dtype, copy=False)
+            y = y + x2[:, outliers] @ w_out.T
+        return y.reshape(x.shape[:-1] + (self.out_features,))
+
+    def dequantized_weight(self) -> np.ndarray:
+        return self.weight.data
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"threshold={self.threshold}, bias={self.bias is not None}")
