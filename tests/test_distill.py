@@ -4,6 +4,10 @@ hidden_state_mse) against its formula and its gradient, and the training helper
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -140,3 +144,11 @@ def test_a_distilled_student_gets_closer_to_the_teacher():
     assert len(losses) == 30 and losses[-1] < losses[0]
     assert after < 0.7 * before
     assert teacher.training and student.training  # modes restored
+
+
+def test_example_runs_in_reduced_form():
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "examples" / "distill.py"), "--steps", "2"],
+                         capture_output=True, text=True, timeout=120, cwd=root)
+    assert out.returncode == 0, out.stderr
+    assert "distilled" in out.stdout and "hard labels only" in out.stdout

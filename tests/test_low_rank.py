@@ -5,6 +5,10 @@ where it saves parameters."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -145,3 +149,12 @@ def test_low_rank_model_at_full_energy_keeps_the_function():
     np.testing.assert_allclose(model(x).data, want, rtol=1e-9, atol=1e-12)
     with pytest.raises(ValueError, match="energy"):
         low_rank_model(model, energy=0)
+
+
+def test_example_runs_in_reduced_form():
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "examples" / "low_rank.py"), "--steps", "2",
+                          "--energies", "0.9,0.5", "--finetune-steps", "1", "--table"],
+                         capture_output=True, text=True, timeout=120, cwd=root)
+    assert out.returncode == 0, out.stderr
+    assert "0.50" in out.stdout and "params x" in out.stdout

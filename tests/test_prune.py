@@ -5,6 +5,10 @@ Zhu-Gupta cubic schedule, and prune -> fine-tune lowering the loss."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -305,3 +309,13 @@ def test_prune_then_finetune_lowers_the_loss():
     _, tuned = model(x, y)
     assert tuned.item() < after_prune.item()
     assert sparsity_report(model)["sparsity"] == pytest.approx(0.7, abs=1e-3)
+
+
+def test_example_runs_in_reduced_form():
+    root = Path(__file__).resolve().parents[1]
+    for extra in ([], ["--gradual", "--sparsity", "0.6"]):
+        out = subprocess.run([sys.executable, str(root / "examples" / "prune.py"), "--steps", "2",
+                              "--finetune-steps", "10", *extra], capture_output=True, text=True,
+                             timeout=120, cwd=root)
+        assert out.returncode == 0, out.stderr
+        assert "fine-tuned 10 steps" in out.stdout and "total" in out.stdout
