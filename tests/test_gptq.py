@@ -233,3 +233,16 @@ def test_model_bad_group_size_changes_nothing():
     with pytest.raises(ValueError, match="calib_batches is empty"):
         gptq_quantize_model(model, [], bits=4)
     np.testing.assert_array_equal(model.blocks[0].mlp.fc.weight.data, before)
+
+
+def test_example_runs_reduced():
+    """examples/quantize_gptq.py end to end, reduced (CI form of the example)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    p = subprocess.run([sys.executable, "examples/quantize_gptq.py", "--steps", "2",
+                        "--calib-batches", "1", "--eval-batches", "1"],
+                       cwd=root, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "RTN  int4 g64" in p.stdout and "GPTQ int4 g64" in p.stdout

@@ -198,3 +198,16 @@ def test_prepare_qat_bad_arguments_change_nothing():
     with pytest.raises(ValueError, match="bits=5"):
         prepare_qat(model, bits=5)
     assert not any(isinstance(m, QATLinear) for m in model.modules())
+
+
+def test_example_runs_reduced():
+    """examples/qat.py end to end, reduced (CI form of the example)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    p = subprocess.run([sys.executable, "examples/qat.py", "--steps", "2", "--qat-steps", "2",
+                        "--eval-batches", "1"],
+                       cwd=root, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "PTQ int4 (RTN)" in p.stdout and "QAT int4" in p.stdout

@@ -116,7 +116,8 @@ class FakeQuantize(Module):
     granularity "tensor": one (s, z) for the whole tensor, from ``observer`` (default a
     moving-average min/max, momentum 0.9) fed on every training forward; "channel": one
     per row of a 2-D (out, in) tensor, "group": one per row and per ``group_size``
-    consecutive columns, both from the min/max of the current tensor (weights).
+    consecutive columns, both from the min/max of the current tensor (weights; they
+    follow it in eval mode too, so the last optimizer step is seen).
     ``freeze_after``: after that many training forwards the qparams stay fixed (None:
     never). ``learn_scale``: s is a Parameter (LSQ), initialised from the first range
     and then trained (the observer is no longer consulted); z stays fixed. ``shape``:
@@ -196,7 +197,10 @@ class FakeQuantize(Module):
         self.initialized = True
 
     def forward(self, x: Tensor) -> Tensor:
-        if (self.training and not self.frozen) or not self.initialized:
+        # activation ranges are learned in training only; weight ranges (channel,
+        # group) follow the current weight in eval too, until frozen
+        follow = self.training or self.granularity != "tensor"
+        if (follow and not self.frozen) or not self.initialized:
             self._update_qparams(x)
         if self.training:
             self.steps += 1
