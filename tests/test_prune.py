@@ -147,6 +147,24 @@ def test_masks_survive_adamw_steps_with_weight_decay():
     assert "step" not in opt.__dict__
 
 
+def test_without_attach_adam_moments_revive_pruned_weights():
+    """The control of the test above: masking the gradient alone is not enough."""
+    model = tiny_gpt()
+    x, y = batch()
+    opt = optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    for _ in range(3):
+        _, loss = model(x, y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    masks = magnitude_prune(model, 0.5)  # grads are masked by the hook, moments are not
+    _, loss = model(x, y)
+    loss.backward()
+    opt.step()
+    name = "blocks.0.mlp.fc.weight"
+    assert (masks.param(name).data[~masks.mask(name)] != 0).any()
+
+
 def test_masks_survive_a_checkpoint_round_trip(tmp_path):
     model = tiny_gpt()
     opt = optim.AdamW(model.parameters(), lr=1e-2)

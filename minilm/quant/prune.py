@@ -171,7 +171,7 @@ class PruningMasks:
         if name not in self._grad_hooks:
             self._grad_hooks[name] = p.register_post_accumulate_grad_hook(
                 lambda t, n=name: self._mask_grad(n, t))
-        self.apply()
+        self.apply([name])
 
     def _mask_grad(self, name: str, p: Tensor) -> None:
         if p.grad is not None:
@@ -179,10 +179,12 @@ class PruningMasks:
             p.grad.data[...] = p.grad.backend.xp.where(m, p.grad.data, 0)
 
     @no_grad()
-    def apply(self) -> None:
-        """w <- w * mask for every mask (and the masked entries of the state arrays of
-        every attached optimizer); gradients already computed are masked too."""
-        for name, (mod, pname) in self._owners.items():
+    def apply(self, names: list[str] | None = None) -> None:
+        """w <- w * mask for every mask (or those of ``names``), and the masked entries
+        of the state arrays of every attached optimizer; gradients already computed are
+        masked too."""
+        for name in self._owners if names is None else names:
+            mod, pname = self._owners[name]
             p = mod._parameters[pname]
             m = mod._buffers[pname + _SUFFIX].data
             xp = p.backend.xp
