@@ -17,6 +17,13 @@ from .affine import (
     quantize_weight,
     unpack_int4,
 )
+from .gptq import (
+    HessianAccumulator,
+    gptq_quantize_layer,
+    gptq_quantize_model,
+    quantizable_linears,
+    rtn_quantize_model,
+)
 from .linear import QuantizedLinear, W8A8Linear, calibrate, quantize_model
 from .llm_int8 import LLMInt8Linear
 from .low_rank import (
@@ -44,6 +51,15 @@ from .prune import (
     sparsity_report,
     zhu_gupta_sparsity,
 )
+from .qat import (
+    ActQuantLinear,
+    FakeQuantize,
+    FakeQuantizeFunction,
+    QATLinear,
+    convert,
+    fake_quantize_ste,
+    prepare_qat,
+)
 
 __all__: list[str] = []
 __all__ += ["BITS", "GRANULARITIES", "QuantizedTensor", "dequantize", "fake_quantize",
@@ -57,3 +73,7 @@ __all__ += ["GradualPruner", "PruningMasks", "format_sparsity", "magnitude_prune
             "prune_attention_heads", "prune_mlp_neurons", "select_linears",
             "sparsity_report", "zhu_gupta_sparsity"]
 __all__ += ["QuantizedLinear", "W8A8Linear", "calibrate", "quantize_model", "LLMInt8Linear"]
+__all__ += ["HessianAccumulator", "gptq_quantize_layer", "gptq_quantize_model",
+            "quantizable_linears", "rtn_quantize_model"]
+__all__ += ["ActQuantLinear", "FakeQuantize", "FakeQuantizeFunction", "QATLinear", "convert",
+            "fake_quantize_ste", "prepare_qat"]
