@@ -5,6 +5,9 @@ whole-model pass on a tiny GPT. All in float64."""
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from strategies import examples
 
 import minilm as ml
 from minilm.nn import GPT, GPTConfig
@@ -82,6 +85,26 @@ def test_blocked_equals_direct(bits, group_size, symmetric, block):
                                 block_size=block, damp=0.01)
     np.testing.assert_allclose(qt.dequantize(), slow_gptq(W, H, bits, group_size, symmetric, 0.01),
                                rtol=0, atol=1e-12)
+
+
+@examples(0.5)
+@given(out=st.integers(1, 5), n_groups=st.integers(1, 4), G=st.sampled_from([1, 2, 3, 4, 8]),
+       per_group=st.booleans(), block=st.integers(1, 40), bits=st.sampled_from([2, 3, 4, 8]),
+       symmetric=st.booleans(), act_order=st.booleans(), seed=st.integers(0, 2**16))
+def test_blocked_equals_direct_drawn(out, n_groups, G, per_group, block, bits, symmetric,
+                                     act_order, seed):
+    """Any shape, group size, block size (dividing the groups or not), bits, act-order."""
+    rng = np.random.default_rng(seed)
+    n = n_groups * G
+    X = correlated_inputs(rng, 4 * n + 8, n)
+    W = rng.standard_normal((out, n))
+    H = hessian(X)
+    group_size = G if per_group else None
+    qt, _ = gptq_quantize_layer(W, H, bits=bits, group_size=group_size, symmetric=symmetric,
+                                block_size=block, act_order=act_order)
+    perm = np.argsort(-np.diag(H), kind="stable") if act_order else None
+    np.testing.assert_allclose(qt.dequantize(), slow_gptq(W, H, bits, group_size, symmetric,
+                                                          0.01, perm), rtol=0, atol=1e-10)
 
 
 @pytest.mark.parametrize("group_size", [None, 8])

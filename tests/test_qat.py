@@ -6,6 +6,9 @@ compared."""
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from strategies import examples
 
 import minilm as ml
 from minilm import optim
@@ -52,6 +55,23 @@ def test_ste_gradient_is_the_mask(bits, symmetric):
     c = ml.tensor(x, dtype="float64", requires_grad=True)
     (ml.functional.clamp(c, lo, hi) * ml.tensor(v)).sum().backward()
     np.testing.assert_array_equal(c.grad.data, xt.grad.data)
+
+
+@examples(0.5)
+@given(shape=st.lists(st.integers(1, 5), min_size=1, max_size=3),
+       bits=st.sampled_from([2, 3, 4, 8]), symmetric=st.booleans(),
+       s=st.floats(0.01, 10.0), z=st.integers(-2, 2), seed=st.integers(0, 2**16))
+def test_ste_gradient_is_the_mask_drawn(shape, bits, symmetric, s, z, seed):
+    rng = np.random.default_rng(seed)
+    qmin, qmax = qrange(bits, symmetric)
+    z = 0 if symmetric else z
+    x = away_from_steps(rng, tuple(shape), s, z, qmin - 3.0, qmax + 3.0)
+    xt = ml.tensor(x, dtype="float64", requires_grad=True)
+    y = FakeQuantizeFunction.apply(xt, np.float64(s), np.float64(z), qmin, qmax)
+    v = rng.standard_normal(x.shape)
+    (y * ml.tensor(v)).sum().backward()
+    t = np.rint(x / s) + z
+    np.testing.assert_array_equal(xt.grad.data, v * ((t >= qmin) & (t <= qmax)))
 
 
 def test_lsq_scale_gradient():
