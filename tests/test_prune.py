@@ -14,6 +14,7 @@ import pytest
 
 import minilm as ml
 from minilm import optim
+from minilm.data import CharTokenizer, DataLoader, RandomWindowBatches, split_tokens
 from minilm.nn import GPT, GPTConfig, Linear, Sequential
 from minilm.quant.prune import (
     GradualPruner,
@@ -26,6 +27,8 @@ from minilm.quant.prune import (
     sparsity_report,
     zhu_gupta_sparsity,
 )
+from minilm.train.config import TrainConfig
+from minilm.train.trainer import Trainer
 from minilm.train.training_state import (
     load_model_weights,
     load_training_state,
@@ -327,6 +330,42 @@ def test_prune_then_finetune_lowers_the_loss():
     _, tuned = model(x, y)
     assert tuned.item() < after_prune.item()
     assert sparsity_report(model)["sparsity"] == pytest.approx(0.7, abs=1e-3)
+
+
+def _trainer(tmp_path, max_steps):
+    text = "the quick brown fox jumps over the lazy dog. " * 30
+    tok = CharTokenizer.train(text)
+    train, val = split_tokens(np.asarray(tok.encode(text), dtype=np.uint16), 0.1)
+    ml.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, context_length=16, n_layers=1, n_heads=2,
+                          d_model=16))
+    cfg = TrainConfig(out_dir=str(tmp_path), batch_size=4, max_steps=max_steps, warmup_steps=1,
+                      eval_interval=100, eval_batches=1, ckpt_interval=100, log_interval=100,
+                      progress=False, plot=False, lr=1e-2, grad_clip=1.0, weight_decay=0.1)
+    loader = DataLoader(RandomWindowBatches(train, 4, 16, rng=7), prefetch=0)
+    return Trainer(model, loader, val, cfg, tokenizer=tok)
+
+
+def test_trainer_keeps_masks_through_fit_save_and_resume(tmp_path):
+    t = _trainer(tmp_path, max_steps=6)
+    masks = magnitude_prune(t.model, 0.5, scope="global")
+    masks.attach(t.optimizer)
+    t.fit()
+    assert t.step == 6
+    assert sparsity_report(t.model)["sparsity"] == pytest.approx(0.5, abs=1e-3)
+    path = tmp_path / "pruned.safetensors"
+    t.save(path)
+
+    t2 = _trainer(tmp_path / "again", max_steps=9)
+    restored = PruningMasks.from_state_dict(t2.model, load_model_weights(path))
+    t2.resume(path)
+    restored.attach(t2.optimizer)
+    for name in masks.names():
+        np.testing.assert_array_equal(restored.mask(name), masks.mask(name))
+    t2.fit()
+    assert t2.step == 9
+    for name in restored.names():
+        assert (restored.param(name).data[~restored.mask(name)] == 0).all()
 
 
 def test_example_runs_in_reduced_form():

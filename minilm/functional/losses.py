@@ -17,6 +17,7 @@ constants.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import numpy as np
@@ -431,14 +432,15 @@ def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, targets: A
     teacher = _as_tensor(teacher_logits, student_logits).detach()
     _check_float(op, teacher, "teacher_logits")
     _same_shape(op, student_logits, teacher)
-    if not (isinstance(T, (int, float)) and not isinstance(T, bool) and 0 < T < float("inf")):
+    if not (isinstance(T, numbers.Real) and not isinstance(T, bool) and 0 < T < float("inf")):
         raise ValueError(f"{op}: T must be a finite number > 0, got {T!r}")
-    if not (isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and 0 <= alpha <= 1):
+    if not (isinstance(alpha, numbers.Real) and not isinstance(alpha, bool) and 0 <= alpha <= 1):
         raise ValueError(f"{op}: alpha must be a number in [0, 1], got {alpha!r}")
     if student_logits.ndim == 0:
         raise ValueError(f"{op}: logits must have a class dim, got a 0-d tensor")
     if targets is None and alpha < 1:
         raise ValueError(f"{op}: targets are needed unless alpha = 1 (got alpha={alpha})")
+    T, alpha = float(T), float(alpha)
     c = student_logits.shape[-1]
     zs = student_logits.reshape(-1, c)
     y = None
