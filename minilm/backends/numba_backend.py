@@ -537,5 +537,6 @@ class NumbaBackend(NumpyBackend):
             return super().linear_int4_weight(x, packed, scale, zero, group_size, bias)
         x2, s, z, b, has_zero, xs = args
         out = np.empty((x2.shape[0], N), np.float32)
-        _linear_int4_kernel(x2, _c(packed).reshape(-1), s, z, gs, has_zero, xs, b, out)
+        xe, xo = _c(x2[:, 0::2]), _c(x2[:, 1::2])
+        _linear_int4_kernel(xe, xo, _c(packed).view(np.int8), s, z, gs, has_zero, xs, b, out)
         return out.reshape(x.shape[:-1] + (N,))
