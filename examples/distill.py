@@ -34,6 +34,7 @@ def main() -> None:
                    help="teacher training steps (default: 2 x --steps)")
     p.add_argument("--T", type=float, default=2.0)
     p.add_argument("--alpha", type=float, default=0.5)
+    p.add_argument("--eval-batches", type=int, default=8, help="validation batches")
     args = p.parse_args()
     teacher_steps = args.teacher_steps if args.teacher_steps is not None else 2 * args.steps
 
@@ -42,7 +43,7 @@ def main() -> None:
     tokens = np.asarray(tok.encode(text), dtype=np.int64)
     split = int(0.9 * len(tokens))
     train_tokens, val_tokens = tokens[:split], tokens[split:]
-    val = list(batches(val_tokens, 8, 1))
+    val = list(batches(val_tokens, args.eval_batches, 1))
 
     def gpt(n_layers, d_model, seed):
         ml.manual_seed(seed)

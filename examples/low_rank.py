@@ -41,6 +41,7 @@ def main() -> None:
     p.add_argument("--finetune-steps", type=int, default=0,
                    help="train each factorised model this many steps afterwards")
     p.add_argument("--table", action="store_true")
+    p.add_argument("--eval-batches", type=int, default=8, help="validation batches")
     args = p.parse_args()
 
     text = load_corpus()
@@ -49,7 +50,7 @@ def main() -> None:
     split = int(0.9 * len(tokens))
     train_tokens, val_tokens = tokens[:split], tokens[split:]
     vrng = np.random.default_rng(1)
-    val = [random_windows(val_tokens, BATCH, CONTEXT, vrng) for _ in range(8)]
+    val = [random_windows(val_tokens, BATCH, CONTEXT, vrng) for _ in range(args.eval_batches)]
 
     ml.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=tok.vocab_size, context_length=CONTEXT, n_layers=2,

@@ -148,7 +148,8 @@ def test_a_distilled_student_gets_closer_to_the_teacher():
 
 def test_example_runs_in_reduced_form():
     root = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, str(root / "examples" / "distill.py"), "--steps", "2"],
+    out = subprocess.run([sys.executable, str(root / "examples" / "distill.py"), "--steps", "2",
+                          "--eval-batches", "1"],
                          capture_output=True, text=True, timeout=120, cwd=root)
     assert out.returncode == 0, out.stderr
     assert "distilled" in out.stdout and "hard labels only" in out.stdout

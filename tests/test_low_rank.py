@@ -154,7 +154,8 @@ def test_low_rank_model_at_full_energy_keeps_the_function():
 def test_example_runs_in_reduced_form():
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, str(root / "examples" / "low_rank.py"), "--steps", "2",
-                          "--energies", "0.9,0.5", "--finetune-steps", "1", "--table"],
+                          "--energies", "0.9,0.5", "--finetune-steps", "1", "--table",
+                          "--eval-batches", "1"],
                          capture_output=True, text=True, timeout=120, cwd=root)
     assert out.returncode == 0, out.stderr
     assert "0.50" in out.stdout and "params x" in out.stdout
