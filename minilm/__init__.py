@@ -36,7 +36,7 @@ from .functional import (
     cat, chunk, einsum, matmul, maximum, minimum, split, stack, where,
 )
 
-from . import data, nn, optim, train
+from . import data, nn, optim, quant, train  # quant: registers its kernels' references
 
 __version__ = "0.1.0"
 

@@ -177,8 +177,8 @@ def _sample(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .data import iter_windows, load_corpus, split_tokens
-    from .run import load_run
+    from .data import iter_windows, load_corpus
+    from .run import load_run, validation_tokens
     from .train.trainer import evaluate_loss
 
     _check_flags(args, _EVAL_RULES)
@@ -188,10 +188,7 @@ def _eval(args: argparse.Namespace) -> int:
         tokens = np.asarray(tok.encode(load_corpus(args.data)), dtype=np.int64)
         where = args.data
     else:
-        cfg = extra["train_config"]
-        text = load_corpus(cfg.get("data"))
-        _check_eval_data(args.out_dir, text)
-        tokens = split_tokens(np.asarray(tok.encode(text)), cfg["val_fraction"])[1]
+        tokens = validation_tokens(args.out_dir, extra, tok)
         where = "the run's validation split"
     if len(tokens) < T + 1:
         raise ValueError(f"eval: {len(tokens)} tokens are too few for context length {T}")
@@ -199,18 +196,6 @@ def _eval(args: argparse.Namespace) -> int:
     print(f"{where}: loss {res['loss']:.4f} nats/token, perplexity {res['ppl']:.2f} "
           f"over {res['tokens']:,} tokens")
     return 0
-
-
-def _check_eval_data(out_dir: str, text: str) -> None:
-    """The run's validation split exists only if its training text is unchanged."""
-    from .train.run_dir import data_digest, read_record
-
-    record = read_record(out_dir)
-    data = (record or {}).get("data") or {}
-    if data.get("sha256") not in (None, data_digest(text)):
-        raise ValueError(f"the run's training text {data.get('source')!r} has changed "
-                         f"since it was trained, so its validation split is gone; evaluate "
-                         f"on a text of your choice with --data PATH")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -239,6 +224,90 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compress_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out-dir", required=True, help="the trained run")
+    p.add_argument("--checkpoint", default="best", help="best or last (the float model)")
+    p.add_argument("--batch-size", type=int, default=8, help="validation batch size")
+    p.add_argument("--eval-batches", type=int, default=16,
+                   help="validation batches for the perplexity before and after")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing compressed model of the same name")
+
+
+def _add_compress_parsers(sub: Any) -> None:
+    from .compress import METHODS
+
+    p = sub.add_parser("quantize", help="quantize a trained run (writes <out-dir>/<tag>."
+                                        "safetensors; sample/eval it with --checkpoint <tag>)")
+    _compress_common(p)
+    p.add_argument("--method", required=True, choices=METHODS)
+    p.add_argument("--bits", type=int, default=None, help="gptq: 4 (default) or 8")
+    p.add_argument("--group-size", type=int, default=None,
+                   help="inputs per scale (int4/gptq default 64; default for int8: one "
+                        "scale per output channel)")
+    p.add_argument("--calib-batches", type=int, default=8,
+                   help="training batches for gptq and w8a8 --act tensor")
+    p.add_argument("--act", choices=("token", "tensor"), default="token",
+                   help="w8a8 activation scales: per token at run time, or per tensor "
+                        "from calibration")
+    p.add_argument("--threshold", type=float, default=6.0,
+                   help="llm-int8: input columns above this magnitude stay float")
+    p.set_defaults(func=_quantize)
+
+    p = sub.add_parser("prune", help="magnitude-prune a trained run (writes pruned-<pct>)")
+    _compress_common(p)
+    p.add_argument("--sparsity", type=float, required=True, help="fraction of weights zeroed")
+    p.add_argument("--scope", choices=("global", "layer"), default="global")
+    p.add_argument("--fine-tune-steps", type=int, default=0,
+                   help="AdamW steps on the training split with the masks held")
+    p.add_argument("--lr", type=float, default=1e-4, help="fine-tuning learning rate")
+    p.set_defaults(func=_prune)
+
+    p = sub.add_parser("low-rank", help="factorise a trained run's layers by truncated SVD")
+    _compress_common(p)
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--rank", type=int, help="rank of every factorised layer")
+    g.add_argument("--energy", type=float,
+                   help="keep the smallest rank holding this fraction of sum(sigma^2)")
+    p.set_defaults(func=_low_rank)
+
+
+def _compress_kwargs(args: argparse.Namespace) -> dict:
+    return {"checkpoint": args.checkpoint, "batch_size": args.batch_size,
+            "eval_batches": args.eval_batches, "overwrite": args.overwrite}
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    from .compress import format_report, quantize_run
+
+    report = quantize_run(args.out_dir, args.method, args.bits, args.group_size,
+                          args.calib_batches, act=args.act, threshold=args.threshold,
+                          **_compress_kwargs(args))
+    print(format_report(report))
+    if "outlier_fraction" in report:
+        print(f"  outlier input columns (float path): {100 * report['outlier_fraction']:.2f}%")
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from .compress import format_report, prune_run
+
+    report = prune_run(args.out_dir, args.sparsity, args.scope, args.fine_tune_steps, args.lr,
+                       **_compress_kwargs(args))
+    if "ppl_before_fine_tune" in report:
+        print(f"  right after pruning: perplexity {report['ppl_before_fine_tune']:.3f}")
+    print(format_report(report))
+    return 0
+
+
+def _low_rank(args: argparse.Namespace) -> int:
+    from .compress import format_report, low_rank_run
+
+    report = low_rank_run(args.out_dir, args.rank, args.energy, **_compress_kwargs(args))
+    print(format_report(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minilm", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -263,7 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample", help="generate text from a trained run")
     p.add_argument("--out-dir", required=True)
-    p.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    p.add_argument("--checkpoint", default="best",
+                   help="best, last, or a compressed model of the run (minilm quantize / "
+                        "prune / low-rank: e.g. int8, gptq-int4-g64)")
     p.add_argument("--prompt", default=None)
     p.add_argument("--num-samples", type=int, default=1)
     p.add_argument("--max-new-tokens", type=int, default=200)
@@ -276,12 +347,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="validation loss and perplexity of a trained run")
     p.add_argument("--out-dir", required=True)
-    p.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    p.add_argument("--checkpoint", default="best",
+                   help="best, last, or a compressed model of the run (minilm quantize / "
+                        "prune / low-rank: e.g. int8, gptq-int4-g64)")
     p.add_argument("--data", default=None, help="evaluate on this text instead")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-batches", type=int, default=None)
     p.set_defaults(func=_eval)
 
+    _add_compress_parsers(sub)
     sub.add_parser("info", help="versions and backends").set_defaults(func=_info)
     return parser
 

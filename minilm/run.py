@@ -23,6 +23,7 @@ from .train.run_dir import (
     RunDir,
     config_differences,
     data_digest,
+    read_record,
     tokenizer_digest,
 )
 from .train.trainer import BEST_NAME, CKPT_NAME, Trainer
@@ -275,6 +276,8 @@ def load_run(out_dir: str | Path, which: str = "best") -> tuple:
     from .data import tokenizer_from_dict
 
     out = Path(out_dir)
+    if which not in ("best", "last"):
+        return _load_compressed_run(out, which)
     path = out / BEST_NAME if which == "best" and (out / BEST_NAME).exists() else out / CKPT_NAME
     if not path.exists():
         raise ValueError(f"no checkpoint in {str(out)!r} (looked for {BEST_NAME} and {CKPT_NAME});"
@@ -299,6 +302,56 @@ def load_run(out_dir: str | Path, which: str = "best") -> tuple:
     model.load_state_dict(weights)
     model.eval()
     return model, tokenizer, extra
+
+
+def run_tokens(out_dir: str | Path, extra: dict, tokenizer: Any) -> tuple:
+    """(train tokens, validation tokens) of a run's own data, split as in training;
+    a ValueError if the text has changed since (its validation split is then gone)."""
+    import numpy as np
+
+    from .data import load_corpus, split_tokens
+
+    cfg = extra.get("train_config")
+    if not isinstance(cfg, dict):
+        raise ValueError(f"the checkpoint in {str(out_dir)!r} has no train_config, so its "
+                         "validation split is unknown; give --data")
+    text = load_corpus(cfg.get("data"))
+    record = read_record(out_dir)
+    data = (record or {}).get("data") or {}
+    if data.get("sha256") not in (None, data_digest(text)):
+        raise ValueError(f"the run's training text {data.get('source')!r} has changed "
+                         f"since it was trained, so its validation split is gone; evaluate "
+                         f"on a text of your choice with --data PATH")
+    return split_tokens(np.asarray(tokenizer.encode(text)), cfg["val_fraction"])
+
+
+def validation_tokens(out_dir: str | Path, extra: dict, tokenizer: Any) -> Any:
+    """The run's validation split (see :func:`run_tokens`)."""
+    return run_tokens(out_dir, extra, tokenizer)[1]
+
+
+def compressed_tags(out_dir: str | Path) -> list[str]:
+    """The compressed models (``minilm quantize`` / ``prune`` / ``low-rank``) of a run."""
+    out = Path(out_dir)
+    skip = {BEST_NAME, CKPT_NAME}
+    return sorted(p.name[: -len(".safetensors")] for p in out.glob("*.safetensors")
+                  if p.name not in skip and ".optim-" not in p.name)
+
+
+def _load_compressed_run(out: Path, tag: str) -> tuple:
+    from .data import tokenizer_from_dict
+    from .train.compressed import compressed_path, load_compressed
+
+    path = compressed_path(out, tag[: -len(".safetensors")] if tag.endswith(".safetensors")
+                           else tag)
+    if "/" in tag or not path.is_file():
+        have = ", ".join(["best", "last", *compressed_tags(out)])
+        raise ValueError(f"--checkpoint {tag!r}: no such checkpoint in {str(out)!r} "
+                         f"(it has: {have})")
+    model, extra = load_compressed(path)
+    if not isinstance(extra.get("tokenizer"), dict):
+        raise ValueError(f"{path}: holds no tokenizer")
+    return model, tokenizer_from_dict(extra["tokenizer"]), extra
 
 
 def _check_config_fits(path: Path, cfg: GPTConfig, weights: dict) -> None:

@@ -297,7 +297,8 @@ def gptq_quantize_model(model: Module, calib_batches: Any, bits: int = 4,
     by layer in order, each one's Hessian from the calibration inputs it receives with
     the earlier layers already quantized. ``calib_batches``: token-id arrays (B, T) or
     (x, y) pairs. Weights are replaced in place by their dequantized values. Returns
-    {layer name: info} (see :func:`gptq_quantize_layer`)."""
+    {layer name: info} (see :func:`gptq_quantize_layer`; plus ``qweight``, the layer's
+    :class:`~minilm.quant.affine.QuantizedTensor`, to build a QuantizedLinear from)."""
     batches = _calibration_ids(calib_batches)
     layers = quantizable_linears(model, skip)
     for name, lin in layers:  # check every layer's arguments before changing any
@@ -332,7 +333,7 @@ def gptq_quantize_model(model: Module, calib_batches: Any, bits: int = 4,
                 qt, info = gptq_quantize_layer(lin.weight.data, acc.H, bits, group_size,
                                                symmetric, block_size, damp, act_order)
                 lin.weight.data[...] = qt.dequantize().astype(lin.weight.dtype)
-                results[name] = info
+                results[name] = dict(info, qweight=qt)  # the integers, for QuantizedLinear
     finally:
         model.train(was_training)
     return results
