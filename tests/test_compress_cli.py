@@ -160,7 +160,7 @@ def _logits(model, ids):
 
 
 @pytest.mark.parametrize("how", ["int8", "int4-g16", "int8-asym", "w8a8", "w8a8-static",
-                                 "llm-int8", "low-rank", "pruned"])
+                                 "llm-int8", "llm-int8-float", "low-rank", "pruned"])
 def test_saved_compressed_model_reloads_bit_for_bit(tmp_path, how):
     ids = np.random.default_rng(0).integers(0, 29, (3, 12))
     model = _tiny()
@@ -176,8 +176,9 @@ def test_saved_compressed_model_reloads_bit_for_bit(tmp_path, how):
     elif how == "w8a8-static":
         quantize_model(model, factory=lambda lin: W8A8Linear.from_linear(lin, "tensor"))
         calibrate(model, [ids])
-    elif how == "llm-int8":
-        quantize_model(model, factory=lambda lin: LLMInt8Linear.from_linear(lin, 0.5))
+    elif how.startswith("llm-int8"):
+        quantize_model(model, factory=lambda lin: LLMInt8Linear.from_linear(
+            lin, 0.5, keep_float_weight=how.endswith("float")))
     elif how == "low-rank":
         low_rank_model(model, rank=4)
     else:

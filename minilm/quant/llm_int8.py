@@ -7,7 +7,7 @@ every row it touches, and the ordinary features of that row are then rounded to 
 levels. The mixed decomposition takes the outlier columns O out of the int8 product::
 
     O        = { k : max_m |x[m, k]| > threshold }            (default 6.0)
-    y[m, n]  = Σ_{k∈O} x[m, k] W[n, k]                          float, exact weights
+    y[m, n]  = Σ_{k∈O} x[m, k] Ŵ[n, k]                          float activations
              + s_x[m] s_w[n] Σ_{k∉O} qx[m, k] qw[n, k]          vector-wise int8
              + b[n]
 
@@ -16,10 +16,14 @@ max_k |W[n, k]| / 127 per output channel, as in W8A8Linear. O is chosen afresh f
 every input; ``outlier_fraction`` is |O| / K of the last call and
 ``outlier_fraction_running`` the fraction over all calls so far.
 
-The layer keeps the float weight beside its int8 copy (as the paper's fp16 weights),
-so it saves no memory: its point is W8A8 accuracy on models with outlier features.
-With ``threshold=inf`` it computes exactly W8A8Linear(act="token"); with
-``threshold=0`` every non-zero column is an outlier and it is the float linear.
+Ŵ, the weight the outlier columns meet, is by default the dequantized int8 weight
+s_w[n] qw[n, k] (as in inference with int8-only weights: the layer stores one byte per
+weight; the outlier *activations* are what must not be rounded). With
+``keep_float_weight=True`` the float weight is kept beside the int8 copy (the paper's
+fp16 weights) and Ŵ = W: no memory saved, the outlier part exact. With
+``threshold=inf`` it computes exactly W8A8Linear(act="token"); with ``threshold=0``
+every non-zero column is an outlier and it is x Ŵᵀ + b (the float linear when
+``keep_float_weight``).
 """
 
 from __future__ import annotations
@@ -39,20 +43,24 @@ class LLMInt8Linear(W8A8Linear):
     """W8A8 (per-token activations, per-channel weights) plus a float matmul over the
     input columns whose max |x| exceeds ``threshold``; see the module docstring."""
 
-    def __init__(self, linear: Linear, threshold: float = 6.0) -> None:
+    def __init__(self, linear: Linear, threshold: float = 6.0,
+                 keep_float_weight: bool = False) -> None:
         super().__init__(linear, act="token")
         threshold = float(threshold)
         if math.isnan(threshold) or threshold < 0:
             raise ValueError(f"LLMInt8Linear: threshold must be >= 0, got {threshold}")
         self.threshold = threshold
-        self.register_buffer("weight", Tensor(np.array(linear.weight.data, copy=True)))
+        self.keep_float_weight = bool(keep_float_weight)
+        self.register_buffer("weight", Tensor(np.array(linear.weight.data, copy=True))
+                             if self.keep_float_weight else None)
         self.outlier_fraction = 0.0
         self._outlier_cols = 0
         self._cols_seen = 0
 
     @classmethod
-    def from_linear(cls, linear: Linear, threshold: float = 6.0) -> LLMInt8Linear:  # type: ignore[override]
-        return cls(linear, threshold)
+    def from_linear(cls, linear: Linear, threshold: float = 6.0,  # type: ignore[override]
+                    keep_float_weight: bool = False) -> LLMInt8Linear:
+        return cls(linear, threshold, keep_float_weight)
 
     @property
     def outlier_fraction_running(self) -> float:
@@ -71,13 +79,16 @@ class LLMInt8Linear(W8A8Linear):
         y = w8a8_product(be, regular, per_token_scales(regular), self.qweight.data,
                          self.w_scale.data, self._bias())
         if n_out:
-            w_out = self.weight.data[:, outliers].astype(x2.dtype, copy=False)
+            w_out = (self.weight.data[:, outliers] if self.keep_float_weight else
+                     self.w_scale.data[:, None] * self.qweight.data[:, outliers])
+            w_out = w_out.astype(x2.dtype, copy=False)
             y = y + x2[:, outliers] @ w_out.T
         return y.reshape(x.shape[:-1] + (self.out_features,))
 
     def dequantized_weight(self) -> np.ndarray:
-        return self.weight.data
+        return self.weight.data if self.keep_float_weight else super().dequantized_weight()
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"threshold={self.threshold}, bias={self.bias is not None}")
+                f"threshold={self.threshold}, keep_float_weight={self.keep_float_weight}, "
+                f"bias={self.bias is not None}")

@@ -42,7 +42,8 @@ KIND = "compressed_model"
 def layer_spec(module: Module) -> dict | None:
     """How to rebuild ``module`` empty (None: a plain module, rebuilt by the GPT)."""
     if isinstance(module, LLMInt8Linear):  # before W8A8Linear: a subclass of it
-        return {"class": "LLMInt8Linear", "threshold": float(module.threshold)}
+        return {"class": "LLMInt8Linear", "threshold": float(module.threshold),
+                "keep_float_weight": bool(module.keep_float_weight)}
     if isinstance(module, W8A8Linear):
         return {"class": "W8A8Linear", "act": module.act}
     if isinstance(module, QuantizedLinear):
@@ -72,7 +73,8 @@ def _empty(spec: Any, linear: Any, where: str) -> Module:
     if cls == "W8A8Linear":
         return W8A8Linear.from_linear(linear, spec["act"])
     if cls == "LLMInt8Linear":
-        return LLMInt8Linear.from_linear(linear, spec["threshold"])
+        return LLMInt8Linear.from_linear(linear, spec["threshold"],
+                                         spec.get("keep_float_weight", False))
     if cls == "LowRankLinear":
         return LowRankLinear(linear.in_features, linear.out_features, spec["rank"],
                              bias=linear.bias is not None, dtype=linear.weight.dtype)
