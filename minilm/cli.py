@@ -60,6 +60,9 @@ _TRAIN_FLAGS = {
     "micro-batches": (int, "pipeline micro-batches per step"),
     "schedule": (str, "pipeline schedule: gpipe | 1f1b"),
     "bucket-mb": (float, "data-parallel gradient bucket size in MiB"),
+    "teacher": (str, "distill from this trained run (its tokenizer and data by default)"),
+    "distill-temperature": (float, "distillation temperature T (default 2)"),
+    "distill-alpha": (float, "weight of the teacher term, alpha (default 0.5)"),
 }
 
 
@@ -198,6 +201,17 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _distill(args: argparse.Namespace) -> int:
+    """``train`` with ``--teacher`` required; the data defaults to the teacher's."""
+    if not args.teacher and not args.resume:
+        raise ValueError("distill: give --teacher RUN (the trained run to learn from)")
+    if args.teacher and args.data is None and not args.resume:
+        from .run import load_run
+
+        args.data = load_run(args.teacher, "best")[2].get("train_config", {}).get("data")
+    return _train(args)
+
+
 def _demo(args: argparse.Namespace) -> int:
     args.config = args.config or str(DEMO_CONFIG)
     out_dir = _configs(args)[1].out_dir
@@ -314,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     for name, fn, help_ in (("train", _train, "train a GPT"),
+                            ("distill", _distill, "train a (smaller) GPT from a trained teacher "
+                                                  "run: alpha T^2 KL + (1 - alpha) CE"),
                             ("demo", _demo, "the main job: train a small GPT, then sample")):
         p = sub.add_parser(name, help=help_)
         p.add_argument("--config", help="TOML file with [model] and [train] tables")

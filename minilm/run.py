@@ -199,11 +199,14 @@ def _train(model_cfg: GPTConfig, cfg: TrainConfig, resume: bool, grid: Any, run:
     from .data import DataLoader, RandomWindowBatches, load_tokenizer, tokenizer_from_dict
 
     main = run is not None
+    teacher = _load_teacher(cfg, model_cfg, grid) if cfg.teacher else None
     manual_seed(cfg.seed)
     if grid is not None and not main:
         grid.world.barrier()  # rank 0 trains the tokenizer and writes the token cache first
     if resume:
         tokenizer = tokenizer_from_dict(extra["tokenizer"])
+    elif teacher is not None:  # the student reads the teacher's token ids
+        tokenizer = teacher[1]
     else:
         tokenizer = None if main else load_tokenizer(Path(cfg.out_dir) / "tokenizer.json")
     check = (lambda data: _check_resumed_inputs(run, tokenizer, data, extra)) \
@@ -232,7 +235,17 @@ def _train(model_cfg: GPTConfig, cfg: TrainConfig, resume: bool, grid: Any, run:
     source = RandomWindowBatches(train_tokens, cfg.batch_size, model_cfg.context_length,
                                  rng=cfg.seed)
     loader = DataLoader(source, prefetch=cfg.prefetch)
-    if grid is None:
+    if teacher is not None:
+        from .train.distill import DistillTrainer
+
+        if teacher[0].config.vocab_size != model_cfg.vocab_size:
+            raise ValueError(f"--teacher {cfg.teacher!r}: its vocabulary "
+                             f"({teacher[0].config.vocab_size}) is not the student's "
+                             f"({model_cfg.vocab_size})")
+        trainer = DistillTrainer(teacher[0], model, loader, val_tokens, cfg, tokenizer=tokenizer)
+        say(f"distilling from {cfg.teacher} ({teacher[0].num_parameters():,} parameters), "
+            f"T {cfg.distill_temperature}, alpha {cfg.distill_alpha}")
+    elif grid is None:
         trainer = Trainer(model, loader, val_tokens, cfg, tokenizer=tokenizer)
     else:
         from .parallel.engine import ParallelEngine
@@ -254,6 +267,25 @@ def _train(model_cfg: GPTConfig, cfg: TrainConfig, resume: bool, grid: Any, run:
     elif main:
         run.created(model_cfg.to_dict(), cfg.to_dict(), tokenizer, data)
     return trainer, trainer.fit()
+
+
+def _load_teacher(cfg: TrainConfig, model_cfg: GPTConfig, grid: Any) -> tuple:
+    """(teacher model, its tokenizer) for a distillation run, checked against the
+    student before any work."""
+    if grid is not None:
+        raise ValueError("--teacher: distillation runs in one process (no --dp/--tp/--pp)")
+    if Path(cfg.teacher).resolve() == Path(cfg.out_dir).resolve():
+        raise ValueError("--teacher is the student's own --out-dir; give the teacher's run")
+    model, tokenizer, extra = load_run(cfg.teacher, "best")
+    if "method" in extra:
+        raise ValueError(f"--teacher {cfg.teacher!r}: give a run directory; its float "
+                         "checkpoint is the teacher")
+    if model_cfg.context_length > model.config.context_length:
+        raise ValueError(f"--context-length {model_cfg.context_length}: longer than the "
+                         f"teacher's {model.config.context_length}")
+    if cfg.dtype != "float32":
+        model.to(cfg.dtype)
+    return model, tokenizer
 
 
 def _stretch_schedule(scheduler: Any, max_steps: int, say: Any) -> None:

@@ -91,6 +91,9 @@ RULES: dict[str, tuple] = {
     "micro_batches": (int, _pos, "an integer >= 1"),
     "schedule": (str, lambda x: x in ("gpipe", "1f1b"), "gpipe or 1f1b"),
     "bucket_mb": (float, lambda x: 0.0 < x < _INF, "a finite number > 0"),
+    "teacher": (str, lambda x: x != "", "the directory of a trained run"),
+    "distill_temperature": (float, lambda x: 0.0 < x < _INF, "a finite number > 0"),
+    "distill_alpha": (float, lambda x: 0.0 <= x <= 1.0, "a number in [0, 1]"),
 }
 
 
@@ -161,6 +164,11 @@ class TrainConfig:
     micro_batches: int = 1
     schedule: str = "1f1b"
     bucket_mb: float = 25.0
+    # knowledge distillation (minilm distill): the teacher run, T and alpha of
+    # alpha T^2 KL(p_t^T || p_s^T) + (1 - alpha) CE
+    teacher: str | None = None
+    distill_temperature: float = 2.0
+    distill_alpha: float = 0.5
 
     def __post_init__(self) -> None:
         for f in fields(self):  # a TrainConfig built in Python gets the same checks

@@ -24,8 +24,9 @@ from .. import functional as F
 from .. import optim
 from ..autograd import no_grad
 from ..tensor import Tensor
+from .trainer import Trainer
 
-__all__ = ["distill", "distill_step", "teacher_kl"]
+__all__ = ["DistillTrainer", "distill", "distill_step", "teacher_kl"]
 
 
 def _ids(a: Any) -> Tensor:
@@ -110,3 +111,25 @@ def teacher_kl(teacher: Any, student: Any, batches: Iterable, T: float = 1.0,
     if count == 0:
         raise ValueError("teacher_kl: no batch")
     return total / count
+
+
+class DistillTrainer(Trainer):
+    """The :class:`~minilm.train.trainer.Trainer` (loop, logs, checkpoints, exact
+    resume, signals) training ``model`` on the distillation loss against ``teacher``
+    (kept in eval mode, no graph): ``TrainConfig.distill_temperature`` is T and
+    ``distill_alpha`` is alpha. Validation stays the student's own cross-entropy, so
+    its perplexity compares with any other run's. ``minilm distill --teacher RUN``
+    builds one (see minilm/run.py)."""
+
+    def __init__(self, teacher: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.teacher = teacher
+        teacher.eval()
+
+    def _micro_loss(self, x: Any, y: Any) -> Any:
+        x, y = _ids(x), _ids(y)
+        with no_grad():
+            z_t = self.teacher(x)
+        c = self.config
+        return F.distillation_loss(self.model(x), z_t, y, T=c.distill_temperature,
+                                   alpha=c.distill_alpha)

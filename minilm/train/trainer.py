@@ -285,7 +285,7 @@ class Trainer:
         c = self.config
         total = 0.0
         for x, y in micro_batches:
-            _, loss = self.model(x, y)
+            loss = self._micro_loss(x, y)
             (loss / len(micro_batches)).backward()
             total += float(loss.item())
         mean = total / len(micro_batches)
@@ -300,6 +300,11 @@ class Trainer:
         if self._nonfinite is not None and not c.skip_nonfinite:
             raise FloatingPointError(f"{self._nonfinite[0]} is {self._nonfinite[1]}")
         return mean
+
+    def _micro_loss(self, x: Any, y: Any) -> Tensor:
+        """The training loss of one micro-batch, to differentiate: the model's mean
+        next-token cross-entropy (a distillation run adds its teacher's term)."""
+        return self.model(x, y)[1]
 
     def _batch_loss(self, x: Any, y: Any) -> float:
         """Hook: the mean loss of one validation batch (x, y)."""
