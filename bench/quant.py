@@ -46,9 +46,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 QUICK_TRAIN = ["--tokenizer", "char", "--n-layers", "1", "--n-heads", "2", "--d-model", "64",
-               "--context-length", "32", "--batch-size", "8", "--max-steps", "40",
-               "--warmup-steps", "5", "--eval-interval", "40", "--eval-batches", "1",
-               "--ckpt-interval", "40", "--log-interval", "20"]
+               "--context-length", "32", "--batch-size", "8", "--max-steps", "20",
+               "--warmup-steps", "5", "--eval-interval", "20", "--eval-batches", "1",
+               "--ckpt-interval", "20", "--log-interval", "10"]
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
@@ -371,7 +371,6 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     a, train_flags = parse_args(argv)
-    os.environ.setdefault("MINILM_BACKEND", "numba")
     import minilm
 
     if a.threads:
@@ -412,4 +411,5 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("MINILM_BACKEND", "numba")  # before minilm is imported
     main()
