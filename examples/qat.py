@@ -16,7 +16,6 @@ token embedding / tied head stays in float in both.
 """
 
 import argparse
-import math
 import time
 
 import numpy as np
@@ -27,22 +26,14 @@ from minilm.data import CharTokenizer, iter_windows, load_corpus, random_windows
 from minilm.nn import GPT, GPTConfig
 from minilm.quant.gptq import rtn_quantize_model
 from minilm.quant.qat import convert, prepare_qat
+from minilm.train.trainer import evaluate_loss
 
 CONTEXT = 64
 
 
 def perplexity(model, tokens, batches=16, batch_size=16):
     """exp(mean next-token cross-entropy) over the first ``batches`` validation batches."""
-    model.eval()
-    total, count = 0.0, 0
-    with ml.no_grad():
-        for i, (x, y) in enumerate(iter_windows(tokens, batch_size, CONTEXT)):
-            if i == batches:
-                break
-            _, loss = model(ml.tensor(x), ml.tensor(y))
-            total += loss.item() * y.size
-            count += y.size
-    return math.exp(total / count)
+    return evaluate_loss(model, iter_windows(tokens, batch_size, CONTEXT), batches)["ppl"]
 
 
 def fit(model, tokens, steps, lr, seed, label):

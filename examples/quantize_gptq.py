@@ -12,7 +12,6 @@ inputs, layer after layer). The token embedding / tied head stays in float.
 """
 
 import argparse
-import math
 import time
 
 import numpy as np
@@ -22,20 +21,12 @@ from minilm import optim
 from minilm.data import CharTokenizer, iter_windows, load_corpus, random_windows, split_tokens
 from minilm.nn import GPT, GPTConfig
 from minilm.quant.gptq import gptq_quantize_model, rtn_quantize_model
+from minilm.train.trainer import evaluate_loss
 
 
 def perplexity(model, tokens, context, batches=16, batch_size=16):
     """exp(mean next-token cross-entropy) over the first ``batches`` validation batches."""
-    model.eval()
-    total, count = 0.0, 0
-    with ml.no_grad():
-        for i, (x, y) in enumerate(iter_windows(tokens, batch_size, context)):
-            if i == batches:
-                break
-            _, loss = model(ml.tensor(x), ml.tensor(y))
-            total += loss.item() * y.size
-            count += y.size
-    return math.exp(total / count)
+    return evaluate_loss(model, iter_windows(tokens, batch_size, context), batches)["ppl"]
 
 
 def trained_model(args):
