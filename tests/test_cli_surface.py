@@ -741,3 +741,63 @@ def test_toml_writer_round_trips():
     assert tomllib.loads(_toml_document(doc)) == doc
     assert json.dumps(tomllib.loads(_toml_document({"x": {"f": float("inf")}}))) \
         == '{"x": {"f": Infinity}}'
+
+
+# ---------------------------------------------------------------------------- compression
+COMPRESS = {
+    "quantize": {
+        "method": (_choices("int8", "int4", "w8a8", "llm-int8", "gptq"),
+                   st.sampled_from(["int2", "fp8", "", "GPTQ"])),
+        "bits": (_choices("4", "8"), FREE_WILD),
+        "group-size": (_choices("2", "4", "8", "16"), FREE_WILD),
+        "calib-batches": (_ints(1, 2), BUDGET_WILD),
+        "act": (_choices("token", "tensor"), WORD_WILD),
+        "threshold": (_choices("0", "6", "1e30"), FREE_WILD),
+    },
+    "prune": {
+        "sparsity": (_choices("0", "0.5", "0.9", "1"), FREE_WILD),
+        "scope": (_choices("global", "layer"), WORD_WILD),
+        "fine-tune-steps": (_ints(0, 2), BUDGET_WILD),
+        "lr": (_choices("0.001", "0"), FREE_WILD),
+    },
+    "low-rank": {
+        "rank": (_ints(1, 20), FREE_WILD),
+        "energy": (_choices("0.5", "0.9", "1"), FREE_WILD),
+    },
+}
+
+
+@examples(0.75)
+@given(st.data())
+def test_compress_commands_succeed_or_are_refused_and_only_add_their_file(world, data):
+    """``quantize`` / ``prune`` / ``low-rank`` with drawn flags: exit 0 with exactly one
+    new ``<tag>.safetensors`` beside the run (which ``eval --checkpoint`` then reads),
+    or a refusal that writes nothing; the run's own files never change."""
+    command = data.draw(st.sampled_from(sorted(COMPRESS)))
+    copy = world.fresh()
+    shutil.copytree(world.run, copy)
+    before = _digest(copy)
+    given_always = {"out-dir": (st.just(str(copy)), _paths("", world.corpus, world.folder)),
+                    "eval-batches": (_ints(1, 2), BUDGET_WILD),
+                    "batch-size": (_ints(1, 4), BUDGET_WILD)}
+    optional = {**COMPRESS[command],
+                "checkpoint": (_choices("best", "last"), st.sampled_from(["", "int8", "x/y"]))}
+    if command == "low-rank":  # exactly one of --rank / --energy, else argparse refuses
+        which = data.draw(st.sampled_from(["rank", "energy"]))
+        given_always[which] = optional.pop(which)
+        optional.pop("energy" if which == "rank" else "rank")
+    argv = data.draw(_argv(command, given_always, optional, most_optional=4))
+    try:
+        rc = _succeeds_or_refuses(argv)
+        after = _digest(copy)
+        added = sorted(set(after) - set(before))
+        assert {k: after[k] for k in before} == before, f"minilm {argv} changed the run"
+        if rc == 0:
+            assert len(added) == 1 and added[0].endswith(".safetensors"), (argv, added)
+            tag = added[0][: -len(".safetensors")]
+            assert _run(["eval", "--out-dir", str(copy), "--checkpoint", tag,
+                         "--max-batches", "1", "--batch-size", "2"])[0] == 0
+        else:
+            assert not added, f"minilm {argv} refused but wrote {added}"
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
