@@ -26,4 +26,5 @@ from .layers import (
     Tanh,
 )
 from .module import IncompatibleKeys, Module, ModuleDict, ModuleList, Parameter, Sequential
+from .recurrent import GRU, LSTM, RNN, detach_state
 from .transformer import GPT, MLP, GPTConfig, TransformerBlock
