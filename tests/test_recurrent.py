@@ -397,3 +397,17 @@ def test_every_backend_matches_the_reference(kind, backend):
     ref = reference(kind, params, x, 2, True, [5, 3])
     np.testing.assert_allclose(out.numpy(), ref[0], rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(h_n.numpy(), ref[1], rtol=1e-12, atol=1e-13)
+
+
+def test_lstm_language_model_example_runs_reduced():
+    """examples/lstm_language_model.py end to end, reduced (CI form of the example):
+    two layers so that dropout between layers runs too."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    p = subprocess.run([sys.executable, "examples/lstm_language_model.py", "--steps", "3",
+                        "--hidden", "16", "--layers", "2", "--dropout", "0.1", "--bptt", "8",
+                        "--sample", "5"], cwd=root, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "validation loss" in p.stdout and "sample: 'The " in p.stdout
