@@ -174,11 +174,36 @@ def test_gradcheck_batch_first_no_state(kind):
     gradcheck_module(m, lambda x: run(m, x)[:2], [x])
 
 
+@given(st.data())
+@examples(0.5)
+def test_gradcheck_over_drawn_configurations(data):
+    """Shapes, depth, directions, layout, initial states and padding drawn by Hypothesis
+    (relu, whose kink finite differences cannot cross, has its own test above)."""
+    kind = data.draw(st.sampled_from(["rnn_tanh", "lstm", "gru"]))
+    L, bidir, batch_first = data.draw(st.integers(1, 2)), data.draw(st.booleans()), \
+        data.draw(st.booleans())
+    T, B, I, H = (data.draw(st.integers(1, n)) for n in (3, 2, 2, 2))
+    lengths = data.draw(st.none() | st.lists(st.integers(1, T), min_size=B, max_size=B))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    m = make(kind, I, H, num_layers=L, bidirectional=bidir, batch_first=batch_first)
+    D = 2 if bidir else 1
+    shape = (B, T, I) if batch_first else (T, B, I)
+    x = ml.Tensor(rng.standard_normal(shape), requires_grad=True)
+    states = [ml.Tensor(rng.standard_normal((L * D, B, H)), requires_grad=True)
+              for _ in range(2 if kind == "lstm" else 1)] if data.draw(st.booleans()) else []
+
+    def fn(x, *states):
+        out, h_n, c_n = run(m, x, *states, lengths=lengths)
+        return [out, h_n] + ([c_n] if c_n is not None else [])
+
+    gradcheck_module(m, fn, [x, *states])
+
+
 # ---------------------------------------------------------------------------- padding
 
 
 @given(st.data())
-@examples(0.5)
+@examples(1.0)
 def test_padding_never_changes_real_positions(data):
     kind = data.draw(st.sampled_from(KINDS))
     L = data.draw(st.integers(1, 2))
@@ -337,6 +362,41 @@ def test_pytorch_parameter_names_shapes_and_init(cls, gates):
     assert (m.weight_hh_l1_reverse.numpy() == np.float32(0.1)).all()
 
 
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_unbatched_input_is_a_batch_of_one(kind, batch_first):
+    rng = np.random.default_rng(11)
+    m = make(kind, 3, 4, num_layers=2, bidirectional=True, batch_first=batch_first)
+    x, h0, c0 = (rng.standard_normal(s) for s in [(5, 3), (4, 4), (4, 4)])
+    one = run(m, ml.Tensor(x), ml.Tensor(h0), ml.Tensor(c0))
+    bdim = 0 if batch_first else 1
+    batched = run(m, ml.Tensor(np.expand_dims(x, bdim)), ml.Tensor(h0[:, None]),
+                  ml.Tensor(c0[:, None]))
+    assert one[0].shape == (5, 8) and one[1].shape == (4, 4)
+    np.testing.assert_array_equal(one[0].numpy(), np.squeeze(batched[0].numpy(), bdim))
+    np.testing.assert_array_equal(one[1].numpy(), batched[1].numpy()[:, 0])
+    if one[2] is not None:
+        np.testing.assert_array_equal(one[2].numpy(), batched[2].numpy()[:, 0])
+
+
+def test_non_prefix_mask_skips_the_masked_steps():
+    """A mask need not be a prefix: the masked steps are skipped wherever they are, so
+    each sequence gives the result of its real steps run alone, in order."""
+    rng = np.random.default_rng(12)
+    m = make("lstm", 3, 4, num_layers=2, bidirectional=True)
+    x = rng.standard_normal((6, 2, 3))
+    mask = np.array([[1, 0], [0, 1], [1, 1], [0, 0], [1, 1], [0, 1]], dtype=bool)
+    out, h_n, c_n = run(m, ml.Tensor(x), mask=mask)
+    for b in range(2):
+        real = np.flatnonzero(mask[:, b])
+        alone = run(m, ml.Tensor(x[real, b:b + 1]))
+        np.testing.assert_allclose(out.numpy()[real, b], alone[0].numpy()[:, 0], rtol=1e-12,
+                                   atol=1e-14)
+        np.testing.assert_allclose(c_n.numpy()[:, b], alone[2].numpy()[:, 0], rtol=1e-12,
+                                   atol=1e-14)
+        assert (out.numpy()[~mask[:, b], b] == 0).all()
+
+
 def test_float32_runs():
     m = nn.GRU(3, 4, num_layers=2)
     out, h = m(ml.Tensor(np.ones((5, 2, 3), dtype=np.float32)), lengths=[5, 2])
@@ -351,8 +411,14 @@ def test_bad_input_names_the_shapes():
     x = ml.Tensor(np.zeros((5, 2, 3)))
     with pytest.raises(ValueError, match=r"input of shape \(5, 2, 7\).*input_size=3"):
         m(ml.Tensor(np.zeros((5, 2, 7))))
-    with pytest.raises(ValueError, match=r"input of shape \(5, 3\)"):
-        m(ml.Tensor(np.zeros((5, 3))))
+    with pytest.raises(ValueError, match=r"input of shape \(5, 2, 3, 1\)"):
+        m(ml.Tensor(np.zeros((5, 2, 3, 1))))
+    with pytest.raises(ValueError, match=r"unbatched input of shape \(5, 4\) .*input_size=3"):
+        m(ml.Tensor(np.zeros((5, 4))))
+    with pytest.raises(ValueError, match=r"lengths and mask need a batched input"):
+        m(ml.Tensor(np.zeros((5, 3))), lengths=[5])
+    with pytest.raises(ValueError, match=r"h0 of an unbatched .* \(2, 4\), got \(2, 1, 4\)"):
+        m(ml.Tensor(np.zeros((5, 3))), (ml.Tensor(np.zeros((2, 1, 4))),) * 2)
     with pytest.raises(ValueError, match=r"lengths must be in \[1, 5\].*\[6, 2\]"):
         m(x, lengths=[6, 2])
     with pytest.raises(ValueError, match=r"lengths must be in \[1, 5\].*\[0, 2\]"):

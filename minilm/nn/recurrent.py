@@ -150,6 +150,7 @@ class _RecurrentBase(Module):
         if not isinstance(x, Tensor):
             raise TypeError(f"{name}: input must be a Tensor, got {type(x).__name__}")
         layout = "(B, T, input_size)" if self.batch_first else "(T, B, input_size)"
+        layout += " or unbatched (T, input_size)"
         if x.ndim != 3 or x.shape[-1] != self.input_size:
             raise ValueError(f"{name}: input of shape {x.shape} does not match "
                              f"{layout} with input_size={self.input_size}")
@@ -193,7 +194,42 @@ class _RecurrentBase(Module):
         (batch-first: (B, T, D*H)), the last layer's hidden state at every step, the two
         directions concatenated; h_n, c_n (num_layers * D, B, H), each layer's and
         direction's state after its last real step (D = 2 if bidirectional else 1).
+
+        An unbatched sequence (T, input_size) with states (num_layers * D, H) runs as a
+        batch of one and comes back without the batch dim, as in PyTorch.
         """
+        if isinstance(input, Tensor) and input.ndim == 2:
+            return self._forward_unbatched(input, hx, lengths, mask)
+        return self._forward_batched(input, hx, lengths, mask)
+
+    def _forward_unbatched(self, x: Tensor, hx: Any, lengths: Any, mask: Any) -> tuple:
+        name = type(self).__name__
+        if lengths is not None or mask is not None:
+            raise ValueError(f"{name}: lengths and mask need a batched input, got an "
+                             f"unbatched input of shape {x.shape}")
+        if x.shape[-1] != self.input_size:
+            raise ValueError(f"{name}: unbatched input of shape {x.shape} does not match "
+                             f"(T, input_size) with input_size={self.input_size}")
+        want = (self.num_layers * self.num_directions, self.hidden_size)
+        if hx is not None:
+            parts = (hx,) if self.state_count == 1 else hx
+            if self.state_count == 2 and not (isinstance(hx, (tuple, list)) and len(hx) == 2):
+                raise TypeError(f"{name}: hx must be a tuple (h0, c0), each of shape {want}")
+            for label, s in zip(("h0", "c0"), parts):
+                if not isinstance(s, Tensor) or s.shape != want:
+                    got = s.shape if isinstance(s, Tensor) else type(s).__name__
+                    raise ValueError(f"{name}: {label} of an unbatched input of shape "
+                                     f"{x.shape} must have shape {want}, got {got}")
+            parts = tuple(F.unsqueeze(s, 1) for s in parts)
+            hx = parts[0] if self.state_count == 1 else parts
+        bdim = 0 if self.batch_first else 1
+        out, state = self._forward_batched(F.unsqueeze(x, bdim), hx, None, None)
+        if self.state_count == 1:
+            return F.squeeze(out, bdim), F.squeeze(state, 1)
+        return F.squeeze(out, bdim), tuple(F.squeeze(s, 1) for s in state)
+
+    def _forward_batched(self, input: Tensor, hx: Any, lengths: Any,  # noqa: A002
+                         mask: Any) -> tuple:
         self._check_input(input)
         x = F.transpose(input, 0, 1) if self.batch_first else input
         T, B = x.shape[0], x.shape[1]
