@@ -433,6 +433,8 @@ def test_bad_input_names_the_shapes():
         m(x, (ml.Tensor(np.zeros((1, 2, 4))), ml.Tensor(np.zeros((2, 2, 4)))))
     with pytest.raises(ValueError, match=r"c0 must have shape .* got \(2, 3, 4\)"):
         m(x, (ml.Tensor(np.zeros((2, 2, 4))), ml.Tensor(np.zeros((2, 3, 4)))))
+    with pytest.raises(TypeError, match="c0 dtype float32 does not match the input's float64"):
+        m(x, (ml.Tensor(np.zeros((2, 2, 4))), ml.Tensor(np.zeros((2, 2, 4), dtype=np.float32))))
     with pytest.raises(TypeError, match=r"tuple \(h0, c0\)"):
         m(x, ml.Tensor(np.zeros((2, 2, 4))))
     with pytest.raises(ValueError, match=r"h0 must have shape .* got \(2, 2, 5\)"):

@@ -178,6 +178,9 @@ class _RecurrentBase(Module):
                 raise ValueError(f"{name}: {label} must have shape (num_layers * "
                                  f"num_directions, B, hidden_size) = {(L, B, H)}, got {got} "
                                  f"(input shape {x.shape})")
+            if s.dtype != x.dtype:
+                raise TypeError(f"{name}: {label} dtype {s.dtype} does not match the "
+                                f"input's {x.dtype}")
         per_state = [F.unbind(s, 0) for s in parts]
         return [tuple(ps[k] for ps in per_state) for k in range(L)]
 
