@@ -9,6 +9,7 @@ from .attention import (
     build_attention_mask,
     sinusoidal_positions,
 )
+from .conv import AvgPool1d, Conv1d, MaxPool1d
 from .layers import (
     GELU,
     Dropout,
