@@ -23,8 +23,10 @@ starts from the same float checkpoint and is evaluated on the same validation wi
 - low-rank (truncated SVD) at energy 0.9 and 0.95.
 
 The output head (tied to the token embedding) stays float everywhere. Columns: bits
-per weight of the compressed Linear layers (integers, scales, zero points; bias
-excluded), their bytes, the size of the model written with
+per weight of the compressed Linear layers (integers, scales, zero points where the
+format has them; bias excluded; in parentheses what the layers hold when that is
+more: a symmetric ``QuantizedLinear`` also keeps an all-zero zero-point buffer), the
+bytes they hold, the size of the model written with
 ``minilm.train.compressed.save_compressed`` (embeddings included), validation
 perplexity, its change vs float32, and the compression time (calibration, GPTQ,
 fine-tuning included).
@@ -166,14 +168,19 @@ class Bench:
         if masks is not None:
             masks.detach()
 
-    def layer_bytes(self, model) -> tuple[int, int]:
-        """(bytes, weights) of the compressed layers: everything they hold but the bias
-        and pruning masks, against the in x out weights they stand for."""
+    def layer_bytes(self, model) -> tuple[int, int, int]:
+        """(bytes held, bytes of the format, weights) of the compressed layers: what they
+        hold but the bias and pruning masks, against the in x out weights they stand
+        for. The format's bytes differ only for a symmetric QuantizedLinear, which also
+        holds an all-zero zero-point buffer that its QuantizedTensor does not count."""
+        from minilm.quant import QuantizedLinear
+
         modules = dict(model.named_modules())
-        total = weights = 0
+        total = weights = fmt = 0
         for name in self.linear_names:
             m = modules[name]
             weights += m.in_features * m.out_features
+            held = total
             seen = set()
             for n, t in list(m.named_parameters()) + list(m.named_buffers()):
                 last = n.rsplit(".", 1)[-1]
@@ -181,7 +188,9 @@ class Bench:
                     continue
                 seen.add(id(t.data))
                 total += int(t.data.nbytes)
-        return total, weights
+            fmt += (m.quantized_tensor().nbytes if isinstance(m, QuantizedLinear)
+                    else total - held)
+        return total, fmt, weights
 
     def file_bytes(self, model, tag: str) -> int:
         from minilm.train.compressed import save_compressed
@@ -340,9 +349,10 @@ def measure(b: Bench, keys: list[str] | None) -> list[dict]:
         if "after" in r:
             note = r["after"](m)
         sized = r.get("sized", m)
-        nbytes, weights = b.layer_bytes(sized)
-        row = {"key": key, "method": label, "bits_per_weight": 8 * nbytes / weights,
-               "layer_bytes": nbytes, "file_bytes": b.file_bytes(sized, key), "ppl": ppl,
+        nbytes, fmt, weights = b.layer_bytes(sized)
+        row = {"key": key, "method": label, "bits_per_weight": 8 * fmt / weights,
+               "held_bits_per_weight": 8 * nbytes / weights, "layer_bytes": nbytes,
+               "file_bytes": b.file_bytes(sized, key), "ppl": ppl,
                "seconds": 0.0 if key == "float" else seconds, "note": note}
         if ref is None:
             ref = ppl
@@ -359,10 +369,13 @@ def measure(b: Bench, keys: list[str] | None) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| method | bits/weight | Linear weights MB | file MB | val ppl | Δ vs float32 "
-             "| time s | notes |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| method | bits/weight (held) | Linear weights MB | file MB | val ppl "
+             "| Δ vs float32 | time s | notes |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['method']} | {r['bits_per_weight']:.2f} | "
+        held = r["held_bits_per_weight"]
+        bits = f"{r['bits_per_weight']:.2f}" + (f" ({held:.2f})"
+                                                if abs(held - r["bits_per_weight"]) > 1e-9 else "")
+        lines.append(f"| {r['method']} | {bits} | "
                      f"{r['layer_bytes'] / 1e6:.3f} | {r['file_bytes'] / 1e6:.3f} | "
                      f"{r['ppl']:.4f} | {r['delta_pct']:+.2f}% | {r['seconds']:.1f} | "
                      f"{r['note']} |")

@@ -27,6 +27,7 @@ def test_quant_bench_quick_table(tmp_path):
     assert by_key["float"]["delta_pct"] == 0.0 and by_key["float"]["bits_per_weight"] == 32.0
     # storage: scales included, so a little above the nominal width; int4 < int8 < float
     assert 4 < by_key["int4"]["bits_per_weight"] < 8 < by_key["int8"]["bits_per_weight"] < 9
+    assert by_key["int4"]["bits_per_weight"] == 4.5  # d_model 64: one float32 scale per 64
     assert by_key["gptq4"]["bits_per_weight"] == by_key["int4"]["bits_per_weight"]
     assert by_key["int8"]["file_bytes"] < by_key["float"]["file_bytes"]
     for key in ("ptq4", "qat4", "prune"):
