@@ -96,3 +96,9 @@ from .conv import *  # noqa: E402, F403
 from .conv import __all__ as _conv_all  # noqa: E402
 
 __all__ = __all__ + _conv_all
+
+# regularizers: L1 / L2 penalties as loss terms, DropConnect, the L1 proximal step
+from .regularizers import *  # noqa: E402, F403
+from .regularizers import __all__ as _regularizers_all  # noqa: E402
+
+__all__ = __all__ + _regularizers_all
