@@ -91,6 +91,12 @@ TENSOR_METHODS = (
 # this package, whose ops the methods call: F.add, F.sum, ...
 _install_tensor_methods(_sys.modules[__name__])
 
+# sparse: CSR matrix @ dense weight (differentiable in the weight)
+from .sparse import *  # noqa: E402, F403
+from .sparse import __all__ as _sparse_all  # noqa: E402
+
+__all__ = __all__ + _sparse_all
+
 # conv: conv1d, max/avg pooling over time, global (masked) max/mean over time
 from .conv import *  # noqa: E402, F403
 from .conv import __all__ as _conv_all  # noqa: E402
