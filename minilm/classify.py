@@ -4,7 +4,8 @@ and predict with it.
 Models (``--model``):
 
 - ``hash``: multinomial naive Bayes by feature hashing (exercise (1)),
-  :class:`HashNaiveBayes`; counted in one pass, no iterations.
+  :class:`HashNaiveBayes`; counted in one pass, no iterations; the smoothing alpha is
+  chosen on the validation split.
 - ``tfidf-logreg``: TF-IDF features (:class:`~minilm.data.text.TfidfVectorizer`, fitted
   on the training split only) into a multinomial logistic regression,
   :class:`SoftmaxRegression`, trained with AdamW on mini-batches of the sparse rows and
@@ -124,8 +125,30 @@ class HashNaiveBayes:
 
     def scores(self, texts: list[str]) -> np.ndarray:
         """``score_c(d)`` for every text and class, (n_texts, n_classes)."""
+        return self.scores_of(self.featurize(texts))
+
+    def scores_of(self, x: CSRMatrix) -> np.ndarray:
+        """``score_c(d)`` of bucket counts from :meth:`featurize`."""
         prior = np.log(np.maximum(self.class_counts, 1e-300) / self.class_counts.sum())
-        return self.featurize(texts) @ self.log_theta().T + prior
+        return x @ self.log_theta().T + prior
+
+    def select_alpha(self, texts: list[str], labels: Any,
+                     grid: tuple = (1.0, 0.3, 0.1, 0.03, 0.01)) -> list[dict]:
+        """Set ``alpha`` to the grid value with the highest accuracy on held-out
+        ``texts`` (ties: the lower mean negative log-likelihood, then the grid order);
+        the counts do not depend on alpha, so nothing is refitted. Returns one row per
+        value (``alpha``, ``val_accuracy``, ``val_loss``)."""
+        y = np.asarray(labels, dtype=np.int64)
+        x = self.featurize(texts)
+        rows = []
+        for a in grid:
+            self.alpha = float(a)
+            logp = _log_softmax(self.scores_of(x))
+            rows.append({"alpha": self.alpha, "val_accuracy": float(np.mean(logp.argmax(1) == y)),
+                         "val_loss": float(-logp[np.arange(len(y)), y].mean())})
+        best = max(rows, key=lambda r: (r["val_accuracy"], -r["val_loss"]))
+        self.alpha = best["alpha"]
+        return rows
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         return _softmax(self.scores(texts))
@@ -305,8 +328,14 @@ def train_classifier(model: str, out_dir: str | os.PathLike, epochs: int = 100,
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     history: list[dict] = []
+    search: list[dict] = []
     if model == "hash":
         clf: Any = HashNaiveBayes(k).fit(*data["train"])
+        search = clf.select_alpha(*data["val"])
+        for r in search:
+            print_fn(f"alpha {r['alpha']:<5g} val_acc {r['val_accuracy']:.4f}  "
+                     f"val_loss {r['val_loss']:.4f}")
+        print_fn(f"alpha {clf.alpha:g} chosen on the validation split")
     else:
         clf = TfidfLogReg(k, lr=lr if lr is not None else 0.05)
         log_path = out / "log.jsonl"
@@ -329,6 +358,8 @@ def train_classifier(model: str, out_dir: str | os.PathLike, epochs: int = 100,
     m.update({"model": model, "train_seconds": train_s, "epochs_run": len(history),
               "split_seed": split_seed, "group_duplicates": group_duplicates, "limit": limit,
               "sizes": {s: len(v) for s, v in splits.items()}})
+    if search:
+        m["alpha_search"] = search
     tensors, params = clf.state()
     meta = {"kind": "minilm-classifier", "model": model, "label_names": bbc.label_names,
             "params": params, "seed": seed, "split_seed": split_seed,

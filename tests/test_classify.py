@@ -148,6 +148,8 @@ def test_cli_trains_and_writes_the_run(runs, model):
     d = runs[model]
     m = json.loads((d / "metrics.json").read_text())
     assert m["model"] == model and m["sizes"] == {"train": 30, "val": 30, "test": 30}
+    if model == "hash":
+        assert [r["alpha"] for r in m["alpha_search"]] == [1.0, 0.3, 0.1, 0.03, 0.01]
     assert m["n"] == 30 and np.array(m["confusion"]).sum() == 30
     assert 0 <= m["accuracy"] <= 1 and 0 <= m["roc_auc_ovr"] <= 1
     assert {"macro", "weighted", "per_class"} <= set(m)
@@ -216,3 +218,15 @@ def test_examples_run(script, args):
                        timeout=120)
     assert r.returncode == 0, r.stderr
     assert "test accuracy" in r.stdout and "macro-F1" in r.stdout
+
+
+def test_hash_alpha_selected_on_held_out_texts():
+    x, y = _synthetic(10, 0)
+    xv, yv = _synthetic(4, 1)
+    nb = HashNaiveBayes(3, bits=10).fit(x, y)
+    counts = nb.counts.copy()
+    rows = nb.select_alpha(xv, yv, grid=(1.0, 0.1))
+    assert [r["alpha"] for r in rows] == [1.0, 0.1]
+    best = max(rows, key=lambda r: (r["val_accuracy"], -r["val_loss"]))
+    assert nb.alpha == best["alpha"]
+    np.testing.assert_array_equal(nb.counts, counts)     # nothing refitted

@@ -4,9 +4,9 @@ Every word is hashed into one of 2^bits buckets; a (class x bucket) table counts
 words of each class in the training articles. An article is given the class with the
 highest summed smoothed log-count plus log prior: multinomial naive Bayes by hashing
 (the formula is in minilm.classify.HashNaiveBayes). One pass over the data, no
-training loop.
+training loop; the smoothing alpha is chosen on the validation split unless given.
 
-    python examples/classification/hash_baseline.py [--bits 18] [--alpha 0.1]
+    python examples/classification/hash_baseline.py [--bits 18] [--alpha A]
 """
 
 import argparse
@@ -20,7 +20,8 @@ from minilm.train.classification_metrics import classification_metrics
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bits", type=int, default=18, help="log2 of the number of buckets")
-    ap.add_argument("--alpha", type=float, default=0.1, help="add-alpha smoothing")
+    ap.add_argument("--alpha", type=float, default=None,
+                    help="add-alpha smoothing (default: chosen on the validation split)")
     ap.add_argument("--split-seed", type=int, default=0)
     ap.add_argument("--group-duplicates", action="store_true")
     args = ap.parse_args()
@@ -29,10 +30,12 @@ def main() -> None:
     x_train, y_train = bbc.subset("train")
     x_test, y_test = bbc.subset("test")
     t0 = time.perf_counter()
-    nb = HashNaiveBayes(len(bbc.label_names), args.bits, args.alpha).fit(x_train, y_train)
+    nb = HashNaiveBayes(len(bbc.label_names), args.bits, args.alpha or 1.0).fit(x_train, y_train)
+    if args.alpha is None:
+        nb.select_alpha(*bbc.subset("val"))
     scores = nb.scores(x_test)
     m = classification_metrics(y_test, scores.argmax(1), label_names=bbc.label_names)
-    print(f"hash naive Bayes (2^{args.bits} buckets, alpha {args.alpha}), "
+    print(f"hash naive Bayes (2^{args.bits} buckets, alpha {nb.alpha:g}), "
           f"{len(x_train)} train / {len(x_test)} test articles, {time.perf_counter() - t0:.1f} s")
     print(f"test accuracy {m['accuracy']:.4f}  macro-F1 {m['macro']['f1']:.4f}")
 
