@@ -41,13 +41,13 @@ from .nn.module import Module, Parameter
 from .tensor import Tensor
 from .train.checkpoint import load_checkpoint, save_checkpoint
 from .train.classification_metrics import classification_metrics, classification_report, plot_confusion
+from .train.text_classifier import NEURAL_MODELS, NeuralTextClassifier
 from .train.trainer import plot_losses
 
-__all__ = ["MODELS", "WIRED_MODELS", "HashNaiveBayes", "SoftmaxRegression", "TfidfLogReg",
+__all__ = ["MODELS", "HashNaiveBayes", "SoftmaxRegression", "TfidfLogReg",
            "load_classifier", "predict_run", "stratified_limit", "train_classifier"]
 
 MODELS = ("hash", "tfidf-logreg", "lstm", "gru", "textcnn", "transformer")
-WIRED_MODELS = ("hash", "tfidf-logreg")
 MODEL_FILE = "model.safetensors"
 
 
@@ -275,7 +275,8 @@ class TfidfLogReg:
         return c
 
 
-_KINDS = {"hash": HashNaiveBayes, "tfidf-logreg": TfidfLogReg}
+_KINDS = {"hash": HashNaiveBayes, "tfidf-logreg": TfidfLogReg,
+          **{k: NeuralTextClassifier for k in NEURAL_MODELS}}
 
 
 # =========================================================================== the workflow
@@ -288,9 +289,6 @@ def stratified_limit(labels: np.ndarray, idx: np.ndarray, limit: int) -> np.ndar
 def _check_args(model: str, epochs: int, lr: float | None, limit: int | None) -> None:
     if model not in MODELS:
         raise ValueError(f"--model must be one of {', '.join(MODELS)}, got {model!r}")
-    if model not in WIRED_MODELS:
-        raise ValueError(f"--model {model} is not wired to `minilm classify` yet; "
-                         f"available now: {', '.join(WIRED_MODELS)}")
     if epochs < 1:
         raise ValueError(f"--epochs must be >= 1, got {epochs}")
     if lr is not None and not (lr > 0 and math.isfinite(lr)):
@@ -337,7 +335,10 @@ def train_classifier(model: str, out_dir: str | os.PathLike, epochs: int = 100,
                      f"val_loss {r['val_loss']:.4f}")
         print_fn(f"alpha {clf.alpha:g} chosen on the validation split")
     else:
-        clf = TfidfLogReg(k, lr=lr if lr is not None else 0.05)
+        if model == "tfidf-logreg":
+            clf = TfidfLogReg(k, lr=lr if lr is not None else 0.05)
+        else:
+            clf = NeuralTextClassifier(model, k, lr=lr if lr is not None else 2e-3)
         log_path = out / "log.jsonl"
         log_path.write_text("")
 
@@ -347,7 +348,8 @@ def train_classifier(model: str, out_dir: str | os.PathLike, epochs: int = 100,
             print_fn(f"epoch {row['epoch']:3d}  loss {row['loss']:.4f}  val_loss "
                      f"{row['val_loss']:.4f}  val_acc {row['val_accuracy']:.4f}")
 
-        history = clf.fit(*data["train"], *data["val"], epochs=epochs, seed=seed, log=log)
+        history = clf.fit(*data["train"], *data["val"], epochs=epochs, seed=seed, log=log,
+                          **({} if model == "tfidf-logreg" else {"patience": 3}))
         plot_losses(log_path, out / "loss.png")
     train_s = time.perf_counter() - t0
     test_texts, y_test = data["test"]

