@@ -1,4 +1,4 @@
-"""TextCNN and TransformerEncoderClassifier: shapes, padding invariance (a sequence alone
+"""TextCNN, TransformerEncoderClassifier and RNNClassifier (LSTM, GRU): shapes, padding invariance (a sequence alone
 equals the same sequence inside a padded batch), float64 gradcheck of every parameter
 on tiny configurations, a tiny synthetic task learned to high accuracy, bad input."""
 
@@ -15,6 +15,10 @@ from minilm.data.text import pad_sequences
 
 
 def _models(vocab=10, classes=3, pooling="cls", **kw):
+    if pooling in ("lstm", "gru"):
+        return nn.RNNClassifier(vocab, classes, embed_dim=kw.get("d", 6),
+                                hidden_size=kw.get("d", 6), num_layers=kw.get("layers", 1),
+                                cell=pooling, dropout=kw.get("p", 0.0))
     if pooling == "textcnn":
         return nn.TextCNN(vocab, classes, embed_dim=kw.get("d", 6), num_filters=4,
                           kernel_sizes=kw.get("widths", (2, 3, 4)), dropout=kw.get("p", 0.0))
@@ -24,7 +28,7 @@ def _models(vocab=10, classes=3, pooling="cls", **kw):
                                            dropout=kw.get("p", 0.0), pooling=pooling)
 
 
-KINDS = ["textcnn", "cls", "mean"]
+KINDS = ["textcnn", "cls", "mean", "lstm", "gru"]
 
 
 def _seqs(seed, n=5, lo=1, hi=7, vocab=10):
