@@ -25,7 +25,8 @@ starts from the same float checkpoint and is evaluated on the same validation wi
 The output head (tied to the token embedding) stays float everywhere. Columns: bits
 per weight of the compressed Linear layers (integers, scales, zero points where the
 format has them; bias excluded; in parentheses what the layers hold when that is
-more: a symmetric ``QuantizedLinear`` also keeps an all-zero zero-point buffer), the
+more, which no layer does now that a symmetric ``QuantizedLinear`` stores no zero
+points), the
 bytes they hold, the size of the model written with
 ``minilm.train.compressed.save_compressed`` (embeddings included), validation
 perplexity, its change vs float32, and the compression time (calibration, GPTQ,
@@ -171,8 +172,8 @@ class Bench:
     def layer_bytes(self, model) -> tuple[int, int, int]:
         """(bytes held, bytes of the format, weights) of the compressed layers: what they
         hold but the bias and pruning masks, against the in x out weights they stand
-        for. The format's bytes differ only for a symmetric QuantizedLinear, which also
-        holds an all-zero zero-point buffer that its QuantizedTensor does not count."""
+        for. They would differ if a layer held more than its QuantizedTensor counts (a
+        symmetric QuantizedLinear once kept all-zero zero points; it stores none now)."""
         from minilm.quant import QuantizedLinear
 
         modules = dict(model.named_modules())

@@ -173,7 +173,9 @@ class QuantizedLinear(_QuantLayer):
         self.group_size = qweight.group_size or self.in_features
         self.register_buffer("qweight", Tensor(qweight.q))
         self.register_buffer("scale", Tensor(qweight.scale))
-        self.register_buffer("zero", Tensor(qweight.zero))
+        # symmetric grids have z = 0 everywhere: nothing stored (saves 32 bits per scale)
+        self.register_buffer("zero", None if self.symmetric else Tensor(qweight.zero))
+        self._zeros = np.zeros(np.shape(qweight.scale), np.int32) if self.symmetric else None
 
     @classmethod
     def from_linear(cls, linear: Linear, bits: int = 8, group_size: int | None = None,
@@ -193,10 +195,13 @@ class QuantizedLinear(_QuantLayer):
     def quantized_tensor(self) -> QuantizedTensor:
         """The weight as an affine.QuantizedTensor (views of the buffers)."""
         return QuantizedTensor(
-            q=self.qweight.data, scale=self.scale.data, zero=self.zero.data, bits=self.bits,
+            q=self.qweight.data, scale=self.scale.data, zero=self._zero(), bits=self.bits,
             symmetric=self.symmetric, granularity=self.granularity,
             group_size=None if self.granularity == "channel" else self.group_size,
             shape=(self.out_features, self.in_features), dtype=self.scale.data.dtype.name)
+
+    def _zero(self) -> np.ndarray:
+        return self._zeros if self.zero is None else self.zero.data
 
     def dequantized_weight(self) -> np.ndarray:
         return self.quantized_tensor().dequantize()
@@ -204,7 +209,7 @@ class QuantizedLinear(_QuantLayer):
     def _compute(self, be, x):
         N, G = self.out_features, self.in_features // self.group_size
         scale = self.scale.data.reshape(N, G)
-        zero = self.zero.data.reshape(N, G)
+        zero = self._zero().reshape(N, G)
         if self.bits == 8:
             return be.linear_int8_weight(x, self.qweight.data, scale, zero, self.group_size,
                                          self._bias())
