@@ -314,6 +314,8 @@ def train_classifier(model: str, out_dir: str | os.PathLike, epochs: int = 100,
     written, a run directory that already holds a model (unless ``overwrite``)."""
     _check_args(model, epochs, lr, limit)
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out-dir {str(out)!r} exists and is not a directory")
     if (out / MODEL_FILE).exists() and not overwrite:
         raise ValueError(f"{out / MODEL_FILE} exists (a trained classifier); choose another "
                          "--out-dir or pass --overwrite")
@@ -323,7 +325,11 @@ def train_classifier(model: str, out_dir: str | os.PathLike, epochs: int = 100,
         splits = {k: stratified_limit(bbc.labels, v, limit) for k, v in splits.items()}
     data = {k: ([bbc.texts[i] for i in v], bbc.labels[v]) for k, v in splits.items()}
     k = len(bbc.label_names)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"--out-dir {str(out)!r}: cannot create it ({exc.strerror or exc})") \
+            from None
     t0 = time.perf_counter()
     history: list[dict] = []
     search: list[dict] = []

@@ -208,9 +208,9 @@ def quantize_run(out_dir: str, method: str, bits: int | None = None,
         results = gptq_quantize_model(model, _calibration(train_tokens, T, calib_batches,
                                                           batch_size), bits, group_size)
         modules = dict(model.named_modules())
-        layers = {name: QuantizedLinear(info["qweight"], modules[name])
-                  for name, info in results.items()}
-        rep = quantize_model(model, factory=lambda lin: layers[_name_of(modules, lin)])
+        layers = {id(modules[name]): QuantizedLinear(info["qweight"], modules[name])
+                  for name, info in results.items()}  # keyed by the Linear they replace
+        rep = quantize_model(model, factory=lambda lin: layers[id(lin)])
     seconds = time.perf_counter() - t0
     model.eval()
     ppl_after = _perplexity(model, val_tokens, batch_size, eval_batches)
@@ -233,13 +233,6 @@ def quantize_run(out_dir: str, method: str, bits: int | None = None,
     return _finish(out_dir, tag, model, extra, method_doc, report, overwrite, log)
 
 
-def _name_of(modules: dict, module: Any) -> str:
-    for name, m in modules.items():
-        if m is module:
-            return name
-    raise KeyError("layer not found")
-
-
 # =========================================================================== prune, low rank
 def prune_run(out_dir: str, sparsity: float, scope: str = "global", fine_tune_steps: int = 0,
               lr: float = 1e-4, checkpoint: str = "best", batch_size: int = 8,
@@ -254,10 +247,14 @@ def prune_run(out_dir: str, sparsity: float, scope: str = "global", fine_tune_st
     if not isinstance(fine_tune_steps, int) or isinstance(fine_tune_steps, bool) \
             or fine_tune_steps < 0:
         raise ValueError(f"--fine-tune-steps = {fine_tune_steps!r}: must be an integer >= 0")
+    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) \
+            or not 0.0 <= sparsity <= 1.0:  # NaN fails too
+        raise ValueError(f"--sparsity = {sparsity!r}: must be a number in [0, 1]")
     model, tok, extra, train_tokens, val_tokens = _source(out_dir, checkpoint)
-    tag = f"pruned-{round(100 * float(sparsity))}" if isinstance(sparsity, (int, float)) \
-        else "pruned"
-    masks = magnitude_prune(model, sparsity, scope)  # checks sparsity and scope
+    tag = f"pruned-{round(100 * float(sparsity))}"
+    ppl_before = _perplexity(model, val_tokens, batch_size, eval_batches)
+    bytes_before = _model_bytes(model)
+    masks = magnitude_prune(model, sparsity, scope)  # checks scope
     model.eval()
     ppl_before_tune = None
     t0 = time.perf_counter()
@@ -276,11 +273,10 @@ def prune_run(out_dir: str, sparsity: float, scope: str = "global", fine_tune_st
         model.eval()
         masks.detach()
     seconds = time.perf_counter() - t0
-    source = load_run(out_dir, checkpoint)[0]
     report = {"tag": tag, "method": "prune", "sparsity": float(sparsity), "scope": scope,
-              "ppl_before": _perplexity(source, val_tokens, batch_size, eval_batches),
+              "ppl_before": ppl_before,
               "ppl_after": _perplexity(model, val_tokens, batch_size, eval_batches),
-              "seconds": seconds, "bytes_before": _model_bytes(source),
+              "seconds": seconds, "bytes_before": bytes_before,
               "bytes_after": _model_bytes(model), "fine_tune_steps": fine_tune_steps}
     if ppl_before_tune is not None:
         report["ppl_before_fine_tune"] = ppl_before_tune

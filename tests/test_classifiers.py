@@ -1,6 +1,7 @@
-"""TextCNN, TransformerEncoderClassifier and RNNClassifier (LSTM, GRU): shapes, padding invariance (a sequence alone
-equals the same sequence inside a padded batch), float64 gradcheck of every parameter
-on tiny configurations, a tiny synthetic task learned to high accuracy, bad input."""
+"""TextCNN, TransformerEncoderClassifier and RNNClassifier (LSTM, GRU): shapes, padding
+invariance (a sequence alone equals the same sequence inside a padded batch), float64
+gradcheck of every parameter on tiny configurations, a tiny synthetic task learned to
+high accuracy, bad input."""
 
 from __future__ import annotations
 

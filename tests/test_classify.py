@@ -186,6 +186,12 @@ def test_refusals(runs, tmp_path, capsys):
     assert (d / "model.safetensors").read_bytes() == before
     refused(["classify", "--model", "lstm", "--out-dir", str(tmp_path / "x"), "--lr", "-1"],
             "--lr")
+    (tmp_path / "afile").write_text("x")
+    refused(["classify", "--model", "hash", "--out-dir", str(tmp_path / "afile")],
+            "not a directory")
+    refused(["classify", "--model", "hash", "--out-dir", str(tmp_path / "afile" / "sub")],
+            "cannot create")
+    assert (tmp_path / "afile").read_text() == "x"
     assert not (tmp_path / "x").exists()
     refused(["classify", "--model", "hash", "--out-dir", str(tmp_path / "y"), "--epochs", "0"],
             "--epochs")

@@ -96,6 +96,7 @@ def test_quantized_int_weights_are_stored_as_integers(run, capsys):
     (["quantize", "--method", "w8a8", "--group-size", "32"], "--group-size"),
     (["quantize", "--method", "gptq", "--calib-batches", "0"], "--calib-batches"),
     (["prune", "--sparsity", "1.5"], "sparsity"),
+    (["prune", "--sparsity", "nan"], "--sparsity"),
     (["prune", "--sparsity", "0.5", "--fine-tune-steps", "-1"], "--fine-tune-steps"),
     (["low-rank", "--rank", "0"], "rank"),
     (["low-rank", "--rank", "1000"], "rank"),

@@ -81,8 +81,7 @@ def _empty(spec: Any, linear: Any, where: str) -> Module:
     raise ValueError(f"{where}: unknown layer class {cls!r}")
 
 
-def _replace(model: Module, name: str, new: Module) -> None:
-    modules = dict(model.named_modules())
+def _replace(model: Module, modules: dict, name: str, new: Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = modules.get(parent_name) if parent_name else model
     if parent is None or child not in parent._modules:
@@ -113,9 +112,9 @@ def load_compressed(path: str | os.PathLike) -> tuple[GPT, dict]:
         state = unflatten_state(tensors, meta)
         extra, weights = state["extra"], state["model"]
         model = GPT(GPTConfig.from_dict(extra["model_config"]))
+        modules = dict(model.named_modules())  # the float GPT's: parents stay the same
         for name, spec in extra["layers"].items():
-            old = dict(model.named_modules()).get(name)
-            _replace(model, name, _empty(spec, old, name))
+            _replace(model, modules, name, _empty(spec, modules.get(name), name))
         _restore_unset_buffers(model, weights)
         if any(k.endswith("_mask") for k in weights):  # a pruned model keeps its masks
             PruningMasks.from_state_dict(model, weights).detach()

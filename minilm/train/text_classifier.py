@@ -108,8 +108,7 @@ class NeuralTextClassifier:
                 step += 1
                 total += float(loss.item()) * len(idx)
             logits = self.scores(val_texts)
-            logp = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(
-                1, keepdims=True)) - logits.max(1, keepdims=True)
+            logp = F.log_softmax(Tensor(logits), dim=1).numpy()
             val_loss = float(-logp[np.arange(len(yv)), yv].mean())
             row = {"epoch": epoch, "step": step, "loss": total / len(y), "val_loss": val_loss,
                    "val_accuracy": float(np.mean(logits.argmax(1) == yv))}
@@ -145,9 +144,7 @@ class NeuralTextClassifier:
         return out
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
-        z = self.scores(texts)
-        e = np.exp(z - z.max(1, keepdims=True))
-        return e / e.sum(1, keepdims=True)
+        return F.softmax(Tensor(self.scores(texts)), dim=1).numpy()
 
     def state(self) -> tuple[dict, dict]:
         tensors = {k: _host(v) for k, v in self.model.state_dict().items()}
