@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -431,8 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as exc:
-        print(f"minilm {args.command}: error: {exc}", file=sys.stderr)
-        _abort_other_ranks()
+        _report_error_once(f"minilm {args.command}: error: {exc}")
         return 2
     except TrainingInterrupted as exc:  # every rank stopped after the same step
         if _world_rank() == 0:
@@ -450,22 +450,45 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _world_rank() -> int:
-    if "mpi4py" in sys.modules:
-        from .parallel import world
-
-        return world().rank
-    return 0
+    w = _mpi_world()
+    return 0 if w is None else w.rank
 
 
-def _abort_other_ranks(code: int = 2) -> None:
+def _report_error_once(message: str) -> None:
+    """Print an error line. Under mpiexec: when every rank failed (the same bad input),
+    rank 0 alone prints it and every rank returns normally (so the launcher delivers the
+    output); when only some ranks failed, this one prints and aborts the job, so that the
+    others are not left waiting in a collective."""
+    w = _mpi_world()
+    if w is None or w.size == 1:
+        print(message, file=sys.stderr)
+        return
+    if w.all_failed():
+        if w.rank == 0:
+            print(message, file=sys.stderr)
+        return
+    _abort_other_ranks(2, message)
+
+
+def _mpi_world():
+    if "mpi4py" not in sys.modules:
+        return None
+    from .parallel import world
+
+    return world()
+
+
+def _abort_other_ranks(code: int = 2, message: str | None = None) -> None:
     """Under mpiexec, a clean error on one rank must not leave the others waiting."""
-    if "mpi4py" in sys.modules:
-        from .parallel import world
-
-        w = world()
-        if w.size > 1:
-            sys.stderr.flush()
-            w.abort(code)
+    w = _mpi_world()
+    if w is not None and w.size > 1:
+        if message is not None:
+            print(f"[rank {w.rank}] {message}", file=sys.stderr)
+        sys.stderr.flush()
+        time.sleep(0.2)  # let the launcher forward the message before the job is torn down
+        w.abort(code)
+    elif message is not None:
+        print(message, file=sys.stderr)
 
 
 if __name__ == "__main__":

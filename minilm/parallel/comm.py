@@ -210,6 +210,47 @@ class Communicator:
             self.mpi.Abort(code)
         os._exit(code)  # pragma: no cover
 
+    def all_failed(self, timeout: float = 2.0) -> bool:
+        """Called by a rank that hit an error: True when every rank of this communicator
+        calls it within ``timeout`` seconds (the same bad input fails everywhere), so the
+        job can end with a normal exit on every rank and one error message; False when
+        some rank is elsewhere (then the caller reports and aborts the job).
+
+        A point-to-point handshake on a reserved tag, not a collective: the ranks that
+        did not fail may be blocked in a collective of this communicator, and a barrier
+        would not match it. Every rank tells rank 0; rank 0 answers each once it has
+        heard from all of them. A rank that hears nothing within ``2 * timeout`` gives up."""
+        if self.is_single:
+            return True
+        import time
+
+        comm, deadline = self.mpi, time.monotonic() + timeout
+        if self.rank != 0:
+            comm.isend(True, dest=0, tag=_FAIL_TAG)
+            deadline += timeout  # rank 0 may have started its count just now
+            while time.monotonic() < deadline:
+                if comm.Iprobe(source=0, tag=_FAIL_TAG + 1):
+                    return bool(comm.recv(source=0, tag=_FAIL_TAG + 1))
+                time.sleep(0.01)
+            return False
+        heard: set[int] = set()
+        while len(heard) < self.size - 1 and time.monotonic() < deadline:
+            status = MPI.Status()
+            if comm.Iprobe(source=MPI.ANY_SOURCE, tag=_FAIL_TAG, status=status):
+                heard.add(status.Get_source())
+                comm.recv(source=status.Get_source(), tag=_FAIL_TAG)
+            else:
+                time.sleep(0.01)
+        everyone = len(heard) == self.size - 1
+        for r in heard:
+            comm.send(everyone, dest=r, tag=_FAIL_TAG + 1)
+        return everyone
+
+
+# message tags of the failure handshake (``Communicator.all_failed``); nothing else in
+# minilm sends point-to-point messages with tags this high
+_FAIL_TAG = 32000
+
 
 _WORLD: Communicator | None = None
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tests.mpi.common import STEPS
-from tests.mpi.conftest import ROOT, mpiexec_or_fail
+from tests.mpi.conftest import ROOT, mpi_env, mpiexec_or_fail
 
 CASES = {  # name: (ranks, dp, tp, pp, zero, schedule, micro-batches)
     "dp2": (2, 2, 1, 1, 0, "1f1b", 1),
@@ -91,7 +91,10 @@ def test_cli_parallel_train_then_sample_in_one_process(tmp_path):
 def test_grid_mismatch_is_refused_before_any_work(tmp_path):
     p = _cli(3, "--out-dir", str(tmp_path / "r"), "--dp", "2", "--tp", "2", "--no-progress")
     assert p.returncode != 0
-    assert "dp (2) x tp (2) x pp (1) = 4 processes, but the job has 3" in p.stderr
+    # every rank fails alike: the job ends normally with one message (from rank 0), which
+    # the launcher always delivers (an MPI abort could cut the forwarded output short)
+    assert p.stderr.count("dp (2) x tp (2) x pp (1) = 4 processes, but the job has 3") == 1
+    assert p.returncode == 2, p.stderr
     assert not (tmp_path / "r").exists()
 
 
@@ -197,3 +200,25 @@ def test_parallel_resume_equals_the_uninterrupted_run(tmp_path, grid):
         a, b = _training_state(whole / name), _training_state(parts / name)
         assert a["extra"]["step"] == 6 and ("model" in a or "optimizer" in a), name
         _assert_same(a, b, name)
+
+
+# ------------------------------------------------------------ failure handshake
+
+def test_all_failed_when_every_rank_fails(mpi):
+    res = mpi(3, "scripts.fail_handshake", "all")
+    assert res == {"answer": True, "sum": 3.0}
+
+
+def test_all_failed_is_false_when_others_wait_and_the_job_aborts(tmp_path):
+    exe = mpiexec_or_fail()
+    cmd = [exe, "-n", "3", sys.executable, "-m", "tests.mpi.scripts.fail_handshake", "one",
+           str(tmp_path)]
+    try:
+        p = subprocess.run(cmd, cwd=ROOT, env=mpi_env(), capture_output=True, text=True,
+                           timeout=60)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the job hung after one rank failed:\n{exc.stdout}{exc.stderr}")
+    assert p.returncode != 0
+    got = json.loads((tmp_path / "rank1.txt").read_text())
+    assert got["answer"] is False
+    assert 0.5 <= got["seconds"] < 5  # waited 2 x timeout for rank 0's answer, no longer
