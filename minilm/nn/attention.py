@@ -117,10 +117,17 @@ class RotaryEmbedding(Module):
 class KVCache:
     """Keys and values of past positions for every layer, preallocated to the context
     length: decoding step t writes one column and attends over columns 0..t, instead of
-    recomputing all past keys and values (O(T) per token instead of O(T^2))."""
+    recomputing all past keys and values (O(T) per token instead of O(T^2)).
+
+    Cross-attention (an encoder-decoder) keeps its own store, ``cross``: layer ->
+    [K, V, key_padding_mask] of the encoder output (the context), computed once on the
+    first decoding step and reused on every later one. They are never appended to (the
+    context does not grow with the decoder), never rotated (no RoPE across two
+    sequences), and do not count in ``length``, which is the decoder's position."""
 
     def __init__(self) -> None:
         self.layers: dict[int, list] = {}
+        self.cross: dict[int, list] = {}
         self.length = 0  # positions already stored (same for every layer)
 
     def update(self, layer: int, k: Tensor, v: Tensor, max_len: int) -> tuple:
@@ -138,15 +145,35 @@ class KVCache:
         vc[:, :, start:start + T] = v.data
         return Tensor._make(kc[:, :, :start + T]), Tensor._make(vc[:, :, :start + T])
 
+    def cross_kv(self, layer: int) -> tuple | None:
+        """The stored context (K, V, key_padding_mask) of cross-attention ``layer``
+        (K, V: (B, H, S, d) Tensors; the mask (B, S), True at padding, or None), or None
+        before the first decoding step."""
+        entry = self.cross.get(layer)
+        if entry is None:
+            return None
+        return Tensor._make(entry[0]), Tensor._make(entry[1]), entry[2]
+
+    def store_cross(self, layer: int, k: Tensor, v: Tensor, key_padding_mask: Any) -> None:
+        """Keep the context's keys and values (B, H, S, d) of cross-attention ``layer``
+        (and its padding mask) for every later decoding step."""
+        self.cross[layer] = [k.data, v.data, key_padding_mask]
+
     def advance(self, n: int) -> None:
         """Called once per forward after every layer stored its ``n`` new positions."""
         self.length += n
 
     def reorder(self, index: Any) -> None:
-        """Keep batch rows ``index`` (beam search reorders hypotheses)."""
+        """Keep batch rows ``index`` (beam search reorders hypotheses), in the
+        self-attention store and the cross-attention store alike."""
         for kv in self.layers.values():
             kv[0] = kv[0][index]
             kv[1] = kv[1][index]
+        for entry in self.cross.values():
+            entry[0] = entry[0][index]
+            entry[1] = entry[1][index]
+            if entry[2] is not None:
+                entry[2] = entry[2][index]
 
 
 def build_attention_mask(xp: Any, q_len: int, k_len: int, causal: bool = True,
@@ -177,7 +204,8 @@ class MultiHeadAttention(Module):
     Self-attention uses one fused (d_model -> 3 d_model) projection; cross-attention
     (``cross=True``) projects queries from ``x`` and keys/values from ``context``.
     ``causal`` masks the future, ``window`` restricts each query to its last
-    ``window`` keys (local attention), ``rope`` rotates queries and keys.
+    ``window`` keys (local attention), ``rope`` rotates queries and keys (self-attention
+    only: cross-attention never rotates, see KVCache for its cache).
 
     The hook for tensor parallelism: ``n_local_heads`` is the number of heads this
     process computes (``n_heads`` here). ``forward`` splits the qkv output into
@@ -214,15 +242,10 @@ class MultiHeadAttention(Module):
 
     def forward(self, x: Tensor, context: Tensor | None = None, key_padding_mask: Any = None,
                 cache: KVCache | None = None, context_length: int | None = None) -> Tensor:
-        B, T, _ = x.shape
         if self.cross:
-            if context is None:
-                raise ValueError("MultiHeadAttention(cross=True) needs a context tensor")
-            q = self.q_proj(x)
-            k, v = self.kv_proj(context).split(self.d_model, dim=-1)
-            q, k, v = self._heads(q), self._heads(k), self._heads(v)
-        else:
-            q, k, v = _SplitHeads.apply(self.qkv(x), n_heads=self.n_local_heads)
+            return self._cross_forward(x, context, key_padding_mask, cache)
+        B, T, _ = x.shape
+        q, k, v = _SplitHeads.apply(self.qkv(x), n_heads=self.n_local_heads)
         offset = cache.length if cache is not None else 0
         if self.rope is not None:
             q = self.rope(q, offset)
@@ -230,7 +253,7 @@ class MultiHeadAttention(Module):
         if cache is not None:
             k, v = cache.update(self.layer_index, k, v, context_length or (offset + T))
         S = k.shape[-2]
-        causal = self.causal and not self.cross
+        causal = self.causal
         xp = x.backend.xp
         kpm = key_padding_mask.data if isinstance(key_padding_mask, Tensor) else key_padding_mask
         simple = offset == 0 and self.window is None and kpm is None
@@ -239,11 +262,47 @@ class MultiHeadAttention(Module):
         else:
             mask = Tensor._make(build_attention_mask(
                 xp, T, S, causal=causal, offset=offset, window=self.window, key_padding_mask=kpm))
+        return self._attend(q, k, v, mask, causal and simple)
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Any, is_causal: bool) -> Tensor:
+        """softmax(q k^T / sqrt(d) + M) v per head, heads concatenated, out_proj."""
+        B, _, T, _ = q.shape
         drop = self.dropout_p if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop,
-                                           is_causal=causal and simple)
+                                           is_causal=is_causal)
         y = y.transpose(1, 2).reshape(B, T, self.n_local_heads * self.head_dim)
         return self.resid_dropout(self.out_proj(y))
+
+    def cross_keys_values(self, context: Tensor) -> tuple:
+        """K, V (B, H, S, d) of the context for cross-attention: kv_proj(context) split
+        in two and into heads. No RoPE: the decoder's positions and the encoder's are
+        positions in two different sequences, their difference means nothing."""
+        k, v = self.kv_proj(context).split(self.d_model, dim=-1)
+        return self._heads(k), self._heads(v)
+
+    def _cross_forward(self, x: Tensor, context: Tensor | None, key_padding_mask: Any,
+                       cache: KVCache | None) -> Tensor:
+        """Queries from ``x`` (B, T, d_model), keys and values from ``context`` (B, S,
+        d_model); ``key_padding_mask`` (B, S) True at the context's padding. With a
+        cache, the context's K, V (and mask) are computed on the first call and read
+        back on every later one (``context`` may then be None); they never grow."""
+        stored = cache.cross_kv(self.layer_index) if cache is not None else None
+        if stored is not None:
+            k, v, kpm = stored
+        else:
+            if context is None:
+                raise ValueError("MultiHeadAttention(cross=True) needs a context tensor")
+            k, v = self.cross_keys_values(context)
+            kpm = key_padding_mask.data if isinstance(key_padding_mask, Tensor) else key_padding_mask
+            if cache is not None:
+                cache.store_cross(self.layer_index, k, v, kpm)
+        q = self._heads(self.q_proj(x))
+        T, S = q.shape[-2], k.shape[-2]
+        mask = None
+        if kpm is not None:
+            mask = Tensor._make(build_attention_mask(x.backend.xp, T, S, causal=False,
+                                                     key_padding_mask=kpm))
+        return self._attend(q, k, v, mask, False)
 
     def extra_repr(self) -> str:
         extra = f", window={self.window}" if self.window else ""
