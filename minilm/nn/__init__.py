@@ -29,4 +29,5 @@ from .layers import (
 )
 from .module import IncompatibleKeys, Module, ModuleDict, ModuleList, Parameter, Sequential
 from .recurrent import GRU, LSTM, RNN, detach_state
+from .seq2seq import LSTMSeq2Seq, TransformerSeq2Seq
 from .transformer import GPT, MLP, GPTConfig, TransformerBlock
