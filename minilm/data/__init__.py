@@ -38,6 +38,15 @@ from .batches import (
 from .bbc import BBCNews, duplicate_groups, kfold_splits, load_bbc_news, stratified_split
 from .bpe import DEFAULT_PATTERN, ByteBPETokenizer, pretokenize, train_merges
 from .corpus import CORPUS_SUFFIXES, builtin_corpus, corpus_files, load_corpus
+from .dates import (
+    DATE_FORMATS,
+    CharVocab,
+    date_pairs,
+    date_splits,
+    date_vocabularies,
+    encode_pairs,
+    format_date,
+)
 from .loader import DataLoader
 from .sampler import DistributedSampler
 from .text import (
@@ -77,4 +86,7 @@ __all__ = [
     "find_near_duplicates", "jaccard", "kfold_splits", "load_bbc_news", "lsh_candidate_pairs",
     "pad_sequences", "random_deletion", "random_insertion", "random_swap", "shingles",
     "stratified_split", "synonym_replacement", "text_hash", "tokenize",
+    # the date-normalisation seq2seq task (docs/seq2seq.md)
+    "DATE_FORMATS", "CharVocab", "date_pairs", "date_splits", "date_vocabularies",
+    "encode_pairs", "format_date",
 ]
