@@ -34,6 +34,7 @@ inputs are never written unless the contract says "in place".
 | sgd_step | optim/sgd.py |
 | adam_step | optim/adam.py |
 | int8_matmul, linear_int8_weight, linear_int4_weight | quant/linear.py |
+| lstm_sequence(_backward), gru_sequence(_backward), rnn_sequence(_backward) | functional/recurrent.py |
 """
 
 from __future__ import annotations
@@ -163,6 +164,35 @@ class Backend(Protocol):
         """One Adam/AdamW step (t = ``step`` from 1) IN PLACE on ``param``, ``exp_avg``,
         ``exp_avg_sq`` and ``amsgrad_max`` (if given); ``grad`` is only read."""
 
+
+    # ------------------------------------------------------------------ recurrent sequences
+    def lstm_sequence(self, gx: Any, h0: Any, c0: Any, w_hh: Any, keep: Any,
+                      reverse: bool) -> tuple:
+        """gx (T, B, 4H), h0/c0 (B, H), w_hh (4H, H), keep (T, B) bool or None. New
+        (hs, cs, acts): the states after each step (T, B, H) and the activated gates
+        i, f, g, o (T, B, 4H), zero at padded steps (functional/recurrent.py)."""
+
+    def lstm_sequence_backward(self, ghs: Any, ghT: Any, gcT: Any, hs: Any, cs: Any,
+                               acts: Any, h0: Any, c0: Any, w_hh: Any, keep: Any,
+                               reverse: bool) -> tuple:
+        """New (dgx, dh0, dc0, dw_hh): backpropagation through the whole sequence."""
+
+    def gru_sequence(self, gx: Any, h0: Any, w_hh: Any, b_hh: Any, keep: Any,
+                     reverse: bool) -> tuple:
+        """gx (T, B, 3H) = x W_ih^T + b_ih, b_hh (3H,) or None. New (hs, acts): hs
+        (T, B, H), acts (T, B, 4H) = r, z, n, h W_hn^T + b_hn, zero at padded steps."""
+
+    def gru_sequence_backward(self, ghs: Any, ghT: Any, hs: Any, acts: Any, h0: Any,
+                              w_hh: Any, keep: Any, reverse: bool) -> tuple:
+        """New (dgx, dh0, dw_hh, db_hh)."""
+
+    def rnn_sequence(self, gx: Any, h0: Any, w_hh: Any, keep: Any, reverse: bool,
+                     relu: bool) -> Any:
+        """New hs (T, B, H): h_t = tanh (or relu) of gx_t + h_{t-1} W_hh^T."""
+
+    def rnn_sequence_backward(self, ghs: Any, ghT: Any, hs: Any, h0: Any, w_hh: Any,
+                              keep: Any, reverse: bool, relu: bool) -> tuple:
+        """New (dgx, dh0, dw_hh)."""
 
     # ------------------------------------------------------------------ quantized linear
     def int8_matmul(self, a: Any, b: Any) -> Any:

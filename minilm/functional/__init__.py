@@ -18,6 +18,7 @@ function right under it; import as ``import minilm.functional as F``.
 - ``normalization``: layer_norm, rms_norm
 - ``attention``: scaled_dot_product_attention
 - ``losses``: cross_entropy, nll_loss, kl_div, multi_margin_loss
+- ``recurrent``: lstm_sequence, gru_sequence, rnn_sequence (fused loops over time)
 - ``elementwise_losses``: mse_loss, l1_loss, smooth_l1_loss, huber_loss, binary
   cross-entropy, hinge_embedding_loss
 
@@ -108,3 +109,9 @@ from .regularizers import *  # noqa: E402, F403
 from .regularizers import __all__ as _regularizers_all  # noqa: E402
 
 __all__ = __all__ + _regularizers_all
+
+# recurrent: one fused op per RNN / LSTM / GRU layer-direction (backprop through time)
+from .recurrent import *  # noqa: E402, F403
+from .recurrent import __all__ as _recurrent_all  # noqa: E402
+
+__all__ = __all__ + _recurrent_all

@@ -89,6 +89,10 @@ class _RecurrentBase(Module):
 
     gates = 1
     state_count = 1
+    #: run each layer-direction as one fused op (functional/recurrent.py: a NumPy loop
+    #: on the reference backend, a compiled one on Numba) instead of composing the
+    #: per-step ``_cell`` from autograd ops; both give the same values and gradients
+    fused = True
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
@@ -142,6 +146,11 @@ class _RecurrentBase(Module):
         return F.linear(x, w_ih, b)
 
     def _cell(self, gx: Tensor, state: tuple, w_hh: Tensor, b_hh: Any) -> tuple:
+        raise NotImplementedError
+
+    def _sequence(self, gx: Tensor, state: tuple, w_hh: Tensor, b_hh: Any, keep: Any,
+                  reverse: bool) -> tuple:
+        """The fused form of the loop over ``_cell``: (hs (T, B, H), final state)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ checks
@@ -238,8 +247,9 @@ class _RecurrentBase(Module):
         T, B = x.shape[0], x.shape[1]
         steps = _step_mask(type(self).__name__, lengths, mask, T, B, self.batch_first)
         if steps is None:
-            masks = keep = None
+            masks = keep = step_keep = None
         else:
+            step_keep = x.backend.asarray(steps)
             masks = [Tensor(x.backend.asarray(steps[t, :, None])) for t in range(T)]
             keep = Tensor(x.backend.asarray(steps[:, :, None]))
             zero = Tensor(x.backend.xp.zeros((), dtype=x.dtype))
@@ -250,7 +260,7 @@ class _RecurrentBase(Module):
             for d in range(self.num_directions):
                 k = layer * self.num_directions + d
                 out, final = self._run_direction(x, states[k], self._weights(layer, d),
-                                                 masks, reverse=d == 1)
+                                                 masks, step_keep, reverse=d == 1)
                 outs.append(out)
                 finals.append(final)
             x = outs[0] if len(outs) == 1 else F.cat(outs, dim=-1)
@@ -263,9 +273,12 @@ class _RecurrentBase(Module):
         return output, (h_n[0] if self.state_count == 1 else h_n)
 
     def _run_direction(self, x: Tensor, state: tuple, weights: tuple, masks: Any,
-                       reverse: bool) -> tuple:
+                       step_keep: Any, reverse: bool) -> tuple:
         """One layer, one direction: (T, B, H) outputs and the final state tuple."""
         w_ih, w_hh, b_ih, b_hh = weights
+        if self.fused:
+            gx = self._project(x, w_ih, b_ih, b_hh)  # (T, B, gates*H)
+            return self._sequence(gx, state, w_hh, b_hh, step_keep, reverse)
         gx = F.unbind(self._project(x, w_ih, b_ih, b_hh), 0)  # T tensors (B, gates*H)
         T = len(gx)
         outs: list = [None] * T
@@ -315,6 +328,10 @@ class RNN(_RecurrentBase):
         pre = gx + F.linear(state[0], w_hh)
         return (F.tanh(pre) if self.nonlinearity == "tanh" else F.relu(pre),)
 
+    def _sequence(self, gx, state, w_hh, b_hh, keep, reverse):
+        hs, h = F.rnn_sequence(gx, state[0], w_hh, keep, reverse, self.nonlinearity)
+        return hs, (h,)
+
     def extra_repr(self) -> str:
         s = super().extra_repr()
         return s + (", nonlinearity='relu'" if self.nonlinearity == "relu" else "")
@@ -345,6 +362,10 @@ class LSTM(_RecurrentBase):
         c = F.sigmoid(f) * c + F.sigmoid(i) * F.tanh(g)
         return F.sigmoid(o) * F.tanh(c), c
 
+    def _sequence(self, gx, state, w_hh, b_hh, keep, reverse):
+        hs, h, c = F.lstm_sequence(gx, state[0], state[1], w_hh, keep, reverse)
+        return hs, (h, c)
+
 
 class GRU(_RecurrentBase):
     """Gated recurrent unit (Cho et al. 2014) in PyTorch's formulation, per layer and
@@ -372,3 +393,7 @@ class GRU(_RecurrentBase):
         r, z = F.sigmoid(xr + hr), F.sigmoid(xz + hz)
         n = F.tanh(xn + r * hn)
         return (n + z * (h - n),)  # = (1 - z) * n + z * h, one multiply fewer
+
+    def _sequence(self, gx, state, w_hh, b_hh, keep, reverse):
+        hs, h = F.gru_sequence(gx, state[0], w_hh, b_hh, keep, reverse)
+        return hs, (h,)
