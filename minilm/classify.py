@@ -10,8 +10,17 @@ Models (``--model``):
   on the training split only) into a multinomial logistic regression,
   :class:`SoftmaxRegression`, trained with AdamW on mini-batches of the sparse rows and
   stopped early on the validation split.
-- ``lstm``, ``gru``, ``textcnn``, ``transformer``: accepted names, refused for now (not
-  wired to this command yet).
+- ``lstm``, ``gru``, ``textcnn``, ``transformer``: neural models on word ids
+  (:class:`~minilm.train.text_classifier.NeuralTextClassifier`): a word vocabulary of
+  the training split, articles truncated to the model's ``max_len`` words (256), AdamW,
+  early stopping on the validation loss.
+
+Predicting: ``--predict TEXT`` prints the label and the class probabilities;
+``--predict-file FILE`` classifies every line of FILE (one article per line), and when
+the lines are ``label<TAB>text`` also reports the accuracy against those labels (a
+label the run does not know is refused, naming it and its line). A text longer than a
+neural model's ``max_len`` words is classified from its first ``max_len`` words, with
+a warning on stderr saying so (the model was trained on texts cut the same way).
 
 A run directory holds ``model.safetensors`` (weights + JSON metadata: model kind,
 hyperparameters, vectorizer, label names; written atomically by
@@ -25,6 +34,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 import zlib
 from pathlib import Path
@@ -45,7 +55,8 @@ from .train.text_classifier import NEURAL_MODELS, NeuralTextClassifier
 from .train.trainer import plot_losses
 
 __all__ = ["MODELS", "HashNaiveBayes", "SoftmaxRegression", "TfidfLogReg",
-           "load_classifier", "predict_run", "stratified_limit", "train_classifier"]
+           "load_classifier", "predict_run", "read_predict_file", "stratified_limit",
+           "train_classifier"]
 
 MODELS = ("hash", "tfidf-logreg", "lstm", "gru", "textcnn", "transformer")
 MODEL_FILE = "model.safetensors"
@@ -306,12 +317,15 @@ def _write_json(path: Path, obj: Any) -> None:
 def train_classifier(model: str, out_dir: str | os.PathLike, epochs: int = 100,
                      lr: float | None = None, seed: int = 0, split_seed: int = 0,
                      group_duplicates: bool = False, overwrite: bool = False,
-                     limit: int | None = None, print_fn: Any = print) -> dict:
+                     limit: int | None = None, print_fn: Any = print,
+                     progress: bool = False) -> dict:
     """Train ``model`` on the BBC News training split (early stopping on val where the
     model iterates), evaluate on the test split, write the run to ``out_dir`` and
     return the test metrics. ``limit`` keeps the first ``limit`` articles of each label
     in each split (a quick stratified subset, for tests). Refuses, before anything is
-    written, a run directory that already holds a model (unless ``overwrite``)."""
+    written, a run directory that already holds a model (unless ``overwrite``).
+    ``progress`` shows a bar over the epochs (iterative models), the epoch lines
+    printed above it."""
     _check_args(model, epochs, lr, limit)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -347,15 +361,30 @@ def train_classifier(model: str, out_dir: str | os.PathLike, epochs: int = 100,
             clf = NeuralTextClassifier(model, k, lr=lr if lr is not None else 2e-3)
         log_path = out / "log.jsonl"
         log_path.write_text("")
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=epochs, desc=model, unit="epoch", dynamic_ncols=True)
 
         def log(row: dict) -> None:
             with open(log_path, "a") as f:
                 f.write(json.dumps(row) + "\n")
-            print_fn(f"epoch {row['epoch']:3d}  loss {row['loss']:.4f}  val_loss "
-                     f"{row['val_loss']:.4f}  val_acc {row['val_accuracy']:.4f}")
+            line = (f"epoch {row['epoch']:3d}  loss {row['loss']:.4f}  val_loss "
+                    f"{row['val_loss']:.4f}  val_acc {row['val_accuracy']:.4f}")
+            if bar is None:
+                print_fn(line)
+            else:
+                bar.write(line)
+                bar.set_postfix(val_acc=f"{row['val_accuracy']:.4f}")
+                bar.update(1)
 
-        history = clf.fit(*data["train"], *data["val"], epochs=epochs, seed=seed, log=log,
-                          **({} if model == "tfidf-logreg" else {"patience": 3}))
+        try:
+            history = clf.fit(*data["train"], *data["val"], epochs=epochs, seed=seed, log=log,
+                              **({} if model == "tfidf-logreg" else {"patience": 3}))
+        finally:
+            if bar is not None:
+                bar.close()
         plot_losses(log_path, out / "loss.png")
     train_s = time.perf_counter() - t0
     test_texts, y_test = data["test"]
@@ -397,13 +426,61 @@ def load_classifier(out_dir: str | os.PathLike) -> tuple[Any, list[str]]:
     return _KINDS[meta["model"]].from_state(tensors, meta["params"], len(names)), names
 
 
-def predict_run(out_dir: str | os.PathLike, texts: list[str]) -> list[dict]:
+def predict_run(out_dir: str | os.PathLike, texts: list[str],
+                warn: Any = None) -> list[dict]:
     """For each text: ``{"label": name, "probabilities": {name: p}}``. An empty (or
-    whitespace-only) text is refused."""
-    for t in texts:
+    whitespace-only) text is refused. A text longer than the model's ``max_len`` words
+    (neural models) is classified from its first ``max_len`` words; ``warn(message)``
+    (default: print to stderr) is told which texts were cut."""
+    for i, t in enumerate(texts):
         if not _words(t):
-            raise ValueError("--predict: the text has no words to classify")
+            where = "the text" if len(texts) == 1 else f"text {i + 1}"
+            raise ValueError(f"--predict: {where} has no words to classify")
     clf, names = load_classifier(out_dir)
+    max_len = getattr(clf, "max_len", None)
+    if max_len is not None:
+        long = [(i, n) for i, n in enumerate(len(_words(t)) for t in texts) if n > max_len]
+        if long:
+            what = ", ".join(f"text {i + 1} ({n} words)" for i, n in long[:5])
+            more = f" and {len(long) - 5} more" if len(long) > 5 else ""
+            (warn or (lambda m: print(m, file=sys.stderr)))(
+                f"warning: {what}{more} longer than the model's max_len {max_len}: "
+                f"classified from the first {max_len} words")
     probs = clf.predict_proba(list(texts))
     return [{"label": names[int(p.argmax())],
              "probabilities": {n: float(v) for n, v in zip(names, p)}} for p in probs]
+
+
+def read_predict_file(path: str | os.PathLike, label_names: list[str]) -> tuple:
+    """``(texts, labels or None)`` from a file of one article per line, or of
+    ``label<TAB>text`` lines (every line then needs a label the run knows). Blank lines
+    are skipped; a labelled file with an unlabelled line, or an unknown label, is
+    refused with the line number."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"--predict-file {str(p)!r} does not exist or is not a file")
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"--predict-file {str(p)!r} is not UTF-8 text ({exc.reason} at "
+                         f"byte {exc.start})") from None
+    rows = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
+    if not rows:
+        raise ValueError(f"--predict-file {str(p)!r} has no text lines")
+    labelled = "\t" in rows[0][1]
+    texts, labels = [], []
+    for n, line in rows:
+        if labelled:
+            if "\t" not in line:
+                raise ValueError(f"--predict-file {p}:{n}: no label<TAB>text (the first line "
+                                 "has a label, so every line needs one)")
+            label, text = line.split("\t", 1)
+            if label.strip() not in label_names:
+                raise ValueError(f"--predict-file {p}:{n}: unknown label {label.strip()!r}; "
+                                 f"the run's labels are {', '.join(label_names)}")
+            labels.append(label_names.index(label.strip()))
+            line = text
+        if not _words(line):
+            raise ValueError(f"--predict-file {p}:{n}: the text has no words to classify")
+        texts.append(line)
+    return texts, (np.array(labels) if labelled else None)

@@ -335,6 +335,10 @@ def _add_classify_parser(sub: Any) -> None:
     p.add_argument("--out-dir", required=True, help="the run directory")
     p.add_argument("--predict", default=None, metavar="TEXT",
                    help="classify TEXT with the run in --out-dir instead of training")
+    p.add_argument("--predict-file", default=None, metavar="FILE",
+                   help="classify every line of FILE (one article per line; with "
+                        "label<TAB>text lines, also report the accuracy)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--epochs", type=int, default=100,
                    help="most epochs (iterative models; early stopping on val)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (tfidf-logreg: 0.05)")
@@ -349,20 +353,34 @@ def _add_classify_parser(sub: Any) -> None:
 
 
 def _classify(args: argparse.Namespace) -> int:
-    from .classify import predict_run, train_classifier
+    from .classify import load_classifier, predict_run, read_predict_file, train_classifier
 
-    if args.predict is not None:
+    if args.predict is not None or args.predict_file is not None:
+        flag = "--predict" if args.predict is not None else "--predict-file"
+        if args.predict is not None and args.predict_file is not None:
+            raise ValueError("give --predict TEXT or --predict-file FILE, not both")
         if args.model is not None:
-            raise ValueError("--predict uses the run's own model; drop --model")
-        for r in predict_run(args.out_dir, [args.predict]):
+            raise ValueError(f"{flag} uses the run's own model; drop --model")
+        labels = None
+        if args.predict is not None:
+            texts = [args.predict]
+        else:
+            texts, labels = read_predict_file(args.predict_file, load_classifier(args.out_dir)[1])
+        results = predict_run(args.out_dir, texts)
+        for r in results:
             probs = "  ".join(f"{n} {p:.4f}" for n, p in r["probabilities"].items())
             print(f"{r['label']}\t({probs})")
+        if labels is not None:
+            names = list(results[0]["probabilities"])
+            hits = sum(names.index(r["label"]) == y for r, y in zip(results, labels))
+            print(f"accuracy {hits / len(labels):.4f} ({hits} of {len(labels)} lines)")
         return 0
     if args.model is None:
         raise ValueError("give --model to train (or --predict TEXT to use a trained run)")
     train_classifier(args.model, args.out_dir, epochs=args.epochs, lr=args.lr, seed=args.seed,
                      split_seed=args.split_seed, group_duplicates=args.group_duplicates,
-                     overwrite=args.overwrite, limit=args.limit)
+                     overwrite=args.overwrite, limit=args.limit,
+                     progress=not args.no_progress and sys.stderr.isatty())
     return 0
 
 

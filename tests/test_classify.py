@@ -253,3 +253,65 @@ def test_neural_models_train_save_and_predict(tmp_path, capsys, model):
     got = predict_run(d, ["the government announced new tax rules for banks"])
     assert got[0]["label"] in names
     assert abs(sum(got[0]["probabilities"].values()) - 1.0) < 1e-6
+
+
+def test_predict_file_plain_labelled_and_refused(runs, tmp_path, capsys):
+    d = runs["tfidf-logreg"]
+    plain = tmp_path / "plain.txt"
+    plain.write_text("The striker scored twice in the final\n\n"
+                     "Shares fell as the bank cut its profit forecast\n")
+    capsys.readouterr()
+    assert main(["classify", "--out-dir", str(d), "--predict-file", str(plain)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and all("\t(" in line for line in out)   # blank line skipped
+    labelled = tmp_path / "labelled.tsv"
+    labelled.write_text("sports\tThe striker scored twice in the final\n"
+                        "business\tShares fell as the bank cut its profit forecast\n")
+    assert main(["classify", "--out-dir", str(d), "--predict-file", str(labelled)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    preds = [line.split("\t")[0] for line in out[:2]]
+    hits = (preds[0] == "sports") + (preds[1] == "business")
+    assert out[2] == f"accuracy {hits / 2:.4f} ({hits} of 2 lines)"
+
+    def refused(text, match):
+        f = tmp_path / "bad.tsv"
+        f.write_text(text)
+        capsys.readouterr()
+        assert main(["classify", "--out-dir", str(d), "--predict-file", str(f)]) == 2
+        err = capsys.readouterr().err
+        assert "error:" in err and match in err, err
+
+    refused("sports\tgoal\nweather\train all day\n", "bad.tsv:2: unknown label 'weather'")
+    refused("sports\tgoal\nno label here\n", "bad.tsv:2: no label<TAB>text")
+    refused("sports\tgoal\nsports\t   \n", "bad.tsv:2: the text has no words")
+    refused("\n  \n", "has no text lines")
+    (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00bad")
+    capsys.readouterr()
+    assert main(["classify", "--out-dir", str(d), "--predict-file",
+                 str(tmp_path / "bin.txt")]) == 2
+    assert "not UTF-8" in capsys.readouterr().err
+    assert main(["classify", "--out-dir", str(d), "--predict-file",
+                 str(tmp_path / "missing.txt")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["classify", "--out-dir", str(d), "--predict", "x", "--predict-file",
+                 str(plain)]) == 2
+    assert "not both" in capsys.readouterr().err
+
+
+def test_long_text_is_truncated_with_a_warning(tmp_path, capsys):
+    d = tmp_path / "cnn"
+    assert main(["classify", "--model", "textcnn", "--out-dir", str(d), "--limit", "3",
+                 "--epochs", "1", "--no-progress"]) == 0
+    clf, _ = load_classifier(d)
+    n = clf.max_len
+    words = ("market shares profit bank " * n).split()[: n + 40]
+    cut = " ".join(words[:n])
+    warnings = []
+    [long_r] = predict_run(d, [" ".join(words)], warn=warnings.append)
+    [cut_r] = predict_run(d, [cut], warn=warnings.append)
+    assert warnings == [f"warning: text 1 ({n + 40} words) longer than the model's max_len "
+                        f"{n}: classified from the first {n} words"]
+    assert long_r == cut_r   # exactly what the first max_len words give
+    capsys.readouterr()
+    assert main(["classify", "--out-dir", str(d), "--predict", " ".join(words)]) == 0
+    assert "longer than the model's max_len" in capsys.readouterr().err
