@@ -28,6 +28,7 @@ from .layers import (
     Tanh,
 )
 from .module import IncompatibleKeys, Module, ModuleDict, ModuleList, Parameter, Sequential
+from .pretrained_classifier import GPTClassifier
 from .recurrent import GRU, LSTM, RNN, detach_state
 from .seq2seq import LSTMSeq2Seq, TransformerSeq2Seq
 from .transformer import GPT, MLP, GPTConfig, TransformerBlock
