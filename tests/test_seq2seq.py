@@ -101,7 +101,8 @@ def test_gradcheck_lstm_seq2seq():
 
 @pytest.mark.parametrize("positional", ["sinusoidal", "learned", "rope"])
 def test_incremental_decoding_with_cache_equals_full_forward(positional):
-    m = transformer(positional)
+    m = transformer(positional, tie_weights=positional == "learned")
+    assert (m.head.weight is m.tgt_emb.weight) == (positional == "learned")
     src, mask, tgt = batch(3)
     full = m(src, mask, tgt).numpy()
     memory = m.encode(src, mask)

@@ -233,7 +233,7 @@ class DecoderBlock(Module):
         if memory_padding is not None:
             s = xp.where(memory_padding[:, None, None, :], -xp.inf, s)
         s = xp.exp(s - s.max(axis=-1, keepdims=True))
-        return np.asarray(s / s.sum(axis=-1, keepdims=True)).mean(axis=1)
+        return Tensor._make((s / s.sum(axis=-1, keepdims=True)).mean(axis=1)).numpy()
 
 
 class TransformerSeq2Seq(_Seq2SeqDecoding, Module):
@@ -300,7 +300,7 @@ class TransformerSeq2Seq(_Seq2SeqDecoding, Module):
         L = ids.shape[1]
         x = emb(Tensor(ids))
         if self.positional == "learned":
-            x = x + getattr(self, pos)(Tensor(np.arange(offset, offset + L)))
+            x = x + getattr(self, pos)(Tensor._make(x.backend.xp.arange(offset, offset + L)))
         elif self.positional == "sinusoidal":
             x = x + Tensor._make(self.pos_table.data[offset:offset + L].astype(x.dtype))
         return self.drop(x)
@@ -352,8 +352,9 @@ class TransformerSeq2Seq(_Seq2SeqDecoding, Module):
                     cache: KVCache, return_attention: bool = False) -> Any:
         """Logits (B, T, V) for the next decoder inputs ``tgt_ids`` (B, T) at positions
         cache.length .. cache.length+T-1; the cache then holds them. ``memory`` and
-        ``src_mask`` are read on the first step only (the cross-attention keys/values
-        and mask are cached; later steps may pass None)."""
+        ``src_mask`` ((B, S) True at real tokens; None: no padding) are read on the
+        first step only (the cross-attention keys/values and mask are cached; later
+        steps may pass None)."""
         tgt = _ids(tgt_ids, "TransformerSeq2Seq.decode_step")
         padding = None
         if memory is not None and not cache.cross:
