@@ -81,10 +81,10 @@ def evaluate(model, pairs, sv, tv, beam: int, batch: int = 200) -> dict:
         for i in range(0, len(pairs), batch):
             b = encode_pairs(pairs[i:i + batch], sv, tv)
             if mode == "greedy":
-                ids = model.greedy_decode(b["src"], b["src_mask"], max_len=11)
+                ids = model.greedy_decode(b["src"], max_len=11, src_mask=b["src_mask"])
             else:
-                ids = model.beam_decode(b["src"], b["src_mask"], beam_size=beam, max_len=11,
-                                        length_penalty=1.0)
+                ids = model.beam_decode(b["src"], beam, max_len=11, length_penalty=1.0,
+                                        src_mask=b["src_mask"])
             hyps += [tv.decode(row) for row in ids]
         out[mode] = {"exact_match": exact_match(hyps, refs), "bleu": corpus_bleu(hyps, refs)}
         out[mode + "_examples"] = list(zip([s for s, _ in pairs[:3]], hyps[:3]))
@@ -100,7 +100,7 @@ def plot_attention(model, pairs, sv, tv, path: str, title: str) -> None:
     fig, axes = plt.subplots(1, len(pairs), figsize=(5.2 * len(pairs), 3.6))
     for ax, pair in zip(np.atleast_1d(axes), pairs):
         b = encode_pairs([pair], sv, tv)
-        ids, attn = model.greedy_decode(b["src"], b["src_mask"], max_len=11,
+        ids, attn = model.greedy_decode(b["src"], max_len=11, src_mask=b["src_mask"],
                                         return_attention=True)
         out = [tv.itos[i] for i in ids[0]]
         n = out.index("<eos>") + 1 if "<eos>" in out else len(out)

@@ -198,9 +198,10 @@ def test_source_padding_does_not_change_the_result(make):
 def test_greedy_equals_beam_search_with_one_beam(make):
     m = make()
     src, mask, _ = batch(8, B=4)
-    g, ga = m.greedy_decode(src, mask, max_len=7, return_attention=True)
-    b, ba = m.beam_decode(src, mask, beam_size=1, max_len=7, return_attention=True)
+    g, ga = m.greedy_decode(src, src_mask=mask, max_len=7, return_attention=True)
+    b, ba = m.beam_decode(src, src_mask=mask, beam_size=1, max_len=7, return_attention=True)
     np.testing.assert_array_equal(g, b)
+    np.testing.assert_array_equal(m.beam_decode(src, 1, 7, 1.0, mask), m.greedy_decode(src, 7, mask))
     np.testing.assert_allclose(ga, ba, atol=1e-12)
     assert g.shape[1] <= 7 and not np.isin(g, [0, 1]).all(axis=1).any()
 
@@ -208,7 +209,7 @@ def test_greedy_equals_beam_search_with_one_beam(make):
 def test_greedy_tokens_are_the_argmax_of_the_teacher_forced_logits():
     m = lstm()
     src, mask, _ = batch(9)
-    ids = m.greedy_decode(src, mask, max_len=6)
+    ids = m.greedy_decode(src, src_mask=mask, max_len=6)
     tgt_in = np.concatenate([np.ones((3, 1), dtype=np.int64), ids[:, :-1]], axis=1)
     logits = m(src, mask, tgt_in).numpy()
     logits[..., :2] = -np.inf  # <pad>, <bos> are never produced
@@ -236,8 +237,8 @@ def test_beam_search_score_is_at_least_the_greedy_score(make):
         return np.array(out)
 
     with ml.no_grad():
-        g = m.greedy_decode(src, mask, max_len=6)
-        b = m.beam_decode(src, mask, beam_size=3, max_len=6, length_penalty=0.0)
+        g = m.greedy_decode(src, src_mask=mask, max_len=6)
+        b = m.beam_decode(src, src_mask=mask, beam_size=3, max_len=6, length_penalty=0.0)
         assert np.all(logp(b) >= logp(g) - 1e-9)
 
 

@@ -95,7 +95,7 @@ class _Seq2SeqDecoding:
         return max_len
 
     @no_grad()
-    def greedy_decode(self, src_ids: Any, src_mask: Any = None, max_len: int | None = None,
+    def greedy_decode(self, src_ids: Any, max_len: int | None = None, src_mask: Any = None,
                       return_attention: bool = False) -> Any:
         """y_t = argmax log p(. | y_<t, x) until every row emitted <eos> or ``max_len``
         tokens. Returns ids (B, L) int64 (<eos> included, <pad> after it) and, with
@@ -124,8 +124,8 @@ class _Seq2SeqDecoding:
         return (ids, np.stack(attn, axis=1)) if return_attention else ids
 
     @no_grad()
-    def beam_decode(self, src_ids: Any, src_mask: Any = None, beam_size: int = 4,
-                    max_len: int | None = None, length_penalty: float = 1.0,
+    def beam_decode(self, src_ids: Any, beam_size: int = 4, max_len: int | None = None,
+                    length_penalty: float = 1.0, src_mask: Any = None,
                     return_attention: bool = False) -> Any:
         """Beam search, every source row at once (B * K decoder rows). Each step extends
         the K prefixes of a row by every token and keeps the K best candidates by
