@@ -175,3 +175,102 @@ def _add_rows(dh, m, keep, has_keep):
     for b in range(dh.shape[0]):
         if not has_keep or keep[b]:
             dh[b, :] += m[b]
+
+
+# ============================================================================ drivers
+# The loops over time, called by NumbaBackend.lstm_sequence & co. once the arrays are
+# known to be float32/float64 of one dtype.
+
+def _c(a):
+    a = np.ascontiguousarray(a)
+    return a if a.flags.writeable else a.copy()
+
+
+def _keep_arg(keep, T: int):
+    if keep is None:  # every step real: rows of a dummy that the kernels never read
+        return np.ones((T, 1), dtype=np.bool_), False
+    return np.ascontiguousarray(keep, dtype=np.bool_), True
+
+
+def _steps(T: int, reverse: bool) -> range:
+    return range(T - 1, -1, -1) if reverse else range(T)
+
+
+def _prev_states(hs, h0, reverse: bool):
+    """(T, B, H): the state each recurrent step started from."""
+    if reverse:
+        return np.concatenate([hs[1:], h0[None]], axis=0)
+    return np.concatenate([h0[None], hs[:-1]], axis=0)
+
+
+def lstm_forward(gx, h0, c0, w_hh, keep, reverse: bool):
+    """(hs, cs, acts) as the ``lstm_sequence`` kernel: per step one BLAS product and
+    one compiled pass over the gates."""
+    T, B, G = gx.shape
+    gx = _c(gx)
+    hs, cs = np.empty((T, B, G // 4), gx.dtype), np.empty((T, B, G // 4), gx.dtype)
+    acts = np.empty_like(gx)
+    k, has_keep = _keep_arg(keep, T)
+    h, c, wt = np.array(h0, order="C"), np.array(c0, order="C"), _c(w_hh.T)
+    a = np.empty((B, G), gx.dtype)
+    for t in _steps(T, reverse):
+        np.dot(h, wt, out=a)
+        _lstm_step(gx[t], a, h, c, k[t], has_keep, hs[t], cs[t], acts[t])
+    return hs, cs, acts
+
+
+def lstm_backward(ghs, ghT, gcT, hs, cs, acts, h0, c0, w_hh, keep, reverse: bool):
+    """(dgx, dh0, dc0, dw_hh) as the ``lstm_sequence_backward`` kernel."""
+    T, B, G = acts.shape
+    ghs, cs, acts, w = _c(ghs), _c(cs), _c(acts), _c(w_hh)
+    dgx = np.empty_like(acts)
+    dh, dc = np.array(ghT, order="C"), np.array(gcT, order="C")
+    c_prev = _prev_states(cs, _c(c0), reverse)
+    k, has_keep = _keep_arg(keep, T)
+    m = np.empty_like(dh)
+    last = -1
+    for t in _steps(T, not reverse):
+        if last >= 0:
+            _take_rows(dh, m, k[last], has_keep)
+        _lstm_step_backward(ghs[t], dh, dc, cs[t], c_prev[t], acts[t], k[t], has_keep,
+                            dgx[t])
+        np.dot(dgx[t], w, out=m)
+        last = t
+    _take_rows(dh, m, k[last], has_keep)
+    h_prev = _prev_states(hs, h0, reverse)
+    dw = dgx.reshape(T * B, G).T @ h_prev.reshape(T * B, G // 4)
+    return dgx, dh, dc, dw
+
+
+def gru_forward(gx, h0, w_hh, b_hh, keep, reverse: bool):
+    """(hs, acts) as the ``gru_sequence`` kernel."""
+    T, B, G = gx.shape
+    H = G // 3
+    gx = _c(gx)
+    hs, acts = np.empty((T, B, H), gx.dtype), np.empty((T, B, 4 * H), gx.dtype)
+    bhh = np.zeros(G, gx.dtype) if b_hh is None else _c(b_hh)
+    k, has_keep = _keep_arg(keep, T)
+    h, wt = np.array(h0, order="C"), _c(w_hh.T)
+    gh = np.empty((B, G), gx.dtype)
+    for t in _steps(T, reverse):
+        np.dot(h, wt, out=gh)
+        _gru_step(gx[t], gh, bhh, h, k[t], has_keep, hs[t], acts[t])
+    return hs, acts
+
+
+def gru_backward(ghs, ghT, hs, acts, h0, w_hh, keep, reverse: bool):
+    """(dgx, dh0, dw_hh, db_hh) as the ``gru_sequence_backward`` kernel."""
+    T, B, G4 = acts.shape
+    H = G4 // 4
+    ghs, acts, w = _c(ghs), _c(acts), _c(w_hh)
+    dgx, dgh = np.empty((T, B, 3 * H), hs.dtype), np.empty((T, B, 3 * H), hs.dtype)
+    dh = np.array(ghT, order="C")
+    h_prev = _prev_states(hs, h0, reverse)
+    k, has_keep = _keep_arg(keep, T)
+    m = np.empty_like(dh)
+    for t in _steps(T, not reverse):
+        _gru_step_backward(ghs[t], dh, h_prev[t], acts[t], k[t], has_keep, dgx[t], dgh[t])
+        np.dot(dgh[t], w, out=m)
+        _add_rows(dh, m, k[t], has_keep)
+    flat = dgh.reshape(T * B, 3 * H)
+    return dgx, dh, flat.T @ h_prev.reshape(T * B, H), flat.sum(axis=0)

@@ -62,14 +62,7 @@ from ._numba_quant_kernels import (
     _linear_int4_kernel,
     _linear_int8_kernel,
 )
-from ._numba_rnn_kernels import (
-    _add_rows,
-    _gru_step,
-    _gru_step_backward,
-    _lstm_step,
-    _lstm_step_backward,
-    _take_rows,
-)
+from ._numba_rnn_kernels import gru_backward, gru_forward, lstm_backward, lstm_forward
 from ._numba_update_kernels import _adam_kernel, _embedding_backward_kernel, _sgd_kernel
 from .numpy_backend import NumpyBackend
 
@@ -129,17 +122,6 @@ def _rows(x):
 
 def _is_last(dim: int, ndim: int) -> bool:
     return ndim >= 1 and dim in (-1, ndim - 1)
-
-
-def _steps(T: int, reverse: bool) -> range:
-    return range(T - 1, -1, -1) if reverse else range(T)
-
-
-def _prev_states(hs, h0, reverse: bool):
-    """(T, B, H): the state each recurrent step started from."""
-    if reverse:
-        return np.concatenate([hs[1:], h0[None]], axis=0)
-    return np.concatenate([h0[None], hs[:-1]], axis=0)
 
 
 def _dummy(dtype, ndim: int = 1):
@@ -561,86 +543,26 @@ class NumbaBackend(NumpyBackend):
         return out.reshape(x.shape[:-1] + (N,))
 
     # ------------------------------------------------------------------ recurrent sequences
-    @staticmethod
-    def _keep_arg(keep, T: int, B: int):
-        if keep is None:  # every step real: rows of a dummy that the kernels never read
-            return np.ones((T, 1), dtype=np.bool_), False
-        return _c(keep, dtype=np.bool_), True
-
+    # the loops over time live with their step kernels (_numba_rnn_kernels.py)
     def lstm_sequence(self, gx, h0, c0, w_hh, keep, reverse: bool):
-        """The LSTM loop over time: per step one BLAS product and one compiled pass over
-        the gates (_numba_rnn_kernels.py)."""
         if not (gx.ndim == 3 and gx.size and _same_float(gx, h0, c0, w_hh)):
             return super().lstm_sequence(gx, h0, c0, w_hh, keep, reverse)
-        T, B, G = gx.shape
-        gx = _c(gx)
-        hs, cs = np.empty((T, B, G // 4), gx.dtype), np.empty((T, B, G // 4), gx.dtype)
-        acts = np.empty_like(gx)
-        k, has_keep = self._keep_arg(keep, T, B)
-        h, c, wt = np.array(h0, order="C"), np.array(c0, order="C"), _c(w_hh.T)
-        a = np.empty((B, G), gx.dtype)
-        for t in _steps(T, reverse):
-            np.dot(h, wt, out=a)
-            _lstm_step(gx[t], a, h, c, k[t], has_keep, hs[t], cs[t], acts[t])
-        return hs, cs, acts
+        return lstm_forward(gx, h0, c0, w_hh, keep, reverse)
 
     def lstm_sequence_backward(self, ghs, ghT, gcT, hs, cs, acts, h0, c0, w_hh, keep,
                                reverse: bool):
         if not _same_float(ghs, ghT, gcT, hs, cs, acts, h0, c0, w_hh):
             return super().lstm_sequence_backward(ghs, ghT, gcT, hs, cs, acts, h0, c0, w_hh,
                                                   keep, reverse)
-        T, B, G = acts.shape
-        ghs, cs, acts, w = _c(ghs), _c(cs), _c(acts), _c(w_hh)
-        dgx = np.empty_like(acts)
-        dh, dc = np.array(ghT, order="C"), np.array(gcT, order="C")
-        c_prev = _prev_states(cs, _c(c0), reverse)
-        k, has_keep = self._keep_arg(keep, T, B)
-        m = np.empty_like(dh)
-        last = -1
-        for t in _steps(T, not reverse):
-            if last >= 0:
-                _take_rows(dh, m, k[last], has_keep)
-            _lstm_step_backward(ghs[t], dh, dc, cs[t], c_prev[t], acts[t], k[t], has_keep,
-                                dgx[t])
-            np.dot(dgx[t], w, out=m)
-            last = t
-        _take_rows(dh, m, k[last], has_keep)
-        h_prev = _prev_states(hs, h0, reverse)
-        dw = dgx.reshape(T * B, G).T @ h_prev.reshape(T * B, G // 4)
-        return dgx, dh, dc, dw
+        return lstm_backward(ghs, ghT, gcT, hs, cs, acts, h0, c0, w_hh, keep, reverse)
 
     def gru_sequence(self, gx, h0, w_hh, b_hh, keep, reverse: bool):
-        """The GRU loop over time, as ``lstm_sequence``."""
         arrays = (gx, h0, w_hh) + (() if b_hh is None else (b_hh,))
         if not (gx.ndim == 3 and gx.size and _same_float(*arrays)):
             return super().gru_sequence(gx, h0, w_hh, b_hh, keep, reverse)
-        T, B, G = gx.shape
-        H = G // 3
-        gx = _c(gx)
-        hs, acts = np.empty((T, B, H), gx.dtype), np.empty((T, B, 4 * H), gx.dtype)
-        bhh = np.zeros(G, gx.dtype) if b_hh is None else _c(b_hh)
-        k, has_keep = self._keep_arg(keep, T, B)
-        h, wt = np.array(h0, order="C"), _c(w_hh.T)
-        gh = np.empty((B, G), gx.dtype)
-        for t in _steps(T, reverse):
-            np.dot(h, wt, out=gh)
-            _gru_step(gx[t], gh, bhh, h, k[t], has_keep, hs[t], acts[t])
-        return hs, acts
+        return gru_forward(gx, h0, w_hh, b_hh, keep, reverse)
 
     def gru_sequence_backward(self, ghs, ghT, hs, acts, h0, w_hh, keep, reverse: bool):
         if not _same_float(ghs, ghT, hs, acts, h0, w_hh):
             return super().gru_sequence_backward(ghs, ghT, hs, acts, h0, w_hh, keep, reverse)
-        T, B, G4 = acts.shape
-        H = G4 // 4
-        ghs, acts, w = _c(ghs), _c(acts), _c(w_hh)
-        dgx, dgh = np.empty((T, B, 3 * H), hs.dtype), np.empty((T, B, 3 * H), hs.dtype)
-        dh = np.array(ghT, order="C")
-        h_prev = _prev_states(hs, h0, reverse)
-        k, has_keep = self._keep_arg(keep, T, B)
-        m = np.empty_like(dh)
-        for t in _steps(T, not reverse):
-            _gru_step_backward(ghs[t], dh, h_prev[t], acts[t], k[t], has_keep, dgx[t], dgh[t])
-            np.dot(dgh[t], w, out=m)
-            _add_rows(dh, m, k[t], has_keep)
-        flat = dgh.reshape(T * B, 3 * H)
-        return dgx, dh, flat.T @ h_prev.reshape(T * B, H), flat.sum(axis=0)
+        return gru_backward(ghs, ghT, hs, acts, h0, w_hh, keep, reverse)
