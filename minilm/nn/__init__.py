@@ -9,6 +9,19 @@ from .attention import (
     build_attention_mask,
     sinusoidal_positions,
 )
+from .bert import (
+    BertConfig,
+    BertEmbeddings,
+    BertEncoder,
+    BertForMaskedLM,
+    BertForSequenceClassification,
+    BertLayer,
+    BertModel,
+    BertPooler,
+    SentenceEncoder,
+    mean_pool,
+    normalize,
+)
 from .classifiers import DropConnectLinear, RNNClassifier, TextCNN, TransformerEncoderClassifier
 from .conv import AvgPool1d, Conv1d, MaxPool1d
 from .layers import (
