@@ -70,6 +70,7 @@ from .text import (
 from .token_cache import TokenFile, encode_to_memmap, text_digest, token_dtype
 from .tokenizer import CharTokenizer, Tokenizer, load_tokenizer, register_tokenizer, tokenizer_from_dict
 from .windows import WindowDataset, iter_windows, num_windows, random_windows, split_tokens
+from .wordpiece import WordPieceTokenizer, basic_tokenize
 
 __all__ = [
     "CORPUS_SUFFIXES", "DEFAULT_PATTERN", "ByteBPETokenizer", "CharTokenizer", "DataLoader",
@@ -89,4 +90,6 @@ __all__ = [
     # the date-normalisation seq2seq task (docs/seq2seq.md)
     "DATE_FORMATS", "CharVocab", "date_pairs", "date_splits", "date_vocabularies",
     "encode_pairs", "format_date",
+    # BERT's tokenizer (docs/tokenizer.md)
+    "WordPieceTokenizer", "basic_tokenize",
 ]
