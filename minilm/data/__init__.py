@@ -48,6 +48,7 @@ from .dates import (
     format_date,
 )
 from .loader import DataLoader
+from .masking import DynamicMasking, mask_tokens, word_start_table
 from .sampler import DistributedSampler
 from .text import (
     CSRMatrix,
@@ -92,4 +93,6 @@ __all__ = [
     "encode_pairs", "format_date",
     # BERT's tokenizer (docs/tokenizer.md)
     "WordPieceTokenizer", "basic_tokenize",
+    # masked-language-model inputs (docs/pretrained.md)
+    "DynamicMasking", "mask_tokens", "word_start_table",
 ]
