@@ -438,10 +438,10 @@ def _embed(args: argparse.Namespace) -> int:
         unit = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
         cos = unit @ unit.T
         labels = [f"[{i}]" for i in range(len(texts))]
-        width = max(7, max(map(len, labels)) + 1)
-        print(" " * width + "".join(f"{lab:>{width}}" for lab in labels))
+        width = max(7, max(map(len, labels)))
+        print(" " * width + "".join(f" {lab:>{width}}" for lab in labels))
         for lab, row in zip(labels, cos):
-            print(f"{lab:<{width}}" + "".join(f"{v:>{width}.4f}" for v in row))
+            print(f"{lab:<{width}}" + "".join(f" {v:>{width}.4f}" for v in row))
         for lab, text in zip(labels, texts):
             shown = text if len(text) <= 70 else text[:67] + "..."
             print(f"{lab} {shown!r}")
