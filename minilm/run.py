@@ -315,6 +315,10 @@ def load_run(out_dir: str | Path, which: str = "best") -> tuple:
         raise ValueError(f"no checkpoint in {str(out)!r} (looked for {BEST_NAME} and {CKPT_NAME});"
                          " train first with `minilm train --out-dir …`")
     extra = load_training_state(path)
+    if extra.get("objective") == "mlm":
+        raise ValueError(f"{path} is a masked-language-model run (a BERT encoder from minilm "
+                         "pretrain-mlm): it cannot generate or score text left to right; "
+                         "load it with minilm.pretrain.load_mlm_run")
     if not isinstance(extra.get("model_config"), dict):
         raise ValueError(f"{path}: no model_config in its metadata (not written by minilm train)")
     try:

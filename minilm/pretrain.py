@@ -1,0 +1,193 @@
+"""``minilm pretrain-mlm``: pretrain a BERT encoder with the masked-language-model
+objective on the built-in corpus or your texts, in an owned run directory, with the
+GPT's Trainer (checkpoints, exact resume, metrics.jsonl, loss plot, SIGINT/SIGTERM).
+
+    minilm pretrain-mlm --out-dir runs/mlm --max-steps 2000           # WordPiece trained here
+    minilm pretrain-mlm --out-dir runs/mlm --vocab all-MiniLM-L6-v2   # BERT's uncased vocab
+    minilm pretrain-mlm --out-dir runs/mlm --resume --max-steps 4000
+    minilm pretrain-mlm --out-dir runs/mlm2 --init all-MiniLM-L6-v2 --data my_texts/
+        # domain-adaptive: continue MiniLM's own pretraining on your texts
+
+The tokenizer is a WordPiece vocabulary trained on the corpus (``--vocab-size``) or an
+existing one (``--vocab`` a vocab.txt or a pretrained model's name). With ``--init``
+the encoder starts from a pretrained model's weights (its vocabulary and shape are then
+the model's). See minilm/train/mlm.py for the data path and docs/pretrained.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from . import backends
+from .nn.bert import BertConfig, BertForMaskedLM
+from .train.config import TrainConfig
+from .train.mlm import MLMOptions, MLMTrainer, mlm_loader
+from .train.run_dir import RunDir, data_digest
+from .train.trainer import CKPT_NAME
+from .train.training_state import load_training_state
+
+__all__ = ["init_from_pretrained", "load_mlm_run", "pretrain_mlm"]
+
+
+def _tokenizer(vocab: str | None, vocab_size: int, text: str, say: Any) -> Any:
+    from .data.wordpiece import WordPieceTokenizer
+    from .models.pretrained import resolve_model_dir
+
+    if vocab is None:
+        say(f"training a WordPiece vocabulary ({vocab_size} tokens) on {len(text):,} characters …")
+        return WordPieceTokenizer.train(text.split("\n\n"), vocab_size=vocab_size)
+    p = Path(vocab)
+    if p.is_file():
+        return WordPieceTokenizer.from_vocab_file(p)
+    return WordPieceTokenizer.from_vocab_file(resolve_model_dir(vocab) / "vocab.txt")
+
+
+def _encode(tokenizer: Any, text: str) -> Any:
+    import numpy as np
+
+    ids: list[int] = []
+    for para in text.split("\n\n"):  # paragraph by paragraph: the tokenizer's lists stay small
+        ids.extend(tokenizer.encode(para, add_special_tokens=False))
+    return np.asarray(ids, dtype=np.int32 if tokenizer.vocab_size < 2 ** 31 else np.int64)
+
+
+def pretrain_mlm(model_cfg: BertConfig, cfg: TrainConfig, options: MLMOptions,
+                 vocab: str | None = None, vocab_size: int = 8000, init: str | None = None,
+                 resume: bool = False, overwrite: bool = False, log: Any = print) -> tuple:
+    """Pretrain into ``cfg.out_dir``; returns (trainer, last metrics). A resumed run
+    takes its own settings from the checkpoint (only ``max_steps`` and the launch
+    settings may change)."""
+    from .backends import manual_seed
+    from .data import load_corpus, split_tokens
+    from .data.tokenizer import tokenizer_from_dict
+
+    if resume and overwrite:
+        raise ValueError("--resume continues a run and --overwrite replaces it; give one")
+    extra = None
+    if resume:
+        ckpt = Path(cfg.out_dir) / CKPT_NAME
+        if not ckpt.exists():
+            raise ValueError(f"--resume: no checkpoint at {str(ckpt)!r}; pretrain first "
+                             "without --resume")
+        extra = load_training_state(ckpt)
+        if extra.get("objective") != "mlm":
+            raise ValueError(f"--resume: {ckpt} is not an MLM run (written by minilm train?); "
+                             "resume it with the command that made it")
+        saved = TrainConfig.from_dict(extra["train_config"])
+        cfg = dataclasses.replace(saved, max_steps=cfg.max_steps, progress=cfg.progress)
+        if cfg.max_steps < int(extra["step"]):
+            raise ValueError(f"--max-steps {cfg.max_steps} is below the checkpoint's step "
+                             f"{extra['step']}")
+        model_cfg = BertConfig(**extra["model_config"])
+        options = MLMOptions(**extra["mlm"])
+    if cfg.backend:
+        backends.use_backend(cfg.backend)
+    run = RunDir.open(cfg.out_dir, resume, overwrite, log=log)
+    try:
+        manual_seed(cfg.seed)
+        text = load_corpus(cfg.data)
+        data = {"source": cfg.data or "<built-in: Python's pydoc topics>",
+                "sha256": data_digest(text), "chars": len(text)}
+        if extra is not None:
+            if extra.get("data_sha256") not in (None, data["sha256"]):
+                raise ValueError(f"--resume: the data {data['source']!r} changed since the run "
+                                 "started (its SHA-256 differs); resume with the same data")
+            tokenizer = tokenizer_from_dict(extra["tokenizer"])
+        else:
+            tokenizer = _tokenizer(vocab, vocab_size, text, log) if init is None else None
+        model = _model(model_cfg, init, tokenizer) if extra is None else BertForMaskedLM(model_cfg)
+        if extra is None and init is not None:
+            model, tokenizer = model
+        model_cfg = model.config
+        if model_cfg.vocab_size < tokenizer.vocab_size:
+            raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model's "
+                             f"vocabulary {model_cfg.vocab_size}")
+        if options.context_length > model_cfg.max_length:
+            if init is None:
+                raise ValueError(f"--context-length {options.context_length} exceeds the model's "
+                                 f"{model_cfg.max_length} positions")
+            options = dataclasses.replace(options, context_length=model_cfg.max_length)
+        tokens = _encode(tokenizer, text)
+        train_tokens, val_tokens = split_tokens(tokens, cfg.val_fraction)
+        L = options.context_length
+        for name, toks in (("training", train_tokens), ("validation", val_tokens)):
+            if len(toks) < L:
+                raise ValueError(f"the {name} split has {len(toks)} tokens, fewer than one "
+                                 f"window of {L}; give more data or a shorter --context-length")
+        log(f"data: {len(text):,} characters -> {len(tokens):,} WordPiece tokens, vocab "
+            f"{tokenizer.vocab_size}; train {len(train_tokens):,} / val {len(val_tokens):,}")
+        log(f"model: BertForMaskedLM, {model.num_parameters():,} parameters "
+            f"({model_cfg.num_hidden_layers} layers, hidden {model_cfg.hidden_size}); "
+            f"masking {options.mlm_probability:.0%}"
+            + (", whole words" if options.whole_word else ""))
+        source = mlm_loader(train_tokens, tokenizer, cfg.batch_size, L, options, cfg.seed)
+        from .data import DataLoader
+
+        trainer = MLMTrainer(model, DataLoader(source, prefetch=cfg.prefetch), val_tokens, cfg,
+                             tokenizer, options, data_sha256=data["sha256"])
+        if extra is not None:
+            from .run import _stretch_schedule
+
+            trainer.resume(Path(cfg.out_dir) / CKPT_NAME)
+            _stretch_schedule(trainer.scheduler, cfg.max_steps, log)
+            log(f"resumed from {Path(cfg.out_dir) / CKPT_NAME} at step {trainer.step}")
+        else:
+            run.created(model_cfg.to_dict(), cfg.to_dict(), tokenizer, data)
+        return trainer, trainer.fit()
+    except BaseException:
+        run.abandon()
+        raise
+    finally:
+        run.close()
+
+
+def _model(model_cfg: BertConfig, init: str | None, tokenizer: Any) -> Any:
+    """A new BertForMaskedLM for ``tokenizer``, or (model, tokenizer) of ``--init``."""
+    if init is None:
+        return BertForMaskedLM(dataclasses.replace(model_cfg, vocab_size=tokenizer.vocab_size))
+    return init_from_pretrained(init)
+
+
+def init_from_pretrained(name_or_path: str) -> tuple:
+    """(BertForMaskedLM, tokenizer) whose encoder is a pretrained model's (its config,
+    weights and vocabulary; the MLM head's transform is new when the file has none, as
+    sentence-transformers checkpoints do; the decoder is tied to the loaded embeddings)."""
+    import json
+
+    from .data.wordpiece import WordPieceTokenizer
+    from .models.pretrained import load_hf_state_dict, read_safetensors_arrays, resolve_model_dir
+
+    folder = resolve_model_dir(name_or_path)
+    try:
+        config = BertConfig.from_hf_config(json.loads((folder / "config.json").read_text()))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"--init {name_or_path!r}: cannot read {folder / 'config.json'} "
+                         f"({exc})") from None
+    model = BertForMaskedLM(config)
+    tensors = read_safetensors_arrays(folder / "model.safetensors")
+    encoder = {k: v for k, v in tensors.items() if not k.startswith(("pooler.", "cls."))}
+    load_hf_state_dict(model.bert, encoder)
+    return model, WordPieceTokenizer.from_vocab_file(folder / "vocab.txt")
+
+
+def load_mlm_run(out_dir: str | Path, which: str = "best") -> tuple:
+    """(BertForMaskedLM in eval mode, tokenizer, checkpoint metadata) of a pretrain-mlm
+    run (``best`` falls back to the last checkpoint)."""
+    from .data.tokenizer import tokenizer_from_dict
+    from .train.trainer import BEST_NAME
+    from .train.training_state import load_model_weights
+
+    out = Path(out_dir)
+    path = out / BEST_NAME if which == "best" and (out / BEST_NAME).exists() else out / CKPT_NAME
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint in {str(out)!r}: pretrain first with "
+                                "`minilm pretrain-mlm --out-dir …`")
+    extra = load_training_state(path)
+    if extra.get("objective") != "mlm":
+        raise ValueError(f"{path} is not a pretrain-mlm run")
+    model = BertForMaskedLM(BertConfig(**extra["model_config"]))
+    model.load_state_dict(load_model_weights(path))
+    model.eval()
+    return model, tokenizer_from_dict(extra["tokenizer"]), extra

@@ -1,0 +1,150 @@
+"""Masked-language-model pretraining of a BERT encoder with the same Trainer as the GPT
+(checkpoints, exact resume, metrics.jsonl, loss plot, signals): ``minilm pretrain-mlm``.
+
+The data path, per step::
+
+    token stream (WordPiece ids of the corpus, no specials)
+      -> RandomWindowBatches: B windows of L - 2 tokens         (FramedWindows)
+      -> [CLS] window [SEP]: (B, L)
+      -> DynamicMasking: 15% of the non-special positions -> 80% [MASK] / 10% random /
+         10% unchanged, labels -100 elsewhere               (minilm/data/masking.py)
+      -> BertForMaskedLM(x, labels=y): mean cross-entropy over the selected positions
+
+Validation uses the first windows of the validation split, masked with a fixed seed, so
+every evaluation scores the same predictions; the mean is over selected positions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+
+from ..autograd import no_grad
+from ..data.batches import RandomWindowBatches
+from ..data.masking import IGNORE_INDEX, DynamicMasking, mask_tokens
+from ..tensor import Tensor
+from .trainer import Trainer
+
+__all__ = ["FramedWindows", "MLMOptions", "MLMTrainer", "mlm_loader"]
+
+
+@dataclasses.dataclass
+class MLMOptions:
+    """What the masking needs (kept in the checkpoint, so a resume masks alike)."""
+
+    mlm_probability: float = 0.15
+    whole_word: bool = False
+    mask_seed: int = 0
+    context_length: int = 128  # tokens per window, [CLS] and [SEP] included
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.mlm_probability < 1.0:
+            raise ValueError(f"--mask-prob must be in (0, 1), got {self.mlm_probability}")
+        if self.context_length < 3:
+            raise ValueError(f"--context-length must be >= 3 ([CLS], a token, [SEP]), got "
+                             f"{self.context_length}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class FramedWindows:
+    """Random windows of ``context_length - 2`` tokens framed as ``[CLS] … [SEP]``; the
+    state is the inner window source's."""
+
+    def __init__(self, tokens: Any, batch_size: int, context_length: int, cls_id: int,
+                 sep_id: int, rng: Any = 0) -> None:
+        if context_length < 3:
+            raise ValueError(f"MLM windows: context_length must be >= 3 ([CLS] + a token + "
+                             f"[SEP]), got {context_length}")
+        self.inner = RandomWindowBatches(tokens, batch_size, context_length - 2, rng=rng)
+        self.cls_id, self.sep_id = int(cls_id), int(sep_id)
+
+    def frame(self, x: np.ndarray) -> np.ndarray:
+        B = x.shape[0]
+        return np.concatenate([np.full((B, 1), self.cls_id, np.int64), x.astype(np.int64),
+                               np.full((B, 1), self.sep_id, np.int64)], axis=1)
+
+    def next_batch(self) -> tuple:
+        x, _ = self.inner.next_batch()
+        x = self.frame(np.asarray(x))
+        return x, x
+
+    def state_dict(self) -> dict:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.inner.load_state_dict(state)
+
+
+def mlm_loader(tokens: Any, tokenizer: Any, batch_size: int, context_length: int,
+               options: MLMOptions, seed: int) -> DynamicMasking:
+    """The training batch source: framed random windows, dynamically masked."""
+    from ..data.masking import word_start_table
+
+    windows = FramedWindows(tokens, batch_size, context_length, tokenizer.cls_id,
+                            tokenizer.sep_id, rng=seed)
+    starts = word_start_table(tokenizer.vocab) if options.whole_word else None
+    return DynamicMasking(windows, tokenizer.vocab_size, tokenizer.mask_id,
+                          tokenizer.special_ids, options.mlm_probability,
+                          seed=options.mask_seed, word_starts=starts)
+
+
+class MLMTrainer(Trainer):
+    """The Trainer with the MLM loss: batches are (masked ids, labels)."""
+
+    def __init__(self, model: Any, train_loader: Any, val_tokens: Any, config: Any,
+                 tokenizer: Any, options: MLMOptions, data_sha256: str | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(model, train_loader, val_tokens, config, tokenizer=tokenizer,
+                         **kwargs)
+        self.options, self.data_sha256 = options, data_sha256
+
+    def _extra(self) -> dict:
+        extra = super()._extra()
+        extra["objective"] = "mlm"
+        extra["mlm"] = self.options.to_dict()
+        extra["data_sha256"] = self.data_sha256
+        return extra
+
+    def _micro_loss(self, x: Any, y: Any) -> Tensor:
+        return self.model(x, labels=y)[1]
+
+    @no_grad()
+    def evaluate(self) -> dict:
+        """Mean MLM loss over the selected positions of the first ``eval_batches``
+        windows of the validation split (masked with a fixed seed)."""
+        c, tok = self.config, self.tokenizer
+        L = self.options.context_length
+        n = L - 2
+        toks = np.asarray(self.val_tokens)
+        starts = range(0, max(len(toks) - n, 0) + 1, n)
+        rng = np.random.default_rng(12345)
+        was = self.model.training
+        self.model.eval()
+        total, count = 0.0, 0
+        try:
+            rows = [toks[s:s + n] for s in starts][: c.eval_batches * c.batch_size]
+            for b in range(0, len(rows), c.batch_size):
+                x = np.stack(rows[b:b + c.batch_size]).astype(np.int64)
+                B = x.shape[0]
+                x = np.concatenate([np.full((B, 1), tok.cls_id), x, np.full((B, 1), tok.sep_id)],
+                                   axis=1)
+                inputs, labels = mask_tokens(x, rng, tok.vocab_size, tok.mask_id,
+                                             tok.special_ids, self.options.mlm_probability)
+                k = int((labels != IGNORE_INDEX).sum())
+                if k == 0:
+                    continue
+                _, loss = self.model(Tensor(inputs), labels=Tensor(labels))
+                total += float(loss.item()) * k
+                count += k
+        finally:
+            self.model.train(was)
+        if count == 0:
+            raise ValueError("MLM evaluation: the validation split holds no window of "
+                             f"{n} tokens; give more data or a shorter --context-length")
+        mean = total / count
+        return {"loss": mean, "ppl": math.exp(min(mean, 700.0)), "tokens": count}
