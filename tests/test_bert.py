@@ -450,9 +450,11 @@ def test_embed_bad_inputs_are_error_lines(tmp_path, capsys):
     assert main(["embed"]) == 2
     assert "minilm embed: error: give the texts" in capsys.readouterr().err
     assert main(["embed", "x", "--out", str(tmp_path / "e.txt")]) == 2
-    assert "must end in .npy" in capsys.readouterr().err
+    assert "must be a .npy file in an existing folder" in capsys.readouterr().err
     (tmp_path / "latin1.txt").write_bytes("ok\ncaf\xe9\n".encode("latin-1"))
     assert main(["embed", "--file", str(tmp_path / "latin1.txt")]) == 2
     assert "latin1.txt:2: not UTF-8" in capsys.readouterr().err
+    assert main(["embed", "--file", str(tmp_path)]) == 2
+    assert "not a regular file" in capsys.readouterr().err
     assert main(["embed", "x", "--model", str(tmp_path / "nowhere")]) == 2
     assert "neither a known model" in capsys.readouterr().err

@@ -8,14 +8,16 @@ from .pretrained import (
     HF_MLM_HEAD_MAP,
     HF_NAME_MAP,
     PRETRAINED,
+    cosine_table,
     expand_name_map,
     load_hf_state_dict,
     load_pretrained,
     load_weights,
     read_safetensors_arrays,
+    read_text_lines,
     resolve_model_dir,
 )
 
-__all__ = ["HF_IGNORED", "HF_MLM_HEAD_MAP", "HF_NAME_MAP", "PRETRAINED", "expand_name_map",
-           "load_hf_state_dict", "load_pretrained", "load_weights", "read_safetensors_arrays",
-           "resolve_model_dir"]
+__all__ = ["HF_IGNORED", "HF_MLM_HEAD_MAP", "HF_NAME_MAP", "PRETRAINED", "cosine_table",
+           "expand_name_map", "load_hf_state_dict", "load_pretrained", "load_weights",
+           "read_safetensors_arrays", "read_text_lines", "resolve_model_dir"]

@@ -30,12 +30,13 @@ from typing import Any
 
 import numpy as np
 
+from ..data._io import read_regular_file
 from ..nn.bert import BertConfig, BertForMaskedLM, BertModel, SentenceEncoder
 from ..nn.module import Module
 
-__all__ = ["HF_IGNORED", "HF_MLM_HEAD_MAP", "HF_NAME_MAP", "PRETRAINED", "expand_name_map",
-           "load_hf_state_dict", "load_pretrained", "load_weights", "read_safetensors_arrays",
-           "resolve_model_dir"]
+__all__ = ["HF_IGNORED", "HF_MLM_HEAD_MAP", "HF_NAME_MAP", "PRETRAINED", "cosine_table",
+           "expand_name_map", "load_hf_state_dict", "load_pretrained", "load_weights",
+           "read_safetensors_arrays", "read_text_lines", "resolve_model_dir"]
 
 # --------------------------------------------------------------------------- the map
 # Hugging Face name                               minilm name                          transform
@@ -295,3 +296,28 @@ def load_pretrained(name_or_path: str | Path, dtype: str = "float32") -> tuple:
     model = SentenceEncoder(bert, tokenizer, max_length=max_length, pooling=pooling,
                             normalize=normalize)
     return model, tokenizer
+
+
+# --------------------------------------------------------------------------- minilm embed
+def read_text_lines(path: str | Path) -> list:
+    """The lines of a UTF-8 text file, one text each (``minilm embed --file``); a file
+    that is missing, not a regular file or not UTF-8 is a ValueError naming file:line."""
+    data = read_regular_file(path, what="--file")
+    try:
+        return data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ValueError(f"--file {path}:{line}: not UTF-8") from None
+
+
+def cosine_table(texts: list, emb: np.ndarray) -> str:
+    """The cosine-similarity matrix of the rows of ``emb`` as text: a header of indices,
+    one row per text, then which text each index is (shortened to 70 characters)."""
+    unit = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    labels = [f"[{i}]" for i in range(len(texts))]
+    w = max(7, max(map(len, labels)))
+    lines = [" " * w + "".join(f" {lab:>{w}}" for lab in labels)]
+    lines += [f"{lab:<{w}}" + "".join(f" {v:>{w}.4f}" for v in row)
+              for lab, row in zip(labels, unit @ unit.T)]
+    lines += [f"{lab} {t if len(t) <= 70 else t[:67] + '...'!r}" for lab, t in zip(labels, texts)]
+    return "\n".join(lines)
