@@ -136,7 +136,9 @@ def _padding_mask(attention_mask: Any, shape: tuple) -> Any:
     (1 = real token, 0 = padding), or None when there is no padding."""
     if attention_mask is None:
         return None
-    m = attention_mask.data if isinstance(attention_mask, Tensor) else np.asarray(attention_mask)
+    m = attention_mask.data if isinstance(attention_mask, Tensor) else attention_mask
+    if not hasattr(m, "shape"):  # lists; NumPy and CuPy arrays are kept on their device
+        m = np.asarray(m)
     if tuple(m.shape) != tuple(shape):
         raise ValueError(f"BertModel: attention_mask {tuple(m.shape)} does not match "
                          f"input_ids {tuple(shape)}")
