@@ -394,81 +394,6 @@ def _classify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_pretrain_mlm_parser(sub: Any) -> None:
-    p = sub.add_parser("pretrain-mlm", help="pretrain a BERT encoder with masked-language "
-                                            "modelling (dynamic masking)")
-    p.add_argument("--out-dir", required=True, help="the run directory")
-    p.add_argument("--data", default=None, help="a text file or folder (default: the built-in "
-                                                "corpus, Python's pydoc topics)")
-    g = p.add_argument_group("tokenizer and initialisation")
-    g.add_argument("--vocab", default=None, help="a vocab.txt or a pretrained model's name "
-                                                 "(default: train a WordPiece vocabulary)")
-    g.add_argument("--vocab-size", type=int, default=8000, help="WordPiece tokens to train")
-    g.add_argument("--init", default=None, help="start from a pretrained encoder (a name such "
-                   "as all-MiniLM-L6-v2, or a folder): domain-adaptive continued pretraining")
-    g = p.add_argument_group("model (ignored with --init)")
-    g.add_argument("--d-model", type=int, default=128)
-    g.add_argument("--n-layers", type=int, default=2)
-    g.add_argument("--n-heads", type=int, default=4)
-    g.add_argument("--d-ff", type=int, default=None, help="default 4 x d-model")
-    g.add_argument("--context-length", type=int, default=128, help="tokens per window, "
-                   "[CLS] and [SEP] included")
-    g.add_argument("--dropout", type=float, default=0.1)
-    g = p.add_argument_group("masking and training")
-    g.add_argument("--mask-prob", type=float, default=0.15)
-    g.add_argument("--whole-word", action="store_true", help="mask whole words")
-    g.add_argument("--max-steps", type=int, default=1000)
-    g.add_argument("--batch-size", type=int, default=16)
-    g.add_argument("--lr", type=float, default=5e-4)
-    g.add_argument("--min-lr", type=float, default=None, help="end of the cosine decay "
-                                                            "(default lr / 10)")
-    g.add_argument("--warmup-steps", type=int, default=100)
-    g.add_argument("--weight-decay", type=float, default=0.01)
-    g.add_argument("--eval-interval", type=int, default=200)
-    g.add_argument("--ckpt-interval", type=int, default=200)
-    g.add_argument("--log-interval", type=int, default=10)
-    g.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--resume", action="store_true", help="continue the run in --out-dir")
-    p.add_argument("--overwrite", action="store_true",
-                   help="move the run already in --out-dir aside and start afresh")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_pretrain_mlm)
-
-
-def _pretrain_mlm(args: argparse.Namespace) -> int:
-    from .nn.bert import BertConfig
-    from .pretrain import pretrain_mlm
-    from .train.config import TrainConfig
-    from .train.mlm import MLMOptions
-
-    for flag, v in (("--vocab-size", args.vocab_size), ("--context-length", args.context_length)):
-        if v < (3 if flag == "--context-length" else 16):
-            raise ValueError(f"{flag} {v} is too small")
-    model_cfg = BertConfig(vocab_size=args.vocab_size, hidden_size=args.d_model,
-                           num_hidden_layers=args.n_layers, num_attention_heads=args.n_heads,
-                           intermediate_size=args.d_ff or 4 * args.d_model,
-                           max_position_embeddings=args.context_length,
-                           hidden_dropout_prob=args.dropout,
-                           attention_probs_dropout_prob=args.dropout)
-    cfg = TrainConfig(out_dir=args.out_dir, data=args.data, batch_size=args.batch_size,
-                      max_steps=args.max_steps, lr=args.lr,
-                      min_lr=args.lr / 10 if args.min_lr is None else args.min_lr,
-                      warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
-                      beta2=0.999, eval_interval=args.eval_interval,
-                      ckpt_interval=args.ckpt_interval, log_interval=args.log_interval,
-                      seed=args.seed, progress=not args.no_progress)
-    options = MLMOptions(mlm_probability=args.mask_prob, whole_word=args.whole_word,
-                         mask_seed=args.seed, context_length=args.context_length)
-    trainer, last = pretrain_mlm(model_cfg, cfg, options, vocab=args.vocab,
-                                 vocab_size=args.vocab_size, init=args.init,
-                                 resume=args.resume, overwrite=args.overwrite)
-    msg = f"done: step {last.get('step')}"
-    if "val_loss" in last:
-        msg += f", val MLM loss {last['val_loss']:.4f}"
-    print(msg + f"; checkpoints in {args.out_dir}")
-    return 0
-
-
 def _add_embed_parser(sub: Any) -> None:
     p = sub.add_parser("embed", help="sentence embeddings of texts with a pretrained encoder "
                                      "(all-MiniLM-L6-v2); --similarity prints their cosines")
@@ -562,7 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_compress_parsers(sub)
     _add_classify_parser(sub)
-    _add_pretrain_mlm_parser(sub)
+    from .pretrain import add_pretrain_mlm_parser
+
+    add_pretrain_mlm_parser(sub)
     _add_embed_parser(sub)
     sub.add_parser("info", help="versions and backends").set_defaults(func=_info)
     return parser

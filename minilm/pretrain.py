@@ -16,6 +16,7 @@ the model's). See minilm/train/mlm.py for the data path and docs/pretrained.md.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -23,12 +24,12 @@ from typing import Any
 from . import backends
 from .nn.bert import BertConfig, BertForMaskedLM
 from .train.config import TrainConfig
-from .train.mlm import MLMOptions, MLMTrainer, mlm_loader
+from .train.mlm import MLMOptions, MLMTrainer, load_mlm_run, mlm_loader
 from .train.run_dir import RunDir, data_digest
 from .train.trainer import CKPT_NAME
 from .train.training_state import load_training_state
 
-__all__ = ["init_from_pretrained", "load_mlm_run", "pretrain_mlm"]
+__all__ = ["add_pretrain_mlm_parser", "init_from_pretrained", "load_mlm_run", "pretrain_mlm"]
 
 
 def _tokenizer(vocab: str | None, vocab_size: int, text: str, say: Any) -> Any:
@@ -172,22 +173,73 @@ def init_from_pretrained(name_or_path: str) -> tuple:
     return model, WordPieceTokenizer.from_vocab_file(folder / "vocab.txt")
 
 
-def load_mlm_run(out_dir: str | Path, which: str = "best") -> tuple:
-    """(BertForMaskedLM in eval mode, tokenizer, checkpoint metadata) of a pretrain-mlm
-    run (``best`` falls back to the last checkpoint)."""
-    from .data.tokenizer import tokenizer_from_dict
-    from .train.trainer import BEST_NAME
-    from .train.training_state import load_model_weights
+# ---------------------------------------------------------------------------- the command
+def add_pretrain_mlm_parser(sub: Any) -> None:
+    """The ``minilm pretrain-mlm`` subcommand (registered by minilm/cli.py)."""
+    p = sub.add_parser("pretrain-mlm", help="pretrain a BERT encoder with masked-language "
+                                            "modelling (dynamic masking)")
+    p.add_argument("--out-dir", required=True, help="the run directory")
+    p.add_argument("--data", default=None, help="a text file or folder (default: the built-in "
+                                                "corpus, Python's pydoc topics)")
+    g = p.add_argument_group("tokenizer and initialisation")
+    g.add_argument("--vocab", default=None, help="a vocab.txt or a pretrained model's name "
+                                                 "(default: train a WordPiece vocabulary)")
+    g.add_argument("--vocab-size", type=int, default=8000, help="WordPiece tokens to train")
+    g.add_argument("--init", default=None, help="start from a pretrained encoder (a name such "
+                   "as all-MiniLM-L6-v2, or a folder): domain-adaptive continued pretraining")
+    g = p.add_argument_group("model (ignored with --init)")
+    g.add_argument("--d-model", type=int, default=128)
+    g.add_argument("--n-layers", type=int, default=2)
+    g.add_argument("--n-heads", type=int, default=4)
+    g.add_argument("--d-ff", type=int, default=None, help="default 4 x d-model")
+    g.add_argument("--context-length", type=int, default=128, help="tokens per window, "
+                   "[CLS] and [SEP] included")
+    g.add_argument("--dropout", type=float, default=0.1)
+    g = p.add_argument_group("masking and training")
+    g.add_argument("--mask-prob", type=float, default=0.15)
+    g.add_argument("--whole-word", action="store_true", help="mask whole words")
+    g.add_argument("--max-steps", type=int, default=1000)
+    g.add_argument("--batch-size", type=int, default=16)
+    g.add_argument("--lr", type=float, default=5e-4)
+    g.add_argument("--min-lr", type=float, default=None, help="end of the cosine decay "
+                                                            "(default lr / 10)")
+    g.add_argument("--warmup-steps", type=int, default=100)
+    g.add_argument("--weight-decay", type=float, default=0.01)
+    g.add_argument("--eval-interval", type=int, default=200)
+    g.add_argument("--ckpt-interval", type=int, default=200)
+    g.add_argument("--log-interval", type=int, default=10)
+    g.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out-dir")
+    p.add_argument("--overwrite", action="store_true",
+                   help="move the run already in --out-dir aside and start afresh")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_pretrain_mlm)
 
-    out = Path(out_dir)
-    path = out / BEST_NAME if which == "best" and (out / BEST_NAME).exists() else out / CKPT_NAME
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint in {str(out)!r}: pretrain first with "
-                                "`minilm pretrain-mlm --out-dir …`")
-    extra = load_training_state(path)
-    if extra.get("objective") != "mlm":
-        raise ValueError(f"{path} is not a pretrain-mlm run")
-    model = BertForMaskedLM(BertConfig(**extra["model_config"]))
-    model.load_state_dict(load_model_weights(path))
-    model.eval()
-    return model, tokenizer_from_dict(extra["tokenizer"]), extra
+
+def _pretrain_mlm(args: argparse.Namespace) -> int:
+    for flag, v in (("--vocab-size", args.vocab_size), ("--context-length", args.context_length)):
+        if v < (3 if flag == "--context-length" else 16):
+            raise ValueError(f"{flag} {v} is too small")
+    model_cfg = BertConfig(vocab_size=args.vocab_size, hidden_size=args.d_model,
+                           num_hidden_layers=args.n_layers, num_attention_heads=args.n_heads,
+                           intermediate_size=args.d_ff or 4 * args.d_model,
+                           max_position_embeddings=args.context_length,
+                           hidden_dropout_prob=args.dropout,
+                           attention_probs_dropout_prob=args.dropout)
+    cfg = TrainConfig(out_dir=args.out_dir, data=args.data, batch_size=args.batch_size,
+                      max_steps=args.max_steps, lr=args.lr,
+                      min_lr=args.lr / 10 if args.min_lr is None else args.min_lr,
+                      warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
+                      beta2=0.999, eval_interval=args.eval_interval,
+                      ckpt_interval=args.ckpt_interval, log_interval=args.log_interval,
+                      seed=args.seed, progress=not args.no_progress)
+    options = MLMOptions(mlm_probability=args.mask_prob, whole_word=args.whole_word,
+                         mask_seed=args.seed, context_length=args.context_length)
+    trainer, last = pretrain_mlm(model_cfg, cfg, options, vocab=args.vocab,
+                                 vocab_size=args.vocab_size, init=args.init,
+                                 resume=args.resume, overwrite=args.overwrite)
+    msg = f"done: step {last.get('step')}"
+    if "val_loss" in last:
+        msg += f", val MLM loss {last['val_loss']:.4f}"
+    print(msg + f"; checkpoints in {args.out_dir}")
+    return 0

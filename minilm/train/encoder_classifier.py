@@ -56,7 +56,7 @@ def load_encoder(init: str) -> tuple:
     ``minilm pretrain-mlm`` run directory (its best checkpoint)."""
     p = Path(init)
     if p.is_dir() and (p / "run.json").exists():
-        from ..pretrain import load_mlm_run
+        from .mlm import load_mlm_run
 
         model, tokenizer, _ = load_mlm_run(p)
         return model.bert, tokenizer

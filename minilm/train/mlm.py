@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,7 @@ from ..data.masking import IGNORE_INDEX, DynamicMasking, mask_tokens
 from ..tensor import Tensor
 from .trainer import Trainer
 
-__all__ = ["FramedWindows", "MLMOptions", "MLMTrainer", "mlm_loader"]
+__all__ = ["FramedWindows", "MLMOptions", "MLMTrainer", "load_mlm_run", "mlm_loader"]
 
 
 @dataclasses.dataclass
@@ -148,3 +149,25 @@ class MLMTrainer(Trainer):
                              f"{n} tokens; give more data or a shorter --context-length")
         mean = total / count
         return {"loss": mean, "ppl": math.exp(min(mean, 700.0)), "tokens": count}
+
+
+def load_mlm_run(out_dir: str | Path, which: str = "best") -> tuple:
+    """(BertForMaskedLM in eval mode, tokenizer, checkpoint metadata) of a pretrain-mlm
+    run (``best`` falls back to the last checkpoint)."""
+    from ..data.tokenizer import tokenizer_from_dict
+    from ..nn.bert import BertConfig, BertForMaskedLM
+    from .trainer import BEST_NAME, CKPT_NAME
+    from .training_state import load_model_weights, load_training_state
+
+    out = Path(out_dir)
+    path = out / BEST_NAME if which == "best" and (out / BEST_NAME).exists() else out / CKPT_NAME
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint in {str(out)!r}: pretrain first with "
+                                "`minilm pretrain-mlm --out-dir …`")
+    extra = load_training_state(path)
+    if extra.get("objective") != "mlm":
+        raise ValueError(f"{path} is not a pretrain-mlm run")
+    model = BertForMaskedLM(BertConfig(**extra["model_config"]))
+    model.load_state_dict(load_model_weights(path))
+    model.eval()
+    return model, tokenizer_from_dict(extra["tokenizer"]), extra
