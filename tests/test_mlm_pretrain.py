@@ -93,3 +93,26 @@ def test_init_from_minilm(tmp_path, corpus):
                                           np.asarray(v.data if hasattr(v, "data") else v))
     assert model.decoder_weight is model.bert.embeddings.word_embeddings.weight   # tied
     assert tok.vocab_size == 30522
+
+
+def test_pretrain_then_fine_tune_end_to_end(tmp_path, corpus, capsys):
+    """A tiny MLM run, then its encoder fine-tuned on BBC News with a new head
+    (`classify --model encoder --init RUN`); the saved classifier predicts."""
+    code, run = _run(tmp_path, corpus, "mlm", "--max-steps", "4")
+    assert code == 0
+    out = tmp_path / "clf"
+    assert main(["classify", "--model", "encoder", "--init", str(run), "--finetune", "full",
+                 "--out-dir", str(out), "--limit", "3", "--epochs", "2", "--max-len", "16",
+                 "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model"] == "encoder" and metrics["n"] == 15
+    from minilm.classify import load_classifier, predict_run
+
+    clf, names = load_classifier(out)
+    mlm, _, _ = load_mlm_run(run)
+    assert clf.model.bert.config == mlm.bert.config                    # the run's encoder
+    moved = any(not np.array_equal(clf.model.bert.state_dict()[k].numpy(), v.numpy())
+                for k, v in mlm.bert.state_dict().items())
+    assert moved                                                       # full: the encoder trained
+    [r] = predict_run(out, ["the quick brown fox"])
+    assert r["label"] in names
