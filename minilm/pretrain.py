@@ -56,10 +56,13 @@ def _encode(tokenizer: Any, text: str) -> Any:
 
 def pretrain_mlm(model_cfg: BertConfig, cfg: TrainConfig, options: MLMOptions,
                  vocab: str | None = None, vocab_size: int = 8000, init: str | None = None,
-                 resume: bool = False, overwrite: bool = False, log: Any = print) -> tuple:
+                 resume: bool = False, overwrite: bool = False, log: Any = print,
+                 dp: int = 1) -> tuple:
     """Pretrain into ``cfg.out_dir``; returns (trainer, last metrics). A resumed run
     takes its own settings from the checkpoint (only ``max_steps`` and the launch
-    settings may change)."""
+    settings may change). ``dp`` > 1: data parallel over the ``mpiexec`` job's
+    processes (exactly ``dp`` of them); rank 0 owns the run directory and writes the
+    files (see :class:`~minilm.train.mlm.MLMTrainer`)."""
     from .backends import manual_seed
     from .data import load_corpus, split_tokens
     from .data.tokenizer import tokenizer_from_dict
@@ -85,7 +88,10 @@ def pretrain_mlm(model_cfg: BertConfig, cfg: TrainConfig, options: MLMOptions,
         options = MLMOptions(**extra["mlm"])
     if cfg.backend:
         backends.use_backend(cfg.backend)
-    run = RunDir.open(cfg.out_dir, resume, overwrite, log=log)
+    comm = _dp_comm(dp)
+    main = comm is None or comm.rank == 0
+    log = log if main else (lambda *a, **k: None)
+    run = _open_run(cfg.out_dir, resume, overwrite, log, comm)
     try:
         manual_seed(cfg.seed)
         text = load_corpus(cfg.data)
@@ -102,6 +108,8 @@ def pretrain_mlm(model_cfg: BertConfig, cfg: TrainConfig, options: MLMOptions,
         if extra is None and init is not None:
             model, tokenizer = model
         model_cfg = model.config
+        if cfg.dtype != "float32":
+            model.to(cfg.dtype)
         if model_cfg.vocab_size < tokenizer.vocab_size:
             raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model's "
                              f"vocabulary {model_cfg.vocab_size}")
@@ -127,21 +135,60 @@ def pretrain_mlm(model_cfg: BertConfig, cfg: TrainConfig, options: MLMOptions,
         from .data import DataLoader
 
         trainer = MLMTrainer(model, DataLoader(source, prefetch=cfg.prefetch), val_tokens, cfg,
-                             tokenizer, options, data_sha256=data["sha256"])
+                             tokenizer, options, data_sha256=data["sha256"], comm=comm)
         if extra is not None:
             from .run import _stretch_schedule
 
             trainer.resume(Path(cfg.out_dir) / CKPT_NAME)
             _stretch_schedule(trainer.scheduler, cfg.max_steps, log)
             log(f"resumed from {Path(cfg.out_dir) / CKPT_NAME} at step {trainer.step}")
-        else:
+        elif run is not None:
             run.created(model_cfg.to_dict(), cfg.to_dict(), tokenizer, data)
         return trainer, trainer.fit()
     except BaseException:
-        run.abandon()
+        if run is not None:
+            run.abandon()
         raise
     finally:
-        run.close()
+        if run is not None:
+            run.close()
+
+
+def _dp_comm(dp: int) -> Any:
+    """The world communicator for ``--dp`` > 1 (checked against the job's size)."""
+    if not isinstance(dp, int) or dp < 1:
+        raise ValueError(f"--dp must be an integer >= 1, got {dp!r}")
+    if dp == 1:
+        return None
+    from .parallel import world
+
+    comm = world()
+    if comm.size != dp:
+        raise ValueError(f"--dp {dp}, but the job has {comm.size} process(es); launch with "
+                         f"mpiexec -n {dp}")
+    return comm
+
+
+def _open_run(out_dir: Any, resume: bool, overwrite: bool, log: Any, comm: Any) -> Any:
+    """Rank 0 opens (owns) the run directory; the others learn whether it could, so a
+    refusal ends every rank with the same error instead of leaving them waiting."""
+    if comm is None:
+        return RunDir.open(out_dir, resume, overwrite, log=log)
+    import numpy as np
+
+    run, error = None, None
+    if comm.rank == 0:
+        try:
+            run = RunDir.open(out_dir, resume, overwrite, log=log)
+        except ValueError as exc:
+            error = exc
+    flag = np.array([0.0 if error is None else 1.0])
+    comm.allreduce(flag)
+    if error is not None:
+        raise error
+    if flag[0]:
+        raise ValueError("rank 0 could not open the run directory (its error is above)")
+    return run
 
 
 def _model(model_cfg: BertConfig, init: str | None, tokenizer: Any) -> Any:
@@ -209,6 +256,9 @@ def add_pretrain_mlm_parser(sub: Any) -> None:
     g.add_argument("--ckpt-interval", type=int, default=200)
     g.add_argument("--log-interval", type=int, default=10)
     g.add_argument("--seed", type=int, default=1337)
+    g.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--dp", type=int, default=1, help="data-parallel processes (run under "
+                                                     "mpiexec -n DP)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out-dir")
     p.add_argument("--overwrite", action="store_true",
                    help="move the run already in --out-dir aside and start afresh")
@@ -232,12 +282,14 @@ def _pretrain_mlm(args: argparse.Namespace) -> int:
                       warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
                       beta2=0.999, eval_interval=args.eval_interval,
                       ckpt_interval=args.ckpt_interval, log_interval=args.log_interval,
-                      seed=args.seed, progress=not args.no_progress)
+                      seed=args.seed, progress=not args.no_progress, dtype=args.dtype)
     options = MLMOptions(mlm_probability=args.mask_prob, whole_word=args.whole_word,
                          mask_seed=args.seed, context_length=args.context_length)
     trainer, last = pretrain_mlm(model_cfg, cfg, options, vocab=args.vocab,
                                  vocab_size=args.vocab_size, init=args.init,
-                                 resume=args.resume, overwrite=args.overwrite)
+                                 resume=args.resume, overwrite=args.overwrite, dp=args.dp)
+    if trainer is not None and not trainer.is_main:
+        return 0
     msg = f"done: step {last.get('step')}"
     if "val_loss" in last:
         msg += f", val MLM loss {last['val_loss']:.4f}"

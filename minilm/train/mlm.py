@@ -95,14 +95,64 @@ def mlm_loader(tokens: Any, tokenizer: Any, batch_size: int, context_length: int
 
 
 class MLMTrainer(Trainer):
-    """The Trainer with the MLM loss: batches are (masked ids, labels)."""
+    """The Trainer with the MLM loss: batches are (masked ids, labels).
+
+    Data parallel (``comm`` of W > 1 processes, under mpiexec): every rank draws the
+    same *global* batch (windows and masks from the same seeded generators: cheap) and
+    trains on its block of rows, through :class:`~minilm.parallel.DataParallel`, which
+    averages the gradients over the ranks during backward. Rank r's loss is scaled to
+    ``W * sum_r(CE over its masked positions) / (masked positions in the global
+    batch)``, so the averaged gradient is exactly that of the global batch's mean loss,
+    as one process computes it. All ranks hold the same parameters, optimizer and loader
+    state; rank 0 alone writes checkpoints and logs; a stop signal on any rank stops all
+    after the same step."""
 
     def __init__(self, model: Any, train_loader: Any, val_tokens: Any, config: Any,
                  tokenizer: Any, options: MLMOptions, data_sha256: str | None = None,
-                 **kwargs: Any) -> None:
+                 comm: Any = None, **kwargs: Any) -> None:
         super().__init__(model, train_loader, val_tokens, config, tokenizer=tokenizer,
                          **kwargs)
         self.options, self.data_sha256 = options, data_sha256
+        self.comm = comm if comm is not None and comm.size > 1 else None
+        self.replica = model
+        if self.comm is not None:
+            from ..parallel import DataParallel
+
+            if config.batch_size % self.comm.size:
+                raise ValueError(f"--batch-size {config.batch_size} is not divisible by the "
+                                 f"{self.comm.size} data-parallel ranks")
+            if config.grad_accum_steps != 1:
+                raise ValueError("data-parallel MLM pretraining takes grad_accum_steps = 1")
+            self.replica = DataParallel(model, self.comm)
+            self.is_main = self.comm.rank == 0
+
+    def _rows(self, a: Any) -> np.ndarray:
+        a = np.asarray(a.numpy() if isinstance(a, Tensor) else a)
+        n = a.shape[0] // self.comm.size
+        return a[self.comm.rank * n:(self.comm.rank + 1) * n]
+
+    def _after_backward(self, mean_loss: float) -> float:
+        if self.comm is None:
+            return mean_loss
+        self.replica.finish()  # p.grad <- the average over the ranks
+        buf = np.array([mean_loss])
+        self.comm.allreduce(buf)
+        return float(buf[0]) / self.comm.size
+
+    def save(self, path: Any) -> None:
+        if self.comm is None or self.is_main:
+            super().save(path)
+        elif Path(path).name == "ckpt.safetensors":
+            self._last_ckpt = (Path(path), self.step)
+        if self.comm is not None:
+            self.comm.barrier()  # the file exists for every rank once save returns
+
+    def _stop_requested(self, signum: int) -> int:
+        if self.comm is None:
+            return signum
+        flag = np.array([signum], dtype=np.int64)
+        self.comm.allreduce(flag, op="max")
+        return int(flag[0])
 
     def _extra(self) -> dict:
         extra = super()._extra()
@@ -112,7 +162,17 @@ class MLMTrainer(Trainer):
         return extra
 
     def _micro_loss(self, x: Any, y: Any) -> Tensor:
-        return self.model(x, labels=y)[1]
+        if self.comm is None:
+            return self.model(x, labels=y)[1]
+        labels = np.asarray(y.numpy() if isinstance(y, Tensor) else y)
+        total = int((labels != IGNORE_INDEX).sum())
+        mine = self._rows(labels)
+        here = int((mine != IGNORE_INDEX).sum())
+        if here == 0:  # nothing masked in my rows: a zero loss that still has a graph
+            logits = self.replica(Tensor(self._rows(x)))
+            return (logits * 0.0).sum()
+        _, loss = self.replica(Tensor(self._rows(x)), labels=Tensor(mine))
+        return loss * (self.comm.size * here / max(total, 1))
 
     @no_grad()
     def evaluate(self) -> dict:

@@ -288,7 +288,7 @@ class Trainer:
             loss = self._micro_loss(x, y)
             (loss / len(micro_batches)).backward()
             total += float(loss.item())
-        mean = total / len(micro_batches)
+        mean = self._after_backward(total / len(micro_batches))
         params = list(self.model.parameters())
         norm = optim.get_total_norm([p.grad for p in params if p.grad is not None])
         self._nonfinite = _check_finite(mean, norm)
@@ -300,6 +300,12 @@ class Trainer:
         if self._nonfinite is not None and not c.skip_nonfinite:
             raise FloatingPointError(f"{self._nonfinite[0]} is {self._nonfinite[1]}")
         return mean
+
+    def _after_backward(self, mean_loss: float) -> float:
+        """Hook: runs after the micro-batches' backward, before the gradient norm; a
+        data-parallel trainer averages the gradients and the loss over its replicas
+        here. Returns the step's loss to log."""
+        return mean_loss
 
     def _micro_loss(self, x: Any, y: Any) -> Tensor:
         """The training loss of one micro-batch, to differentiate: the model's mean
