@@ -66,7 +66,7 @@ def test_adam_dropout_vs_sgd_example(tmp_path):
 
 
 def test_l1_dropout_example_gives_exact_zeros(tmp_path):
-    res = _run("l1_dropout", tmp_path)
+    res = _run("l1_dropout", tmp_path, "--l1", "0.3")
     l1, plain = res["dropout + L1 0.3"], res["dropout only"]
     assert l1["zeros"] > 0.05 and plain["zeros"] == 0.0
     assert l1["zeros"] > plain["zeros"]
@@ -190,6 +190,10 @@ def test_gpt_trunk_from_pretraining_and_probe():
     probe = _small("gpt", n_layers=1, n_heads=2, freeze_trunk=True).set_trunk(vocab, state)
     probe.fit(x, y, x, y, epochs=2, patience=5)
     assert isinstance(probe.model, nn.GPTClassifier)
+    # the probe's fixed features are standardized over the training texts
+    z = (probe._pooled(probe._ids(x)) - probe.model.shift.numpy()) / probe.model.scale.numpy()
+    np.testing.assert_allclose(z.mean(0), 0, atol=1e-4)
+    np.testing.assert_allclose(z.std(0), 1, atol=1e-2)
     for k, v in probe.model.trunk.state_dict().items():
         np.testing.assert_array_equal(v.numpy(), state[k])
     full = _small("gpt", n_layers=1, n_heads=2).set_trunk(vocab, state)

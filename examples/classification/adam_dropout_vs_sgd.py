@@ -7,7 +7,7 @@ of each arm's lowest validation loss are tested), gradient clipping at 1 in both
 Writes OUT_DIR/curves.png (both arms' validation loss and accuracy per epoch) and
 OUT_DIR/results.json.
 
-    python examples/classification/adam_dropout_vs_sgd.py [--epochs 8] [--sgd-lr 0.5] [--quick]
+    python examples/classification/adam_dropout_vs_sgd.py [--epochs 12] [--sgd-lr 0.5] [--quick]
 """
 
 import _common as C
@@ -16,7 +16,7 @@ from minilm.train.text_classifier import NeuralTextClassifier
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = C.parser(__doc__, "adam_dropout_vs_sgd", epochs=8)
+    ap = C.parser(__doc__, "adam_dropout_vs_sgd", epochs=12)
     ap.add_argument("--lr", type=float, default=None,
                     help="AdamW lr, default 2e-3 (1e-2 with --quick)")
     ap.add_argument("--dropout", type=float, default=0.3)

@@ -1,14 +1,15 @@
 """Exercise (7): L1 + dropout on the LSTM, and the sparsity L1 produces.
 
-Both arms: the LSTM of lstm.py with dropout --dropout, AdamW, no weight decay. The L1
-arm adds lam * sum |w| (lam = --l1) over the LSTM and head weight matrices (not the
-embeddings, not the biases), applied as the proximal step after every AdamW step,
+Every arm: the LSTM of lstm.py with dropout --dropout, AdamW, no weight decay, the
+same seed and epochs. The L1 arms (one per value of --l1) add lam * sum |w| over the
+LSTM and head weight matrices (not the embeddings, not the biases), added to the
+batch's mean cross-entropy and applied as the proximal step after every AdamW step,
 ``w <- sign(w) max(|w| - lr * lam, 0)``, so weights become exactly 0. Reports each
 arm's test accuracy, macro-F1 and the fraction of exact zeros in those matrices (the
 weights of the epoch with the lowest validation loss). Writes OUT_DIR/curves.png and
 OUT_DIR/results.json.
 
-    python examples/classification/l1_dropout.py [--epochs 8] [--l1 0.3] [--quick]
+    python examples/classification/l1_dropout.py [--epochs 8] [--l1 0.03 0.1 0.3] [--quick]
 """
 
 import _common as C
@@ -20,13 +21,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap = C.parser(__doc__, "l1_dropout", epochs=8)
     ap.add_argument("--lr", type=float, default=None, help="default 2e-3 (1e-2 with --quick)")
     ap.add_argument("--dropout", type=float, default=0.3)
-    ap.add_argument("--l1", type=float, default=0.3,
-                    help="lam of lam * sum |w| (per batch mean cross-entropy)")
+    ap.add_argument("--l1", type=float, nargs="+", default=[0.03, 0.1, 0.3],
+                    help="lam of lam * sum |w| (per batch mean cross-entropy), one arm each")
     args = ap.parse_args(argv)
     data = C.setup(args)
     lr = args.lr or (1e-2 if args.quick else 2e-3)
     results = {}
-    for name, lam in ((f"dropout + L1 {args.l1:g}", args.l1), ("dropout only", 0.0)):
+    arms = [(f"dropout + L1 {lam:g}", lam) for lam in args.l1] + [("dropout only", 0.0)]
+    for name, lam in arms:
         clf = NeuralTextClassifier("lstm", len(data["label_names"]), lr=lr, dim=args.dim,
                                    max_len=args.max_len, dropout=args.dropout,
                                    weight_decay=0.0, l1=lam, l1_proximal=True)

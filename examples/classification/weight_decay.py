@@ -7,7 +7,7 @@ the curves are complete); each arm is evaluated on the test split with the weigh
 its lowest validation loss. Writes OUT_DIR/curves.png (validation loss and accuracy
 per epoch, both arms) and OUT_DIR/results.json.
 
-    python examples/classification/weight_decay.py [--epochs 8] [--weight-decay 0.5] [--quick]
+    python examples/classification/weight_decay.py [--epochs 15] [--weight-decay 0.5] [--quick]
 """
 
 import _common as C
@@ -16,7 +16,7 @@ from minilm.train.text_classifier import NeuralTextClassifier
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = C.parser(__doc__, "weight_decay", epochs=8)
+    ap = C.parser(__doc__, "weight_decay", epochs=15)
     ap.add_argument("--lr", type=float, default=None, help="default 2e-3 (1e-2 with --quick)")
     ap.add_argument("--weight-decay", type=float, default=0.5)
     ap.add_argument("--dropout", type=float, default=0.3)

@@ -5,7 +5,8 @@ GPTClassifier::
     h = LN_f(blocks(E_tok[ids] + E_pos))      (B, T, d)  the GPT's final hidden states
                                                (causal attention, no LM head)
     pooled = sum_t mask_t h_t / sum_t mask_t    the mean over real tokens only
-    logits = W dropout(pooled) + b              ``head``: a new Linear(d, num_classes)
+    z = (pooled - shift) / scale                fixed buffers, 0 and 1 unless set
+    logits = W dropout(z) + b                   ``head``: a new Linear(d, num_classes)
 
 The trunk is a :class:`minilm.nn.GPT` (its ``tok_emb``, ``pos_emb``, ``blocks`` and
 ``ln_f``; its LM head is tied to ``tok_emb`` and not used here), so weights from
@@ -14,12 +15,19 @@ right-padded (as ``minilm.data.pad_sequences`` gives them): with causal attentio
 real token reads only the tokens before it, never the padding after it, and the
 padding is left out of the mean, so a sequence gives the same logits alone as inside a
 padded batch. A linear probe freezes the trunk (``requires_grad = False`` on every
-``trunk.*`` parameter) and trains the head only.
+``trunk.*`` parameter) and trains the head only; :meth:`GPTClassifier.standardize`
+then sets ``shift`` / ``scale`` to the mean and standard deviation of the pooled
+features over the training texts. The pooled features of a language model share a
+large common component (on BBC News their mean is about 4x their spread across
+articles), and the head learns far faster on standardized inputs; ``(x - shift) /
+scale`` followed by a linear map is still a linear map of the features.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import numpy as np
 
 from .. import functional as F
 from ..tensor import Tensor
@@ -45,7 +53,10 @@ class GPTClassifier(Module):
         self.num_classes = num_classes
         self.trunk = trunk if trunk is not None else GPT(config)
         self.dropout = Dropout(dropout)
-        self.head = Linear(self.trunk.config.d_model, num_classes)
+        d = self.trunk.config.d_model
+        self.head = Linear(d, num_classes)
+        self.register_buffer("shift", Tensor(np.zeros(d, dtype=np.float32)))
+        self.register_buffer("scale", Tensor(np.ones(d, dtype=np.float32)))
 
     def features(self, ids: Any, mask: Any = None) -> Tensor:
         """The mean of the trunk's final hidden states over real tokens, (B, d)."""
@@ -62,7 +73,20 @@ class GPTClassifier(Module):
         return F.global_avg_pool1d(h.transpose(1, 2), m)
 
     def forward(self, ids: Any, mask: Any = None) -> Tensor:
-        return self.head(self.dropout(self.features(ids, mask)))
+        z = (self.features(ids, mask) - self.shift) / self.scale
+        return self.head(self.dropout(z))
+
+    def standardize(self, pooled: Any, eps: float = 1e-5) -> GPTClassifier:
+        """Set ``shift`` and ``scale`` to the per-feature mean and standard deviation
+        (+ eps) of ``pooled`` (n, d), the :meth:`features` of the training texts."""
+        a = np.asarray(pooled.numpy() if isinstance(pooled, Tensor) else pooled, np.float64)
+        if a.ndim != 2 or a.shape[1] != self.shift.shape[0] or len(a) < 2:
+            raise ValueError(f"GPTClassifier.standardize: pooled must be (n >= 2, "
+                             f"{self.shift.shape[0]}), got {a.shape}")
+        xp = self.shift.backend.xp
+        self.shift.data[...] = xp.asarray(a.mean(0), dtype=self.shift.dtype)
+        self.scale.data[...] = xp.asarray(a.std(0) + eps, dtype=self.scale.dtype)
+        return self
 
     def freeze_trunk(self, frozen: bool = True) -> GPTClassifier:
         """Stop (or restart) gradients into every trunk parameter: a linear probe."""

@@ -16,8 +16,9 @@ exactly as before):
 
 - ``optimizer``: ``"adamw"`` (decoupled weight decay ``lr * weight_decay * w``) or
   ``"sgd"`` (``optim.SGD`` with ``momentum``; its ``weight_decay`` is the coupled L2
-  term ``g + weight_decay * w``). Weight decay applies to the matrices that are not
-  embeddings, never to biases, norms or embeddings.
+  term ``g + weight_decay * w``). Weight decay applies to the matrices (ndim >= 2)
+  whose name lacks "embed": not to biases, norms or the LSTM / TextCNN embeddings (the
+  transformer's and GPT's ``tok_emb`` / ``pos_emb`` are decayed, as before).
 - ``l1 = lam``: the L1 penalty ``lam * sum |w|`` over the ``l1_scope`` weights
   (``"matrices"``: the weight-decayed matrices; ``"all"``: every matrix, embeddings
   included; ``"head"``: the head's weight), added to the batch's *mean* cross-entropy
@@ -28,6 +29,9 @@ exactly as before):
   :meth:`NeuralTextClassifier.sparsity` reports the fraction of exact zeros.
 - ``freeze_trunk``: train only the ``head.*`` parameters (a linear probe); every other
   parameter gets ``requires_grad = False``, is left out of the optimizer and never moves.
+  For ``kind="gpt"`` the pooled features are then standardized with their mean and
+  standard deviation over the training texts (``GPTClassifier.standardize``) before
+  the head is trained.
 - ``kind="gpt"``: :class:`minilm.nn.GPTClassifier` (a GPT of ``n_layers`` blocks,
   ``dim`` wide, context ``max_len``, mean-pooled, new linear head).
   :func:`pretrain_gpt` trains such a GPT on unlabelled texts (next-token prediction)
@@ -209,6 +213,8 @@ class NeuralTextClassifier:
         self.model = m = self._build()
         if self._trunk_state is not None:
             m.trunk.load_state_dict(self._trunk_state)  # strict: the pretraining's shapes
+        if self.freeze_trunk and hasattr(m, "standardize"):
+            m.standardize(self._pooled(seqs))  # fixed features: standardize them once
         opt = self._optimizer(m)
         l1_params = [p for _, p in self.l1_parameters() if p.requires_grad] if self.l1 > 0 else []
         lengths = np.array([len(s) for s in seqs])
@@ -254,6 +260,18 @@ class NeuralTextClassifier:
         if best_state is not None:
             m.load_state_dict(best_state)
         return history
+
+    @no_grad()
+    def _pooled(self, seqs: list[np.ndarray]) -> np.ndarray:
+        """The model's pooled ``features`` of id sequences, in eval mode."""
+        m = self.model
+        was = m.training
+        m.eval()
+        try:
+            return np.concatenate([_host(m.features(*self._batch(seqs, np.arange(
+                s, min(s + 64, len(seqs)))))) for s in range(0, len(seqs), 64)])
+        finally:
+            m.train(was)
 
     @no_grad()
     def scores(self, texts: list[str]) -> np.ndarray:
