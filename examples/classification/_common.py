@@ -13,8 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from minilm import functional as F
 from minilm.classify import stratified_limit
 from minilm.data import load_bbc_news
+from minilm.tensor import Tensor
 from minilm.train.classification_metrics import classification_metrics
 from minilm.train.text_classifier import NeuralTextClassifier
 
@@ -61,9 +63,7 @@ def setup(args: argparse.Namespace) -> dict:
 def test_metrics(clf: NeuralTextClassifier, data: dict) -> dict:
     """Accuracy and macro-F1 (and the rest of classification_metrics) on the test split."""
     texts, y = data["test"]
-    logits = clf.scores(texts)
-    logp = logits - logits.max(1, keepdims=True)
-    logp = logp - np.log(np.exp(logp).sum(1, keepdims=True))
+    logp = F.log_softmax(Tensor(clf.scores(texts)), dim=1).numpy()
     return classification_metrics(y, logp.argmax(1), logp, data["label_names"])
 
 

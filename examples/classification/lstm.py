@@ -17,11 +17,12 @@ from minilm.train.text_classifier import NeuralTextClassifier
 
 def main(argv: list[str] | None = None) -> dict:
     ap = C.parser(__doc__, "lstm", epochs=10)
-    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--lr", type=float, default=None, help="default 2e-3 (1e-2 with --quick)")
     ap.add_argument("--dropout", type=float, default=0.3)
     args = ap.parse_args(argv)
     data = C.setup(args)
-    clf = NeuralTextClassifier("lstm", len(data["label_names"]), lr=args.lr, dim=args.dim,
+    lr = args.lr or (1e-2 if args.quick else 2e-3)
+    clf = NeuralTextClassifier("lstm", len(data["label_names"]), lr=lr, dim=args.dim,
                                max_len=args.max_len, dropout=args.dropout)
     res = C.fit("lstm", clf, data, args, patience=3)
     C.plot_curves({"lstm": res["history"]}, f"{args.out_dir}/curves.png", "LSTM on BBC News")
