@@ -13,7 +13,7 @@ from typing import Any
 from .autograd import backward, no_grad
 from .tensor import Tensor
 
-__all__ = ["GradcheckError", "gradcheck"]
+__all__ = ["GradcheckError", "gradcheck", "gradcheck_module"]
 
 
 class GradcheckError(AssertionError):
@@ -110,3 +110,25 @@ def gradcheck(
     return True
 
 
+
+
+def gradcheck_module(module: Any, fn: Callable[..., Any], inputs: Sequence[Tensor],
+                     **kwargs: Any) -> bool:
+    """:func:`gradcheck` of ``fn(*inputs)`` with respect to ``inputs`` *and* every
+    parameter of ``module``: the perturbed copies gradcheck passes in are swapped into
+    the parameters for one call of ``fn``, then the originals are put back (the
+    parameters are among gradcheck's inputs, so they must keep their values)."""
+    params = list(module.parameters())
+    saved = [p.data for p in params]
+    n = len(inputs)
+
+    def wrapped(*args: Tensor) -> Any:
+        for p, a in zip(params, args[n:]):
+            p.data = a.data
+        try:
+            return fn(*args[:n])
+        finally:
+            for p, a in zip(params, saved):
+                p.data = a
+
+    return gradcheck(wrapped, [*inputs, *params], **kwargs)

@@ -39,7 +39,7 @@ from .transformer import MLP
 __all__ = [
     "BertConfig", "BertEmbeddings", "BertEncoder", "BertForMaskedLM",
     "BertForSequenceClassification", "BertLayer", "BertModel", "BertPooler",
-    "SentenceEncoder", "mean_pool", "normalize",
+    "SentenceEncoder", "mean_pool", "normalize", "pad_batch",
 ]
 
 # Hugging Face ``hidden_act`` -> the MLP activation of minilm (exact or tanh GELU)
@@ -351,6 +351,19 @@ class BertForSequenceClassification(Module):
 
 
 # ------------------------------------------------------------------ sentence embeddings
+def pad_batch(ids: Sequence[Sequence[int]], rows: Sequence[int], pad_id: int) -> tuple:
+    """``(input_ids, attention_mask)``, each (len(rows), L) int64: the id lists
+    ``ids[r]`` of ``rows``, right-padded with ``pad_id`` to the longest (L); the mask is
+    1 at real tokens."""
+    L = max(len(ids[r]) for r in rows)
+    b = np.full((len(rows), L), pad_id, dtype=np.int64)
+    m = np.zeros((len(rows), L), dtype=np.int64)
+    for j, r in enumerate(rows):
+        b[j, :len(ids[r])] = ids[r]
+        m[j, :len(ids[r])] = 1
+    return b, m
+
+
 def mean_pool(hidden: Tensor, attention_mask: Any) -> Tensor:
     """u = sum_t m_t h_t / max(sum_t m_t, 1e-9): the mean of ``hidden`` (B, T, H) over
     the real tokens of ``attention_mask`` (B, T) (1 = real). Differentiable in hidden."""
@@ -441,13 +454,7 @@ class SentenceEncoder(Module):
 
         def batches() -> Any:
             for rows in _length_batches([len(s) for s in ids], batch_size):
-                L = max(len(ids[r]) for r in rows)
-                b = np.full((len(rows), L), pad, dtype=np.int64)
-                m = np.zeros((len(rows), L), dtype=np.int64)
-                for j, r in enumerate(rows):
-                    b[j, :len(ids[r])] = ids[r]
-                    m[j, :len(ids[r])] = 1
-                yield rows, b, m, None
+                yield (rows, *pad_batch(ids, rows, pad), None)
 
         return self._run(batches(), len(ids), self.normalize if normalize is None else normalize)
 

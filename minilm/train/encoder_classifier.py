@@ -36,7 +36,7 @@ from .. import functional as F
 from .. import optim
 from ..autograd import no_grad
 from ..backends import manual_seed
-from ..nn.bert import BertConfig, BertModel, mean_pool
+from ..nn.bert import BertConfig, BertModel, mean_pool, pad_batch
 from ..nn.layers import Dropout, Linear
 from ..nn.module import Module
 from ..tensor import Tensor
@@ -109,11 +109,7 @@ class EncoderTextClassifier:
         return [self.tokenizer.encode(t, max_length=self.max_len) for t in texts]
 
     def _batch(self, seqs: list, idx: Any) -> tuple:
-        L = max(len(seqs[i]) for i in idx)
-        ids = np.full((len(idx), L), self.tokenizer.pad_id, dtype=np.int64)
-        mask = np.zeros((len(idx), L), dtype=np.int64)
-        for j, i in enumerate(idx):
-            ids[j, :len(seqs[i])], mask[j, :len(seqs[i])] = seqs[i], 1
+        ids, mask = pad_batch(seqs, idx, self.tokenizer.pad_id)
         return Tensor(ids), mask
 
     def _order(self, seqs: list) -> list:
