@@ -89,6 +89,10 @@ def _check_linear(x: Any, w: Any, b: Any) -> None:
         raise ValueError(f"linear: bias shape {b.shape} does not match weight shape {w.shape}")
 
 
+#: up to this many rows, ``linear`` computes (W x^T)^T instead of x W^T (see forward)
+_FEW_ROWS = 128
+
+
 class LinearFunction(Function):
     """y = x W^T + b with W of shape (out, in);  dx = g W, dW = g^T x (summed over
     leading dims), db = sum g. Folding the leading dims gives one GEMM each way."""
@@ -102,7 +106,16 @@ class LinearFunction(Function):
         # x @ W^T as one small GEMM per batch entry, about 1.5-2x slower at GPT
         # sizes. W^T is a view; BLAS reads it transposed without a copy.
         rows = math.prod(x.shape[:-1])
-        y = (x.reshape(rows, x.shape[-1]) @ w.T).reshape(x.shape[:-1] + (w.shape[0],))
+        x2 = x.reshape(rows, x.shape[-1])
+        if 1 < rows <= _FEW_ROWS:
+            # a few rows (decoding, one sentence): OpenBLAS's kernel for A @ B^T is slow
+            # at small M (1.2-2x, bench in docs/performance.md); W x^T is the same
+            # product with W read as stored, then the small (rows, out) result is copied
+            # back to row-major
+            y = ctx.xp.ascontiguousarray((w @ x2.T).T)
+        else:
+            y = x2 @ w.T
+        y = y.reshape(x.shape[:-1] + (w.shape[0],))
         if b is not None:
             if ctx.xp.result_type(y, b) == y.dtype:
                 y += b  # in place on the fresh product: no second output-sized array
