@@ -58,7 +58,7 @@ from .. import optim
 from ..autograd import no_grad
 from ..backends import manual_seed
 from ..models.pretrained import expand_name_map
-from ..nn.bert import BertConfig, BertModel, SentenceEncoder, mean_pool, normalize
+from ..nn.bert import BertConfig, BertModel, SentenceEncoder, mean_pool, normalize, pad_batch
 from ..nn.layers import Linear
 from ..nn.module import Module, ModuleList
 from ..tensor import Tensor
@@ -326,16 +326,6 @@ def _tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> list:
     return [tokenizer.encode(t, max_length=max_length) for t in texts]
 
 
-def _pad(ids: list, rows: Sequence[int], pad_id: int) -> tuple:
-    L = max(len(ids[r]) for r in rows)
-    b = np.full((len(rows), L), pad_id, dtype=np.int64)
-    m = np.zeros((len(rows), L), dtype=np.int64)
-    for j, r in enumerate(rows):
-        b[j, :len(ids[r])] = ids[r]
-        m[j, :len(ids[r])] = 1
-    return b, m
-
-
 def _length_batches(ids: list, batch_size: int) -> list:
     order = sorted(range(len(ids)), key=lambda i: (len(ids[i]), i))
     return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
@@ -351,7 +341,7 @@ def teacher_targets(teacher: SentenceEncoder, batches: list, ids: list,
     pad = teacher.config.pad_token_id
     out = []
     for rows in batches:
-        b, m = _pad(ids, rows, pad)
+        b, m = pad_batch(ids, rows, pad)
         states = encoder_states(teacher.bert, b, m)
         u = normalize(mean_pool(states[-1], m)) if teacher.normalize else mean_pool(states[-1], m)
         hid = [np.asarray(states[layer].data, np.float16) for layer in teacher_layers]
@@ -424,7 +414,7 @@ def student_embeddings(student: DistillStudent | SentenceEncoder, texts: Sequenc
     was = student.training
     student.eval()
     for rows in _length_batches(ids, batch_size):
-        b, m = _pad(ids, rows, enc.config.pad_token_id)
+        b, m = pad_batch(ids, rows, enc.config.pad_token_id)
         states = encoder_states(enc.bert, b, m)
         out[rows] = normalize(student.out_proj(mean_pool(states[-1], m))).data
     student.train(was)
