@@ -343,6 +343,11 @@ def train_classifier(model: str, out_dir: str | os.PathLike, epochs: int | None 
         raise ValueError(f"{out / MODEL_FILE} exists (a trained classifier); choose another "
                          "--out-dir or pass --overwrite")
     bbc = load_bbc_news(split_seed=split_seed, group_duplicates=group_duplicates)
+    encoder = None
+    if model == "encoder":  # a bad --init fails here, before the run directory exists
+        encoder = EncoderTextClassifier(len(bbc.label_names), init=init, mode=finetune, lr=lr,
+                                        **({} if max_len is None else {"max_len": max_len}))
+        encoder.load()
     splits = dict(bbc.splits)
     if limit is not None:
         splits = {k: stratified_limit(bbc.labels, v, limit) for k, v in splits.items()}
@@ -367,8 +372,7 @@ def train_classifier(model: str, out_dir: str | os.PathLike, epochs: int | None 
         if model == "tfidf-logreg":
             clf = TfidfLogReg(k, lr=lr if lr is not None else 0.05)
         elif model == "encoder":
-            clf = EncoderTextClassifier(k, init=init, mode=finetune, lr=lr,
-                                        **({} if max_len is None else {"max_len": max_len}))
+            clf = encoder
         else:
             clf = NeuralTextClassifier(model, k, lr=lr if lr is not None else 2e-3)
         log_path = out / "log.jsonl"

@@ -348,3 +348,8 @@ def test_encoder_probe_and_llrd_on_minilm(tmp_path, capsys):
     assert lrs == sorted({round(1e-4 * 0.8 ** k, 12) for k in range(0, 7)})
     with pytest.raises(ValueError, match="mode must be one of"):
         EncoderTextClassifier(5, mode="half")
+    capsys.readouterr()                                  # a bad --init: nothing written
+    assert main(["classify", "--model", "encoder", "--init", "nothere", "--out-dir",
+                 str(tmp_path / "none")]) == 2
+    assert "neither a known model" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()

@@ -104,6 +104,14 @@ class EncoderTextClassifier:
         self.model: _Classifier | None = None
         self.tokenizer: Any = None
 
+    def load(self) -> EncoderTextClassifier:
+        """Load the pretrained encoder (``init``) and put a new head on it; ``fit``
+        does it if not done before (call it first to fail early on a bad ``init``)."""
+        bert, self.tokenizer = load_encoder(self.init)
+        self.max_len = min(self.max_len, bert.config.max_length)
+        self.model = _Classifier(bert, self.n_classes, self.dropout)
+        return self
+
     # ------------------------------------------------------------------ data
     def _encode(self, texts: list[str]) -> list[list[int]]:
         return [self.tokenizer.encode(t, max_length=self.max_len) for t in texts]
@@ -166,9 +174,7 @@ class EncoderTextClassifier:
         ``val_accuracy``), each also passed to ``log(row)``."""
         manual_seed(seed)
         if self.model is None:
-            bert, self.tokenizer = load_encoder(self.init)
-            self.max_len = min(self.max_len, bert.config.max_length)
-            self.model = _Classifier(bert, self.n_classes, self.dropout)
+            self.load()
         m = self.model
         y, yv = np.asarray(labels, np.int64), np.asarray(val_labels, np.int64)
         seqs, vseqs = self._encode(texts), self._encode(val_texts)
