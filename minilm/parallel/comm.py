@@ -226,13 +226,15 @@ class Communicator:
 
         comm, deadline = self.mpi, time.monotonic() + timeout
         if self.rank != 0:
-            comm.isend(True, dest=0, tag=_FAIL_TAG)
+            sent = comm.isend(True, dest=0, tag=_FAIL_TAG)
             deadline += timeout  # rank 0 may have started its count just now
             while time.monotonic() < deadline:
                 if comm.Iprobe(source=0, tag=_FAIL_TAG + 1):
-                    return bool(comm.recv(source=0, tag=_FAIL_TAG + 1))
+                    answer = bool(comm.recv(source=0, tag=_FAIL_TAG + 1))
+                    sent.wait()  # rank 0 answers only after receiving it: returns at once
+                    return answer
                 time.sleep(0.01)
-            return False
+            return False  # the caller aborts the job; the unmatched send goes with it
         heard: set[int] = set()
         while len(heard) < self.size - 1 and time.monotonic() < deadline:
             status = MPI.Status()
