@@ -104,9 +104,13 @@ def pretrain_mlm(model_cfg: BertConfig, cfg: TrainConfig, options: MLMOptions,
             tokenizer = tokenizer_from_dict(extra["tokenizer"])
         else:
             tokenizer = _tokenizer(vocab, vocab_size, text, log) if init is None else None
-        model = _model(model_cfg, init, tokenizer) if extra is None else BertForMaskedLM(model_cfg)
-        if extra is None and init is not None:
-            model, tokenizer = model
+        if extra is not None:
+            model = BertForMaskedLM(model_cfg)  # the weights come with trainer.resume
+        elif init is not None:
+            model, tokenizer = init_from_pretrained(init)
+        else:
+            model = BertForMaskedLM(dataclasses.replace(model_cfg,
+                                                        vocab_size=tokenizer.vocab_size))
         model_cfg = model.config
         if cfg.dtype != "float32":
             model.to(cfg.dtype)
@@ -189,13 +193,6 @@ def _open_run(out_dir: Any, resume: bool, overwrite: bool, log: Any, comm: Any) 
     if flag[0]:
         raise ValueError("rank 0 could not open the run directory (its error is above)")
     return run
-
-
-def _model(model_cfg: BertConfig, init: str | None, tokenizer: Any) -> Any:
-    """A new BertForMaskedLM for ``tokenizer``, or (model, tokenizer) of ``--init``."""
-    if init is None:
-        return BertForMaskedLM(dataclasses.replace(model_cfg, vocab_size=tokenizer.vocab_size))
-    return init_from_pretrained(init)
 
 
 def init_from_pretrained(name_or_path: str) -> tuple:

@@ -134,11 +134,7 @@ class LSTMSequence(Function):
 
     @staticmethod
     def backward(ctx, ghs, ghT, gcT):
-        hs, cs, acts, h0, c0, w_hh = ctx.saved
-        xp = ctx.backend.xp
-        ghs = xp.zeros_like(hs) if ghs is None else ghs
-        ghT = xp.zeros_like(h0) if ghT is None else ghT
-        gcT = xp.zeros_like(c0) if gcT is None else gcT
+        hs, cs, acts, h0, c0, w_hh = ctx.saved  # autograd passes zeros for unused outputs
         return ctx.backend.lstm_sequence_backward(ghs, ghT, gcT, hs, cs, acts, h0, c0, w_hh,
                                                   ctx.keep, ctx.reverse)
 
@@ -224,9 +220,6 @@ class GRUSequence(Function):
     @staticmethod
     def backward(ctx, ghs, ghT):
         hs, acts, h0, w_hh = ctx.saved
-        xp = ctx.backend.xp
-        ghs = xp.zeros_like(hs) if ghs is None else ghs
-        ghT = xp.zeros_like(h0) if ghT is None else ghT
         dgx, dh0, dw, db = ctx.backend.gru_sequence_backward(ghs, ghT, hs, acts, h0, w_hh,
                                                              ctx.keep, ctx.reverse)
         return dgx, dh0, dw, (db if ctx.needs_input_grad[3] else None)
@@ -290,9 +283,6 @@ class RNNSequence(Function):
     @staticmethod
     def backward(ctx, ghs, ghT):
         hs, h0, w_hh = ctx.saved
-        xp = ctx.backend.xp
-        ghs = xp.zeros_like(hs) if ghs is None else ghs
-        ghT = xp.zeros_like(h0) if ghT is None else ghT
         return ctx.backend.rnn_sequence_backward(ghs, ghT, hs, h0, w_hh, ctx.keep,
                                                  ctx.reverse, ctx.relu)
 

@@ -52,6 +52,13 @@ class MLMOptions:
         return dataclasses.asdict(self)
 
 
+def frame(x: np.ndarray, cls_id: int, sep_id: int) -> np.ndarray:
+    """Rows of token ids (B, n) as ``[CLS] row [SEP]`` (B, n + 2), int64."""
+    B = x.shape[0]
+    return np.concatenate([np.full((B, 1), cls_id, np.int64), x.astype(np.int64),
+                           np.full((B, 1), sep_id, np.int64)], axis=1)
+
+
 class FramedWindows:
     """Random windows of ``context_length - 2`` tokens framed as ``[CLS] … [SEP]``; the
     state is the inner window source's."""
@@ -64,14 +71,9 @@ class FramedWindows:
         self.inner = RandomWindowBatches(tokens, batch_size, context_length - 2, rng=rng)
         self.cls_id, self.sep_id = int(cls_id), int(sep_id)
 
-    def frame(self, x: np.ndarray) -> np.ndarray:
-        B = x.shape[0]
-        return np.concatenate([np.full((B, 1), self.cls_id, np.int64), x.astype(np.int64),
-                               np.full((B, 1), self.sep_id, np.int64)], axis=1)
-
     def next_batch(self) -> tuple:
         x, _ = self.inner.next_batch()
-        x = self.frame(np.asarray(x))
+        x = frame(np.asarray(x), self.cls_id, self.sep_id)
         return x, x
 
     def state_dict(self) -> dict:
@@ -190,10 +192,7 @@ class MLMTrainer(Trainer):
         try:
             rows = [toks[s:s + n] for s in starts][: c.eval_batches * c.batch_size]
             for b in range(0, len(rows), c.batch_size):
-                x = np.stack(rows[b:b + c.batch_size]).astype(np.int64)
-                B = x.shape[0]
-                x = np.concatenate([np.full((B, 1), tok.cls_id), x, np.full((B, 1), tok.sep_id)],
-                                   axis=1)
+                x = frame(np.stack(rows[b:b + c.batch_size]), tok.cls_id, tok.sep_id)
                 inputs, labels = mask_tokens(x, rng, tok.vocab_size, tok.mask_id,
                                              tok.special_ids, self.options.mlm_probability)
                 k = int((labels != IGNORE_INDEX).sum())
