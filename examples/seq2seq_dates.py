@@ -141,10 +141,24 @@ def main(argv: list[str] | None = None) -> dict:
         args.batch, args.n_test, args.layers = 32, 100, 1
         args.d_model, args.hidden, args.n_train = 32, 32, 4000
     args.steps = 1500 if args.steps is None else args.steps
-    os.makedirs(args.out_dir, exist_ok=True)
-    train_pairs, test_pairs = date_splits(args.n_train, args.n_test, seed=args.seed,
-                                          formats=formats)
+    for flag in ("steps", "batch", "beam", "n_train", "n_test", "hidden", "layers"):
+        if getattr(args, flag) < 1:
+            p.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    if args.d_model < 4 or args.d_model % 4:
+        p.error(f"--d-model must be a positive multiple of 4 (4 heads), got {args.d_model}")
+    if not args.lr > 0:
+        p.error(f"--lr must be > 0, got {args.lr}")
+    if not 0.0 <= args.dropout < 1.0:
+        p.error(f"--dropout must be in [0, 1), got {args.dropout}")
     sv, tv = date_vocabularies()
+    if args.beam > len(tv):
+        p.error(f"--beam must be <= {len(tv)} (the target vocabulary), got {args.beam}")
+    try:
+        train_pairs, test_pairs = date_splits(args.n_train, args.n_test, seed=args.seed,
+                                              formats=formats)
+    except ValueError as e:  # e.g. --n-test above the number of held-out days
+        p.error(str(e))
+    os.makedirs(args.out_dir, exist_ok=True)
     print(f"{len(train_pairs)} training pairs, {len(test_pairs)} held-out pairs (disjoint "
           f"days), formats: {'all 13' if formats is None else ', '.join(formats)}")
     print("e.g.", "; ".join(f"{s!r} -> {t}" for s, t in train_pairs[:3]))

@@ -332,11 +332,18 @@ def test_exact_match():
 # ---------------------------------------------------------------------------- the example
 
 
-def test_example_quick_mode_learns_the_reduced_task(tmp_path):
-    path = Path(__file__).resolve().parents[1] / "examples" / "seq2seq_dates.py"
-    spec = importlib.util.spec_from_file_location("seq2seq_dates", path)
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "seq2seq_dates.py"
+
+
+def _load_example():
+    spec = importlib.util.spec_from_file_location("seq2seq_dates", EXAMPLE)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
+    return example
+
+
+def test_example_quick_mode_learns_the_reduced_task(tmp_path):
+    example = _load_example()
     res = example.main(["--quick", "--out-dir", str(tmp_path)])
     for kind in ("transformer", "lstm"):
         for mode in ("greedy", "beam4"):
@@ -344,3 +351,13 @@ def test_example_quick_mode_learns_the_reduced_task(tmp_path):
             assert res[kind][mode]["exact_match"] >= 0.5, (kind, mode, res[kind][mode])
             assert res[kind][mode]["bleu"] >= 0.8
         assert os.path.getsize(tmp_path / f"attention_{kind}.png") > 1000
+
+
+@pytest.mark.parametrize("flags", [["--steps", "0"], ["--beam", "0"], ["--beam", "99"],
+                                   ["--batch", "-1"], ["--d-model", "30"],
+                                   ["--n-test", "100000"], ["--dropout", "1"]])
+def test_example_rejects_bad_flags_with_an_error_line(tmp_path, flags, capsys):
+    with pytest.raises(SystemExit) as e:
+        _load_example().main([*flags, "--out-dir", str(tmp_path / "run")])
+    assert e.value.code == 2 and "error:" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

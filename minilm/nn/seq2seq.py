@@ -212,8 +212,9 @@ class DecoderBlock(Module):
                 need_weights: bool = False) -> Any:
         x = x + self.self_attn(self.ln1(x), cache=cache, context_length=context_length)
         h = self.ln2(x)
-        weights = self.cross_weights(h, memory, memory_padding, cache) if need_weights else None
         x = x + self.cross_attn(h, memory, key_padding_mask=memory_padding, cache=cache)
+        # after cross_attn: with a cache, its K (and mask) are read back, not recomputed
+        weights = self.cross_weights(h, memory, memory_padding, cache) if need_weights else None
         x = x + self.mlp(self.ln3(x))
         return (x, weights) if need_weights else x
 
