@@ -90,7 +90,7 @@ def _check_linear(x: Any, w: Any, b: Any) -> None:
 
 
 #: up to this many rows, ``linear`` computes (W x^T)^T instead of x W^T (see forward)
-_FEW_ROWS = 128
+_FEW_ROWS = 64
 
 
 class LinearFunction(Function):
