@@ -168,6 +168,13 @@ def test_padding_does_not_change_real_positions():
     e1 = enc.encode_ids([short])
     np.testing.assert_allclose(e[0], e1[0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, rtol=1e-6)
+    # the sentence encoder never runs the pooler (mean or [CLS] pooling discard it)
+    assert m(batch, mask, pool=False)[1] is None
+    calls = []
+    m.pooler.register_forward_hook(lambda *a: calls.append(1))
+    enc.encode_ids([short])
+    SentenceEncoder(m, pooling="cls").encode_ids([short])
+    assert calls == []
 
 
 def test_roberta_positions_start_after_padding_and_no_token_types():

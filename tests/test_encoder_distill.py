@@ -160,3 +160,15 @@ def test_quick_example_learns_and_saves(tmp_path):
     texts = r["held"][:8]
     np.testing.assert_allclose(model.encode(texts), r["student"].encoder.encode(texts),
                                rtol=0, atol=1e-6)
+
+
+def test_example_flags_are_checked():
+    spec = importlib.util.spec_from_file_location(
+        "distill_minilm", ROOT / "examples" / "pretrained" / "distill_minilm.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    for argv in (["--layers", "7"], ["--layers", "0"], ["--steps", "0"], ["--batch-size", "0"],
+                 ["--rounds", "0"], ["--student", "narrow", "--width", "100"]):
+        with pytest.raises(SystemExit):
+            mod.parse_args(argv)
+    assert mod.parse_args(["--layers", "2", "--steps", "1"]).layers == 2

@@ -58,7 +58,16 @@ def parse_args(argv: list | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=5, help="timing rounds (median)")
     p.add_argument("--out", default="runs/minilm-distilled", help="folder for the student")
     p.add_argument("--quick", action="store_true", help="a reduced run for CI (< 60 s)")
-    return p.parse_args(argv)
+    a = p.parse_args(argv)
+    for flag, value, low in (("--layers", a.layers, 1), ("--steps", a.steps, 1),
+                             ("--batch-size", a.batch_size, 1), ("--rounds", a.rounds, 1)):
+        if value < low:
+            p.error(f"{flag} {value}: must be >= {low}")
+    if a.student == "dropped" and a.layers > 6:
+        p.error(f"--layers {a.layers}: the teacher has 6 blocks, keep 1 to 6")
+    if a.student == "narrow" and (a.width < 32 or a.width % 32):
+        p.error(f"--width {a.width}: must be a positive multiple of 32 (heads of 32 units)")
+    return a
 
 
 def main(argv: list | None = None) -> dict:

@@ -242,7 +242,8 @@ class BertModel(Module):
 
     ``forward(input_ids, attention_mask=None, token_type_ids=None)`` with ids (B, T)
     and the mask (B, T) 1 at real tokens, 0 at padding, returns ``(sequence_output
-    (B, T, H), pooled (B, H) or None)``. Padding keys are never attended to, so the
+    (B, T, H), pooled (B, H) or None)`` (None also with ``pool=False``, which skips the
+    pooler for callers that discard it). Padding keys are never attended to, so the
     outputs at real positions do not depend on how much padding follows."""
 
     def __init__(self, config: BertConfig | None = None, add_pooling_layer: bool = True,
@@ -256,7 +257,7 @@ class BertModel(Module):
         init_bert_weights(self, config)
 
     def forward(self, input_ids: Any, attention_mask: Any = None,
-                token_type_ids: Any = None) -> tuple:
+                token_type_ids: Any = None, pool: bool = True) -> tuple:
         input_ids = _ids(input_ids, "input_ids")
         if token_type_ids is not None:
             token_type_ids = _ids(token_type_ids, "token_type_ids")
@@ -265,7 +266,7 @@ class BertModel(Module):
                                  f"match input_ids {input_ids.shape}")
         kpm = _padding_mask(attention_mask, input_ids.shape)
         h = self.encoder(self.embeddings(input_ids, token_type_ids), key_padding_mask=kpm)
-        return h, (self.pooler(h) if self.pooler is not None else None)
+        return h, (self.pooler(h) if pool and self.pooler is not None else None)
 
     def extra_repr(self) -> str:
         return f"{self.num_parameters():,} parameters"
@@ -419,7 +420,7 @@ class SentenceEncoder(Module):
         input_ids = _ids(input_ids, "input_ids")
         if attention_mask is None:
             attention_mask = np.ones(input_ids.shape, dtype=np.int64)
-        h, _ = self.bert(input_ids, attention_mask, token_type_ids)
+        h, _ = self.bert(input_ids, attention_mask, token_type_ids, pool=False)
         u = mean_pool(h, attention_mask) if self.pooling == "mean" else h[:, 0]
         return normalize(u) if self.normalize else u
 

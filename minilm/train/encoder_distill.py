@@ -44,7 +44,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -57,8 +56,18 @@ from .. import functional as F
 from .. import optim
 from ..autograd import no_grad
 from ..backends import manual_seed
+from ..data._io import atomic_write_bytes
 from ..models.pretrained import expand_name_map
-from ..nn.bert import BertConfig, BertModel, SentenceEncoder, mean_pool, normalize, pad_batch
+from ..nn.bert import (
+    BertConfig,
+    BertModel,
+    SentenceEncoder,
+    _ids,
+    _padding_mask,
+    mean_pool,
+    normalize,
+    pad_batch,
+)
 from ..nn.layers import Linear
 from ..nn.module import Module, ModuleList
 from ..tensor import Tensor
@@ -186,10 +195,8 @@ class DistillStudent(Module):
 def encoder_states(bert: BertModel, input_ids: Any, attention_mask: Any) -> list:
     """[h^(0), h^(1), ..., h^(L)]: the embedding output and each block's output (B, T, H)
     of ``bert`` on a padded batch (``attention_mask`` 1 at real tokens)."""
-    ids = input_ids if isinstance(input_ids, Tensor) else Tensor(np.asarray(input_ids, np.int64))
-    m = attention_mask.data if isinstance(attention_mask, Tensor) else np.asarray(attention_mask)
-    pad = m == 0
-    kpm = pad if pad.any() else None
+    ids = _ids(input_ids, "input_ids")
+    kpm = _padding_mask(attention_mask, ids.shape)
     h = bert.embeddings(ids)
     states = [h]
     for layer in bert.encoder.layers:
@@ -460,18 +467,6 @@ def time_encoders(encoders: dict, texts: Sequence[str], batch_size: int = 32,
 
 
 # --------------------------------------------------------------------------- saving
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def hf_state_dict(bert: BertModel) -> dict:
     """The inverse of load_hf_state_dict: ``{Hugging Face name: float32 array}`` of a
     BertModel (the fused qkv split back into query / key / value rows)."""
@@ -534,9 +529,9 @@ def save_pretrained(model: SentenceEncoder | DistillStudent, tokenizer: Any,
              "type": "sentence_transformers.models.Normalize"}] if model.normalize else []),
     }
     for name, obj in files.items():
-        _write_atomic(folder / name, (json.dumps(obj, indent=2) + "\n").encode("utf-8"))
-    _write_atomic(folder / "vocab.txt",
+        atomic_write_bytes(folder / name, (json.dumps(obj, indent=2) + "\n").encode("utf-8"))
+    atomic_write_bytes(folder / "vocab.txt",
                   "".join(t + "\n" for t in tokenizer.vocab).encode("utf-8"))
-    _write_atomic(folder / "model.safetensors",
+    atomic_write_bytes(folder / "model.safetensors",
                   stnp.save(hf_state_dict(model.bert), metadata={"format": "pt"}))
     return folder
