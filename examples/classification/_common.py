@@ -25,14 +25,31 @@ QUICK_LIMITS = {"train": 40, "val": 8, "test": 12}
 QUICK = {"dim": 32, "max_len": 64, "epochs": 6}
 
 
+def positive_int(s: str) -> int:
+    """argparse type: an integer >= 1 (``--epochs 0`` is a usage error, not a traceback)."""
+    v = int(s)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {s}")
+    return v
+
+
+def nonneg_float(s: str) -> float:
+    """argparse type: a finite number >= 0 (``--l1 -1`` is a usage error)."""
+    v = float(s)
+    if not (v >= 0 and v != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {s}")
+    return v
+
+
 def parser(doc: str, name: str, epochs: int, dim: int = 64, max_len: int = 200
            ) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
                     help="a small stratified subset, tiny model, few epochs (for CI)")
-    ap.add_argument("--epochs", type=int, default=epochs)
-    ap.add_argument("--dim", type=int, default=dim, help="embedding / hidden width")
-    ap.add_argument("--max-len", type=int, default=max_len, help="words kept per article")
+    ap.add_argument("--epochs", type=positive_int, default=epochs)
+    ap.add_argument("--dim", type=positive_int, default=dim, help="embedding / hidden width")
+    ap.add_argument("--max-len", type=positive_int, default=max_len,
+                    help="words kept per article")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--split-seed", type=int, default=0)
     ap.add_argument("--group-duplicates", action="store_true")
@@ -135,13 +152,13 @@ def write_results(args: argparse.Namespace, results: dict) -> Path:
 
 
 def add_pretrain_args(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--pretrain-steps", type=int, default=600,
+    ap.add_argument("--pretrain-steps", type=positive_int, default=600,
                     help="next-token steps on the training texts (no labels)")
-    ap.add_argument("--pretrain-batch", type=int, default=16)
+    ap.add_argument("--pretrain-batch", type=positive_int, default=16)
     ap.add_argument("--pretrain-lr", type=float, default=3e-3)
-    ap.add_argument("--layers", type=int, default=2)
-    ap.add_argument("--heads", type=int, default=4)
-    ap.add_argument("--max-vocab", type=int, default=8000,
+    ap.add_argument("--layers", type=positive_int, default=2)
+    ap.add_argument("--heads", type=positive_int, default=4)
+    ap.add_argument("--max-vocab", type=positive_int, default=8000,
                     help="vocabulary of the GPT (the most frequent training words)")
     ap.add_argument("--trunk", default=None,
                     help="load the pretrained GPT (and its vocabulary) from this file "

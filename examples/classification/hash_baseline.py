@@ -25,12 +25,17 @@ def main() -> None:
     ap.add_argument("--split-seed", type=int, default=0)
     ap.add_argument("--group-duplicates", action="store_true")
     args = ap.parse_args()
+    if not 1 <= args.bits <= 26:
+        ap.error(f"--bits must be in [1, 26], got {args.bits}")
+    if args.alpha is not None and not args.alpha > 0:
+        ap.error(f"--alpha must be > 0, got {args.alpha}")
 
     bbc = load_bbc_news(split_seed=args.split_seed, group_duplicates=args.group_duplicates)
     x_train, y_train = bbc.subset("train")
     x_test, y_test = bbc.subset("test")
     t0 = time.perf_counter()
-    nb = HashNaiveBayes(len(bbc.label_names), args.bits, args.alpha or 1.0).fit(x_train, y_train)
+    nb = HashNaiveBayes(len(bbc.label_names), args.bits,
+                        1.0 if args.alpha is None else args.alpha).fit(x_train, y_train)
     if args.alpha is None:
         nb.select_alpha(*bbc.subset("val"))
     scores = nb.scores(x_test)

@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = C.parser(__doc__, "l1_dropout", epochs=8)
     ap.add_argument("--lr", type=float, default=None, help="default 2e-3 (1e-2 with --quick)")
     ap.add_argument("--dropout", type=float, default=0.3)
-    ap.add_argument("--l1", type=float, nargs="+", default=[0.03, 0.1, 0.3],
+    ap.add_argument("--l1", type=C.nonneg_float, nargs="+", default=[0.03, 0.1, 0.3],
                     help="lam of lam * sum |w| (per batch mean cross-entropy), one arm each")
     args = ap.parse_args(argv)
     data = C.setup(args)

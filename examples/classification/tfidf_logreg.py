@@ -25,6 +25,10 @@ def main() -> None:
     ap.add_argument("--split-seed", type=int, default=0)
     ap.add_argument("--group-duplicates", action="store_true")
     args = ap.parse_args()
+    if args.epochs < 1:
+        ap.error(f"--epochs must be >= 1, got {args.epochs}")
+    if not args.weight_decay >= 0:
+        ap.error(f"--weight-decay must be >= 0, got {args.weight_decay}")
 
     bbc = load_bbc_news(split_seed=args.split_seed, group_duplicates=args.group_duplicates)
     t0 = time.perf_counter()

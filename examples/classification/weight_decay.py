@@ -18,7 +18,7 @@ from minilm.train.text_classifier import NeuralTextClassifier
 def main(argv: list[str] | None = None) -> dict:
     ap = C.parser(__doc__, "weight_decay", epochs=15)
     ap.add_argument("--lr", type=float, default=None, help="default 2e-3 (1e-2 with --quick)")
-    ap.add_argument("--weight-decay", type=float, default=0.5)
+    ap.add_argument("--weight-decay", type=C.nonneg_float, default=0.5)
     ap.add_argument("--dropout", type=float, default=0.3)
     args = ap.parse_args(argv)
     data = C.setup(args)

@@ -172,6 +172,8 @@ class EncoderTextClassifier:
             epochs: int = 4, patience: int = 2, seed: int = 0, log: Any = None) -> list[dict]:
         """Train; one row per epoch (``epoch``, ``step``, ``loss``, ``val_loss``,
         ``val_accuracy``), each also passed to ``log(row)``."""
+        if epochs < 1:
+            raise ValueError(f"EncoderTextClassifier.fit: epochs must be >= 1, got {epochs}")
         manual_seed(seed)
         if self.model is None:
             self.load()
@@ -180,7 +182,8 @@ class EncoderTextClassifier:
         seqs, vseqs = self._encode(texts), self._encode(val_texts)
         frozen = self.mode == "probe"
         if frozen:  # the encoder's features, once
-            feats, vfeats = self._features(seqs), self._features(vseqs)
+            feats = self._features(seqs).astype(np.float32)  # not re-cast every batch
+            vfeats = self._features(vseqs)
         opt = optim.AdamW(self._param_groups(), lr=self.lr)
         steps_per_epoch = math.ceil(len(seqs) / self.batch_size)
         total = steps_per_epoch * epochs
@@ -196,7 +199,7 @@ class EncoderTextClassifier:
             total_loss = 0.0
             for idx in batches:
                 if frozen:
-                    logits = m.head(m.dropout(Tensor(feats[idx].astype(np.float32))))
+                    logits = m.head(m.dropout(Tensor(feats[idx])))
                 else:
                     ids, mask = self._batch(seqs, idx)
                     logits = m(ids, mask)

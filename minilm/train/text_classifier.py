@@ -204,6 +204,8 @@ class NeuralTextClassifier:
         ``val_accuracy``; with L1 also ``sparsity``, the fraction of exact zeros in the
         L1 weights), each also passed to ``log(row)``. ``loss`` is the mean training
         cross-entropy (without the L1 term)."""
+        if epochs < 1:
+            raise ValueError(f"NeuralTextClassifier.fit: epochs must be >= 1, got {epochs}")
         manual_seed(seed)
         y = np.asarray(labels, dtype=np.int64)
         if not self._fixed_vocab:
@@ -216,9 +218,11 @@ class NeuralTextClassifier:
         if self.freeze_trunk and hasattr(m, "standardize"):
             m.standardize(self._pooled(seqs))  # fixed features: standardize them once
         opt = self._optimizer(m)
+        trainable = [p for p in m.parameters() if p.requires_grad]  # set by _optimizer
         l1_params = [p for _, p in self.l1_parameters() if p.requires_grad] if self.l1 > 0 else []
         lengths = np.array([len(s) for s in seqs])
         yv = np.asarray(val_labels, dtype=np.int64)
+        vseqs = self._ids(val_texts)  # tokenized once, scored every epoch
         best, best_state, bad, step, history = math.inf, None, 0, 0, []
         for epoch in range(1, epochs + 1):
             m.train()
@@ -233,14 +237,13 @@ class NeuralTextClassifier:
                 opt.zero_grad()
                 loss.backward()
                 if self.grad_clip > 0:
-                    optim.clip_grad_norm_([p for p in m.parameters() if p.requires_grad],
-                                          self.grad_clip)
+                    optim.clip_grad_norm_(trainable, self.grad_clip)
                 opt.step()
                 if l1_params and self.l1_proximal:
                     F.l1_proximal_(l1_params, self.lr * self.l1)
                 step += 1
                 total += float(ce.item()) * len(idx)
-            logits = self.scores(val_texts)
+            logits = self._scores(vseqs)
             logp = F.log_softmax(Tensor(logits), dim=1).numpy()
             val_loss = float(-logp[np.arange(len(yv)), yv].mean())
             row = {"epoch": epoch, "step": step, "loss": total / len(y), "val_loss": val_loss,
@@ -273,13 +276,15 @@ class NeuralTextClassifier:
         finally:
             m.train(was)
 
-    @no_grad()
     def scores(self, texts: list[str]) -> np.ndarray:
         """Logits (n, classes), float64, in eval mode."""
+        return self._scores(self._ids(texts))
+
+    @no_grad()
+    def _scores(self, seqs: list[np.ndarray]) -> np.ndarray:
         m = self.model
         was = m.training
         m.eval()
-        seqs = self._ids(texts)
         out = np.zeros((len(seqs), self.n_classes))
         try:
             for s in range(0, len(seqs), 64):
