@@ -22,8 +22,10 @@ size (the functions with the largest own time).
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -170,6 +172,7 @@ def main() -> None:
     texts = corpus_texts(a.n)
     model_dir = str(resolve_model_dir(a.model))
     tmp = tempfile.mkdtemp(prefix="embed_speed_")
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # texts and embeddings
     texts_path = os.path.join(tmp, "texts.json")
     with open(texts_path, "w", encoding="utf-8") as f:
         json.dump(texts, f)
