@@ -179,6 +179,19 @@ def test_bahdanau_weights_sum_to_one_and_are_zero_on_padding():
     assert np.all(a[1, :, 4:] == 0.0) and np.all(a[1, :, :4] > 0)
 
 
+def test_transformer_cross_weights_sum_to_one_zero_on_padding_and_match_the_cache():
+    m = transformer()
+    src, mask, tgt = batch(6)
+    _, w = m(src, mask, tgt, return_attention=True)
+    assert w.shape == (3, tgt.shape[1], src.shape[1])
+    np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-12)
+    assert np.all(w[1, :, 4:] == 0.0) and np.all(w[1, :, :4] > 0)
+    memory, cache = m.encode(src, mask), KVCache()
+    steps = [m.decode_step(tgt[:, t:t + 1], memory, mask, cache, return_attention=True)[1]
+             for t in range(tgt.shape[1])]
+    np.testing.assert_allclose(np.concatenate(steps, axis=1), w, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("make", [transformer, lstm])
 def test_source_padding_does_not_change_the_result(make):
     m = make()

@@ -233,8 +233,7 @@ class DecoderBlock(Module):
         s = xp.matmul(q, xp.swapaxes(k.data, -1, -2)) / math.sqrt(a.head_dim)  # (B, H, T, S)
         if memory_padding is not None:
             s = xp.where(memory_padding[:, None, None, :], -xp.inf, s)
-        s = xp.exp(s - s.max(axis=-1, keepdims=True))
-        return Tensor._make((s / s.sum(axis=-1, keepdims=True)).mean(axis=1)).numpy()
+        return Tensor._make(F.softmax(Tensor._make(s), dim=-1).data.mean(axis=1)).numpy()
 
 
 class TransformerSeq2Seq(_Seq2SeqDecoding, Module):
