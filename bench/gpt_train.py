@@ -128,7 +128,13 @@ def parse_args(argv: list | None = None) -> argparse.Namespace:
     p.add_argument("--tune-malloc", action="store_true",
                    help="minilm worker calls minilm.backends.tune_allocator() (as `minilm "
                         "train` does); PyTorch's worker is left as is")
+    p.add_argument("--batch-threads", type=int, nargs="+", default=[0], metavar="N",
+                   help="minilm: threads that each take a slice of the batch "
+                        "(minilm.train.batch_threads; 0: one per thread, as `minilm train`; "
+                        "1: every op split over the threads instead); several values: one "
+                        "minilm worker each, side by side")
     p.add_argument("--_worker", choices=["minilm", "torch"], help=argparse.SUPPRESS)
+    p.add_argument("--_batch-threads", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--_weights", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     base = LARGE if args.large else REFERENCE
@@ -221,9 +227,25 @@ class MinilmRunner:
         self.opt = optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.95), eps=1e-8)
         self.batches = [(ml.Tensor(x), ml.Tensor(y)) for x, y in make_batches(a)]
         self.params = self.model.num_parameters()
+        self.threaded = None  # minilm.train.batch_threads.threaded_backward, if used
+        n = a._batch_threads or (ml.get_num_threads() if hasattr(ml, "get_num_threads") else 1)
+        if n > 1 and backend.xp is np:
+            from minilm.train.batch_threads import threaded_backward
+
+            self.threaded, self.n_threads = threaded_backward, min(n, a.batch)
+            self.label = f"minilm[{backend.name}, {self.n_threads} batch threads]"
 
     def step(self, i: int) -> tuple:
         ids, targets = self.batches[i % len(self.batches)]
+        if self.threaded is not None:  # forward + backward in one (reported as forward)
+            t0 = time.perf_counter()
+            loss = self.threaded(lambda x, y: self.model(x, y)[1], [(ids, targets)],
+                                 self.n_threads)
+            t2 = time.perf_counter()
+            self.opt.step()
+            self.opt.zero_grad()
+            t3 = time.perf_counter()
+            return loss, t2 - t0, 0.0, t3 - t2
         t0 = time.perf_counter()
         _, loss = self.model(ids, targets)
         t1 = time.perf_counter()
@@ -386,9 +408,9 @@ class Worker:
     tree (put first on its PYTHONPATH)."""
 
     def __init__(self, kind: str, a: argparse.Namespace, weights: str,
-                 source: str | None = None) -> None:
+                 source: str | None = None, batch_threads: int = 1) -> None:
         argv = [sys.executable, str(Path(__file__).resolve()), *a.worker_argv,
-                "--_worker", kind, "--_weights", weights]
+                "--_worker", kind, "--_weights", weights, "--_batch-threads", str(batch_threads)]
         env = None
         if source:
             env = dict(os.environ)
@@ -527,10 +549,11 @@ def print_report(a: argparse.Namespace, rows: list, probe: SgemmProbe, extra: st
                   f"peak RSS {m['peak_rss_mib'] / t['peak_rss_mib']:.2f}x, RSS growth "
                   f"{(m['peak_rss_mib'] - m['rss_start_mib']):.0f} vs "
                   f"{(t['peak_rss_mib'] - t['rss_start_mib']):.0f} MiB")
-    if len(rows) > 1 and "@" in rows[1]["label"]:
-        print(f"{rows[0]['label']} / {rows[1]['label']}: tokens/s "
-              f"{rows[0]['tokens_per_s'] / rows[1]['tokens_per_s']:.2f}x (medians), "
-              f"{rows[1]['fastest_step_ms'] / rows[0]['fastest_step_ms']:.2f}x (fastest steps: "
+    base = next((r for r in rows if "@" in r["label"]), None)
+    if base is not None:
+        print(f"{rows[0]['label']} / {base['label']}: tokens/s "
+              f"{rows[0]['tokens_per_s'] / base['tokens_per_s']:.2f}x (medians), "
+              f"{base['fastest_step_ms'] / rows[0]['fastest_step_ms']:.2f}x (fastest steps: "
               "the least disturbed on a shared machine)")
 
 
@@ -549,9 +572,13 @@ def compare(a: argparse.Namespace) -> None:
     probe.sample()
     with tempfile.TemporaryDirectory() as tmp:
         weights = os.path.join(tmp, "init.npz")
-        workers = [Worker("minilm", a, weights)]  # first: it writes the initial weights
-        if a.baseline:  # same seed, same init: its own copy of the weights, unused
-            workers.append(Worker("minilm", a, os.path.join(tmp, "base.npz"), a.baseline))
+        # the first writes the initial weights; the others (same seed, same init) write
+        # their own copy, unused
+        workers = [Worker("minilm", a, weights if k == 0 else os.path.join(tmp, f"m{k}.npz"),
+                          batch_threads=n) for k, n in enumerate(a.batch_threads)]
+        if a.baseline:
+            workers.append(Worker("minilm", a, os.path.join(tmp, "base.npz"), a.baseline,
+                                  batch_threads=a.batch_threads[0]))
         workers += [Worker(kind, a, weights) for kind in kinds[1:]]
         done = 0
         while done < a.steps:

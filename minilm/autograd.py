@@ -54,8 +54,10 @@ def _bind_tensor(cls: type) -> None:
 __all__ = [
     "Function",
     "Node",
+    "add_collected_grads",
     "backward",
     "checkpoint",
+    "collect_grads",
     "enable_grad",
     "is_grad_enabled",
     "no_grad",
@@ -237,11 +239,63 @@ class AccumulateGrad:
             r = hook(Tensor(g))
             if r is not None:
                 g = r.data if isinstance(r, Tensor) else r
+        sink = _grad_sink.grads
+        if sink is not None:  # collect_grads(): this thread's share, summed later
+            entry = sink.get(id(t))
+            if entry is None:
+                sink[id(t)] = [t, g.astype(t.data.dtype, copy=True)]
+            else:
+                entry[1] += g
+            return
         if t.grad is None:
             # own the storage: gradients flowing in may be aliased to other tensors'
             t.grad = Tensor._make(g.astype(t.data.dtype, copy=True))
         else:
             t.grad.data += g
+        for hook in list(t._post_accumulate_hooks):
+            hook(t)
+
+
+class _GradSink(threading.local):
+    grads: dict | None = None
+
+
+_grad_sink = _GradSink()
+
+
+class collect_grads:
+    """``with collect_grads() as sink:`` the leaf gradients of the backward passes this
+    thread runs go into ``sink`` (``id(leaf) -> [leaf, gradient]``) instead of
+    ``leaf.grad``; :func:`add_collected_grads` adds them in later.
+
+    This is what lets several threads each run the backward of a slice of one batch
+    (``minilm.train.batch_threads``) without racing on ``.grad``; the per-leaf hooks
+    that transform a gradient (``register_hook``) run in the thread, the
+    post-accumulate hooks run once, when the sum is made."""
+
+    def __enter__(self) -> dict:
+        self.prev = _grad_sink.grads
+        self.sink: dict = {}
+        _grad_sink.grads = self.sink
+        return self.sink
+
+    def __exit__(self, *exc: object) -> None:
+        _grad_sink.grads = self.prev
+
+
+def add_collected_grads(sinks: Sequence[dict]) -> None:
+    """Add the gradients of :class:`collect_grads` sinks into ``leaf.grad``, the sinks
+    taken in the given order (so the float sum does not depend on which thread
+    finished first), then run each leaf's post-accumulate hooks once."""
+    leaves: dict = {}
+    for sink in sinks:
+        for key, (t, g) in sink.items():
+            if t.grad is None:
+                t.grad = Tensor._make(g)  # the sink's own copy
+            else:
+                t.grad.data += g
+            leaves[key] = t
+    for t in leaves.values():
         for hook in list(t._post_accumulate_hooks):
             hook(t)
 

@@ -54,6 +54,8 @@ _TRAIN_FLAGS = {
     "seed": (int, "random seed"),
     "backend": (str, "numpy | numba"),
     "dtype": (str, "float32 | float64"),
+    "batch-threads": (int, "threads that each take a slice of every batch's rows, kernels "
+                           "single-threaded (0: one per core, the default; 1: off)"),
     "dp": (int, "data-parallel ranks (default: world size / (tp * pp))"),
     "tp": (int, "tensor-parallel ranks"),
     "pp": (int, "pipeline stages"),

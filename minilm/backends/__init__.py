@@ -202,9 +202,14 @@ def set_num_threads(n: int) -> None:
     _blas_limits = threadpool_limits(limits=n, user_api="blas")
 
 
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                "NUMBA_NUM_THREADS")
+
+
 def get_num_threads() -> int:
     """Numba's thread count once the Numba backend is in use, else the count given to
-    ``set_num_threads``, else the number of cores this process may run on."""
+    ``set_num_threads``, else the number of cores this process may run on, capped by
+    any of OMP / OPENBLAS / MKL / NUMBA_NUM_THREADS set in the environment."""
     if _numba_pool_started():
         import numba
 
@@ -212,9 +217,14 @@ def get_num_threads() -> int:
     if _num_threads is not None:
         return _num_threads
     try:
-        return len(os.sched_getaffinity(0))
+        n = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        n = os.cpu_count() or 1
+    for var in _THREAD_VARS:
+        value = os.environ.get(var, "").strip()
+        if value.isdigit() and int(value) >= 1:
+            n = min(n, int(value))
+    return n
 
 
 def tune_allocator(mmap_threshold: int = 32 << 20, trim_threshold: int = 2 << 30) -> bool:

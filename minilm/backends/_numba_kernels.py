@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-_JIT = dict(parallel=True, cache=True, fastmath=False, error_model="numpy")
+_JIT = dict(parallel=True, cache=True, fastmath=False, error_model="numpy", nogil=True)
 _INLINE = dict(cache=True, inline="always", error_model="numpy")  # inlined by Numba
 _FUNC = dict(cache=True, error_model="numpy")  # compiled once, inlined (or not) by LLVM
 _SQRT1_2 = 1.0 / math.sqrt(2.0)

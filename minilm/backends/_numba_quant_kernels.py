@@ -25,11 +25,11 @@ import numpy as np
 from numba import njit, prange
 
 _FAST = {"reassoc", "contract"}  # reassociated float sums: vectorised; no nnan/ninf
-_JIT = dict(parallel=True, cache=True, error_model="numpy", fastmath=_FAST)
+_JIT = dict(parallel=True, cache=True, error_model="numpy", fastmath=_FAST, nogil=True)
 _ROWS = 16  # output rows per parallel task
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
+@njit(parallel=True, cache=True, error_model="numpy", nogil=True)
 def _int8_matmul_kernel(a, b, out):
     """out (M, N) int32 = a (M, K) int8 @ b (N, K)^T, summed in int32 (exact: integer
     addition is associative, so the vectorised sum is the sum)."""

@@ -25,7 +25,7 @@ from numba.extending import overload
 
 from ._numba_kernels import _exp32
 
-_JIT = dict(cache=True, error_model="numpy")
+_JIT = dict(cache=True, error_model="numpy", nogil=True)
 
 
 def _tanh(y):

@@ -10,12 +10,38 @@ what the reference returns, to floating-point tolerance.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import numpy
 
 from .interface import KERNELS, REFERENCES
+
+
+class _ThreadRng(threading.local):
+    generator: Any = None
+
+
+_thread_rng = _ThreadRng()
+
+
+class thread_rng:
+    """``with thread_rng(seed):`` random ops of this thread (on any CPU backend) draw
+    from a generator of its own, seeded with ``seed``, instead of the backend's shared
+    one: threads that run dropout side by side (``minilm.train.batch_threads``) then
+    draw repeatable numbers whatever the order the OS runs them in."""
+
+    def __init__(self, seed: int) -> None:
+        self.generator = numpy.random.default_rng(seed)
+
+    def __enter__(self) -> Any:
+        self.prev = _thread_rng.generator
+        _thread_rng.generator = self.generator
+        return self.generator
+
+    def __exit__(self, *exc: object) -> None:
+        _thread_rng.generator = self.prev
 
 
 class NumpyBackend:
@@ -29,6 +55,17 @@ class NumpyBackend:
         self.seed(NumpyBackend.default_seed)
 
     # ------------------------------------------------------------------ random numbers
+    @property
+    def rng(self) -> Any:
+        """The generator every random op draws from: the backend's own, or, in a
+        thread inside ``minilm.backends.threads.thread_rng(seed)``, that thread's."""
+        own = _thread_rng.generator
+        return self._rng if own is None else own
+
+    @rng.setter
+    def rng(self, generator: Any) -> None:
+        self._rng = generator
+
     def seed(self, seed: int) -> None:
         """Reset this backend's generator to ``seed``."""
         self.rng = self.xp.random.default_rng(seed)

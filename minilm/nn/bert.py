@@ -21,7 +21,7 @@ the real tokens, u = sum_t m_t h_t / max(sum_t m_t, 1e-9), then u / max(||u||_2,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -29,6 +29,7 @@ import numpy as np
 
 from .. import functional as F
 from ..autograd import no_grad
+from ..backends.threads import thread_map
 from ..tensor import Tensor
 from . import init
 from .attention import MultiHeadAttention
@@ -424,25 +425,34 @@ class SentenceEncoder(Module):
         u = mean_pool(h, attention_mask) if self.pooling == "mean" else h[:, 0]
         return normalize(u) if self.normalize else u
 
-    def _run(self, batches: Any, n: int, normalize_: bool) -> np.ndarray:
+    def _run(self, row_batches: list, inputs: Callable, n: int, normalize_: bool,
+             threads: int | None) -> np.ndarray:
+        """Embeddings of ``n`` rows: each batch of row indices becomes model inputs
+        (``inputs(rows) -> (ids, mask, types)``, tokenizing if need be) and one no-grad
+        forward. Batches are spread over threads (``minilm.backends.thread_map``: each
+        thread a whole batch, its kernels single-threaded), longest first."""
         out = np.zeros((n, self.dim), dtype=np.float32)
         was_training, was_normalize = self.training, self.normalize
         self.eval()
         self.normalize = normalize_
-        try:
+
+        def one(rows: list) -> None:
             with no_grad():
-                for rows, ids, mask, types in batches:
-                    e = self.forward(ids, mask, types).data
-                    out[rows] = np.asarray(e.get() if hasattr(e, "get") else e, np.float32)
+                e = self.forward(*inputs(rows)).data
+            out[rows] = np.asarray(e.get() if hasattr(e, "get") else e, np.float32)
+
+        try:
+            thread_map(one, row_batches, threads)
         finally:
             self.normalize = was_normalize
             self.train(was_training)
         return out
 
     def encode_ids(self, ids: Sequence[Sequence[int]], batch_size: int = 32,
-                   normalize: bool | None = None) -> np.ndarray:
+                   normalize: bool | None = None, threads: int | None = None) -> np.ndarray:
         """Embeddings (n, H) float32 of already tokenized sequences (lists of ids with
-        their special tokens), right-padded per batch of ``batch_size``."""
+        their special tokens), right-padded per batch of ``batch_size``; ``threads`` as
+        in :meth:`encode`."""
         ids = [list(map(int, s)) for s in ids]
         too_long = [i for i, s in enumerate(ids) if len(s) > self.bert.config.max_length]
         if too_long:
@@ -451,20 +461,24 @@ class SentenceEncoder(Module):
         if any(not s for s in ids):
             raise ValueError("SentenceEncoder.encode_ids: an empty id sequence (it needs at "
                              "least [CLS] and [SEP])")
+        _check_batch_size("encode_ids", batch_size)
         pad = self.bert.config.pad_token_id
-
-        def batches() -> Any:
-            for rows in _length_batches([len(s) for s in ids], batch_size):
-                yield (rows, *pad_batch(ids, rows, pad), None)
-
-        return self._run(batches(), len(ids), self.normalize if normalize is None else normalize)
+        return self._run(list(_length_batches([len(s) for s in ids], batch_size)),
+                         lambda rows: (*pad_batch(ids, rows, pad), None), len(ids),
+                         self.normalize if normalize is None else normalize, threads)
 
     def encode(self, texts: str | Sequence[str], batch_size: int = 32,
-               max_length: int | None = None, normalize: bool | None = None) -> np.ndarray:
+               max_length: int | None = None, normalize: bool | None = None,
+               threads: int | None = None) -> np.ndarray:
         """Embeddings (n, H) float32 of ``texts`` (a single string gives (H,)), each text
         tokenized with [CLS]/[SEP] and truncated at ``max_length`` tokens (default the
         model's, 256 for all-MiniLM-L6-v2); unit length unless ``normalize=False``.
-        Texts are batched by length (less padding) and returned in the given order."""
+        Texts are batched by length (less padding) and returned in the given order.
+
+        On the CPU backends the batches are spread over ``threads`` threads (default
+        :func:`minilm.get_num_threads`), each computing whole batches with one-thread
+        kernels: faster than splitting every GEMM (docs/performance.md, "Who owns the
+        cores"). The result does not depend on ``threads``."""
         if self.tokenizer is None:
             raise ValueError("SentenceEncoder.encode: no tokenizer; pass one to the "
                              "constructor or use encode_ids")
@@ -473,28 +487,32 @@ class SentenceEncoder(Module):
         bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
         if bad:
             raise TypeError(f"SentenceEncoder.encode: texts {bad} are not strings")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"SentenceEncoder.encode: batch_size must be an integer >= 1, "
-                             f"got {batch_size!r}")
+        _check_batch_size("encode", batch_size)
         max_length = self.max_length if max_length is None else max_length
         if not 2 <= max_length <= self.bert.config.max_length:
             raise ValueError(f"SentenceEncoder.encode: max_length {max_length} must be in [2, "
                              f"{self.bert.config.max_length}]")
         use_types = self.bert.config.type_vocab_size > 0
 
-        def batches() -> Any:
-            for rows in _length_batches([len(t) for t in texts], batch_size):
-                enc = self.tokenizer.batch_encode([texts[r] for r in rows], max_length=max_length)
-                types = np.asarray(enc["token_type_ids"], np.int64) if use_types else None
-                yield (rows, np.asarray(enc["input_ids"], np.int64),
-                       np.asarray(enc["attention_mask"], np.int64), types)
+        def inputs(rows: list) -> tuple:
+            enc = self.tokenizer.batch_encode([texts[r] for r in rows], max_length=max_length)
+            types = np.asarray(enc["token_type_ids"], np.int64) if use_types else None
+            return (np.asarray(enc["input_ids"], np.int64),
+                    np.asarray(enc["attention_mask"], np.int64), types)
 
-        out = self._run(batches(), len(texts), self.normalize if normalize is None else normalize)
+        out = self._run(list(_length_batches([len(t) for t in texts], batch_size)), inputs,
+                        len(texts), self.normalize if normalize is None else normalize, threads)
         return out[0] if single else out
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, max_length={self.max_length}, pooling={self.pooling!r}, "
                 f"normalize={self.normalize}")
+
+
+def _check_batch_size(method: str, batch_size: Any) -> None:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"SentenceEncoder.{method}: batch_size must be an integer >= 1, "
+                         f"got {batch_size!r}")
 
 
 def _length_batches(lengths: list, batch_size: int) -> Any:

@@ -81,6 +81,7 @@ RULES: dict[str, tuple] = {
     "backend": (str, lambda x: x in _backends(), "one of the available backends"),
     "dtype": (str, lambda x: x in ("float32", "float64"), "float32 or float64"),
     "prefetch": (int, _nonneg, "an integer >= 0"),
+    "batch_threads": (int, _nonneg, "an integer >= 0 (0: one per core, 1: off)"),
     "progress": (bool, None, "true or false"),
     "plot": (bool, None, "true or false"),
     "skip_nonfinite": (bool, None, "true or false"),
@@ -153,6 +154,7 @@ class TrainConfig:
     backend: str | None = None  # None: keep the current backend
     dtype: str = "float32"
     prefetch: int = 2
+    batch_threads: int = 0  # threads splitting each batch's rows (0: one per core; 1: off)
     progress: bool = True
     plot: bool = True
     skip_nonfinite: bool = False  # skip (and count) steps with a NaN/inf loss or gradient

@@ -163,6 +163,11 @@ class MLMTrainer(Trainer):
         extra["data_sha256"] = self.data_sha256
         return extra
 
+    def _batch_threads(self) -> int:
+        # over MPI ranks the rows are already split (_rows), with the loss scaled by the
+        # masked positions of the whole batch: no second split inside the rank
+        return 1 if self.comm is not None else super()._batch_threads()
+
     def _micro_loss(self, x: Any, y: Any) -> Tensor:
         if self.comm is None:
             return self.model(x, labels=y)[1]

@@ -64,6 +64,7 @@ RESUME_MAY_CHANGE = frozenset({
     "max_steps", "eval_interval", "eval_batches", "log_interval", "ckpt_interval",
     "early_stopping_patience", "progress", "plot", "prefetch", "backend", "out_dir",
     "dp", "tp", "pp", "zero", "micro_batches", "schedule", "bucket_mb", "skip_nonfinite",
+    "batch_threads",
 })
 
 #: Of those, the settings of the launch itself (the process grid, the backend, the
@@ -71,7 +72,7 @@ RESUME_MAY_CHANGE = frozenset({
 #: from the checkpoint.
 LAUNCH_SETTINGS = frozenset({
     "out_dir", "backend", "progress", "prefetch", "dp", "tp", "pp", "zero", "micro_batches",
-    "schedule", "bucket_mb",
+    "schedule", "bucket_mb", "batch_threads",
 })
 
 #: Marks a run directory whatever else it holds.

@@ -54,10 +54,11 @@ import numpy as np
 
 from .. import optim
 from ..autograd import no_grad
-from ..backends import current_backend
+from ..backends import current_backend, get_num_threads
 from ..data._io import atomic_write_bytes
 from ..nn.transformer import GPT
 from ..tensor import Tensor
+from .batch_threads import threaded_backward
 from .config import TrainConfig
 from .training_state import load_training_state, save_training_state
 
@@ -283,12 +284,17 @@ class Trainer:
         """Hook: one optimizer step over ``micro_batches`` (a list of (x, y), the
         gradients accumulated over them); returns their mean loss."""
         c = self.config
-        total = 0.0
-        for x, y in micro_batches:
-            loss = self._micro_loss(x, y)
-            (loss / len(micro_batches)).backward()
-            total += float(loss.item())
-        mean = self._after_backward(total / len(micro_batches))
+        threads = self._batch_threads()
+        if threads > 1:
+            mean = threaded_backward(self._micro_loss, micro_batches, threads)
+        else:
+            total = 0.0
+            for x, y in micro_batches:
+                loss = self._micro_loss(x, y)
+                (loss / len(micro_batches)).backward()
+                total += float(loss.item())
+            mean = total / len(micro_batches)
+        mean = self._after_backward(mean)
         params = list(self.model.parameters())
         norm = optim.get_total_norm([p.grad for p in params if p.grad is not None])
         self._nonfinite = _check_finite(mean, norm)
@@ -300,6 +306,16 @@ class Trainer:
         if self._nonfinite is not None and not c.skip_nonfinite:
             raise FloatingPointError(f"{self._nonfinite[0]} is {self._nonfinite[1]}")
         return mean
+
+    def _batch_threads(self) -> int:
+        """Hook: how many threads split each micro-batch's rows (train/batch_threads.py):
+        ``config.batch_threads``, 0 meaning one per core (``minilm.get_num_threads``), on
+        the CPU backends; 1 (the plain loop) elsewhere and for a trainer that splits the
+        rows itself (data parallelism over MPI ranks)."""
+        n = self.config.batch_threads or get_num_threads()
+        if current_backend().xp is not np:
+            return 1
+        return max(1, min(n, self.config.batch_size))
 
     def _after_backward(self, mean_loss: float) -> float:
         """Hook: runs after the micro-batches' backward, before the gradient norm; a

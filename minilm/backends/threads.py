@@ -1,0 +1,130 @@
+"""One owner of the cores: independent pieces of work spread over threads, each thread
+running its kernels single-threaded.
+
+minilm's CPU backends have two thread pools: OpenBLAS's (every matmul) and Numba's
+(every fused kernel). Splitting *each op* over both cores makes the pools take turns:
+after a GEMM, OpenBLAS's workers spin for a while waiting for the next one, on the very
+cores that Numba's workers now want, and a fused kernel between two GEMMs runs no
+faster than on one core (docs/performance.md, "Who owns the cores"). Splitting the
+*work* instead — whole batches to whole threads — has no such hand-over: inside
+:func:`thread_map` BLAS is limited to one thread (``threadpoolctl``) and each worker
+sets Numba's (thread-local) count to one, so each core runs one stream of GEMMs and
+kernels back to back. The GIL is no obstacle: NumPy releases it in BLAS and in large
+element-wise loops, and the Numba kernels are compiled ``nogil=True``; only the
+per-op Python bookkeeping (microseconds against milliseconds of arithmetic) is serial.
+
+Scheduling is dynamic: each worker takes the next item when it is free, so items in
+decreasing order of cost (longest batch first) balance well — the classic
+longest-processing-time rule. A static split (every other batch) left one thread with
+40% more work in the sentence-embedding benchmark.
+
+    outputs = thread_map(fn, items, threads=None)   # == [fn(x) for x in items]
+
+Results come back in the order of ``items``; the first exception raised by any ``fn``
+stops the others from taking new items and is re-raised in the caller. A call made
+from inside a worker, with one thread, with fewer than two items, or on a GPU backend
+runs the plain loop in the calling thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .numpy_backend import thread_rng
+
+__all__ = ["in_worker", "thread_map", "thread_rng"]
+
+_local = threading.local()
+_controller = None  # threadpoolctl.ThreadpoolController, found once (the scan costs ~ms)
+
+
+def in_worker() -> bool:
+    """Whether the calling thread is a :func:`thread_map` worker (its kernels run
+    single-threaded)."""
+    return getattr(_local, "worker", False)
+
+
+def _blas_limit_one() -> Any:
+    """A context that limits BLAS to one thread (a no-op without threadpoolctl)."""
+    global _controller
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        import contextlib
+
+        return contextlib.nullcontext()
+    if _controller is None:
+        _controller = ThreadpoolController()
+    return _controller.limit(limits=1, user_api="blas")
+
+
+def _use_threads(threads: int | None, n_items: int) -> int:
+    """How many workers ``thread_map`` starts (1: run in the caller)."""
+    import numpy
+
+    from . import current_backend, get_num_threads
+
+    if in_worker() or n_items < 2:
+        return 1
+    if current_backend().xp is not numpy:  # a GPU backend: one stream, no CPU threads
+        return 1
+    n = get_num_threads() if threads is None else int(threads)
+    if n < 1:
+        raise ValueError(f"thread_map: threads must be at least 1, got {threads}")
+    return min(n, n_items)
+
+
+def _single_threaded_kernels() -> None:
+    """Numba's thread count for this thread (thread-local) := 1, if its pool runs."""
+    from . import _numba_pool_started
+
+    if _numba_pool_started():
+        import numba
+
+        numba.set_num_threads(1)
+
+
+def thread_map(fn: Callable[[Any], Any], items: Iterable[Any],
+               threads: int | None = None) -> list:
+    """``[fn(x) for x in items]`` computed by ``threads`` worker threads (default
+    :func:`minilm.get_num_threads`), BLAS and Numba at one thread each meanwhile.
+
+    ``fn`` must be safe to run concurrently on different items (a model's no-grad
+    forward is; two backward passes into the same parameters are not)."""
+    items = list(items)
+    n = _use_threads(threads, len(items))
+    if n == 1:
+        return [fn(x) for x in items]
+    results: list = [None] * len(items)
+    errors: list = []
+    lock = threading.Lock()
+    next_index = [0]
+
+    def worker() -> None:
+        _local.worker = True
+        _single_threaded_kernels()
+        while True:
+            with lock:
+                i = next_index[0]
+                if i >= len(items) or errors:
+                    return
+                next_index[0] = i + 1
+            try:
+                results[i] = fn(items[i])
+            except BaseException as e:  # noqa: BLE001 - re-raised in the caller
+                with lock:
+                    errors.append(e)
+                return
+
+    with _blas_limit_one():
+        pool = [threading.Thread(target=worker, name=f"minilm-worker-{k}", daemon=True)
+                for k in range(n)]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+    if errors:
+        raise errors[0]
+    return results
