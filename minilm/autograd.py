@@ -240,7 +240,8 @@ class AccumulateGrad:
             if r is not None:
                 g = r.data if isinstance(r, Tensor) else r
         sink = _grad_sink.grads
-        if sink is not None:  # collect_grads(): this thread's share, summed later
+        if sink is not None and not _grad_sink.into_grad:
+            # collect_grads(): this thread's share, added in later
             entry = sink.get(id(t))
             if entry is None:
                 sink[id(t)] = [t, g.astype(t.data.dtype, copy=True)]
@@ -252,35 +253,39 @@ class AccumulateGrad:
             t.grad = Tensor._make(g.astype(t.data.dtype, copy=True))
         else:
             t.grad.data += g
+        if sink is not None:  # collect_grads(into_grad=True): hooks run when all are in
+            sink.setdefault(id(t), [t, None])
+            return
         for hook in list(t._post_accumulate_hooks):
             hook(t)
 
 
 class _GradSink(threading.local):
     grads: dict | None = None
+    into_grad = False
 
 
 _grad_sink = _GradSink()
 
-
 class collect_grads:
-    """``with collect_grads() as sink:`` the leaf gradients of the backward passes this
-    thread runs go into ``sink`` (``id(leaf) -> [leaf, gradient]``) instead of
-    ``leaf.grad``; :func:`add_collected_grads` adds them in later.
+    """``with collect_grads() as sink:`` leaf gradients of this thread's backward passes
+    go into ``sink`` (``id(leaf) -> [leaf, gradient]``), not ``leaf.grad``, so threads
+    can each run the backward of a slice of a batch (train/batch_threads.py) without
+    racing; :func:`add_collected_grads` adds them in. ``register_hook`` hooks run in the
+    thread, post-accumulate hooks once, at the sum. ``into_grad=True`` (one thread at
+    most) adds into ``leaf.grad`` directly and only records the leaf."""
 
-    This is what lets several threads each run the backward of a slice of one batch
-    (``minilm.train.batch_threads``) without racing on ``.grad``; the per-leaf hooks
-    that transform a gradient (``register_hook``) run in the thread, the
-    post-accumulate hooks run once, when the sum is made."""
+    def __init__(self, into_grad: bool = False) -> None:
+        self.into_grad = bool(into_grad)
 
     def __enter__(self) -> dict:
-        self.prev = _grad_sink.grads
+        self.prev = (_grad_sink.grads, _grad_sink.into_grad)
         self.sink: dict = {}
-        _grad_sink.grads = self.sink
+        _grad_sink.grads, _grad_sink.into_grad = self.sink, self.into_grad
         return self.sink
 
     def __exit__(self, *exc: object) -> None:
-        _grad_sink.grads = self.prev
+        _grad_sink.grads, _grad_sink.into_grad = self.prev
 
 
 def add_collected_grads(sinks: Sequence[dict]) -> None:
@@ -290,7 +295,9 @@ def add_collected_grads(sinks: Sequence[dict]) -> None:
     leaves: dict = {}
     for sink in sinks:
         for key, (t, g) in sink.items():
-            if t.grad is None:
+            if g is None:  # collect_grads(into_grad=True): already in .grad
+                pass
+            elif t.grad is None:
                 t.grad = Tensor._make(g)  # the sink's own copy
             else:
                 t.grad.data += g

@@ -236,8 +236,19 @@ def _info(args: argparse.Namespace) -> int:
 
     print(f"minilm {minilm.__version__}  (numpy {numpy.__version__}, "
           f"python {sys.version.split()[0]})")
-    print(f"current backend: {minilm.current_backend().name}")
+    from .backends import backend_reason
+
+    print(f"current backend: {minilm.current_backend().name} ({backend_reason()})")
     print(f"available backends: {', '.join(minilm.available_backends())}")
+    try:
+        from threadpoolctl import threadpool_info
+
+        blas = ", ".join(f"{i.get('internal_api', '?')} {i.get('version', '')} "
+                         f"({i['num_threads']} threads)" for i in threadpool_info()
+                         if i["user_api"] == "blas")
+    except ImportError:
+        blas = "?"
+    print(f"threads: {minilm.get_num_threads()} (minilm.get_num_threads); BLAS: {blas or '?'}")
     return 0
 
 

@@ -166,3 +166,19 @@ def test_trainer_with_batch_threads_trains_like_one_thread(tmp_path, backend):
     np.testing.assert_allclose(runs[1][0], runs[0][0], rtol=1e-10)
     for n, p in runs[0][1].items():
         np.testing.assert_allclose(runs[1][1][n], p, rtol=1e-9, atol=1e-12, err_msg=n)
+
+
+def test_evaluate_loss_over_threads_equals_one_by_one(backend):
+    from minilm.data import iter_windows
+    from minilm.train.trainer import evaluate_loss, model_batch_loss
+
+    model = _gpt(dropout=0.2)  # evaluation switches dropout off, in every thread
+    tokens = np.random.default_rng(6).integers(0, 23, 700)
+    threaded = evaluate_loss(model, iter_windows(tokens, 4, 8))
+    plain = evaluate_loss(model, iter_windows(tokens, 4, 8),
+                          batch_loss=lambda x, y: model_batch_loss(model, x, y))
+    assert threaded["tokens"] == plain["tokens"] > 8 * 4 * 2
+    assert threaded["loss"] == pytest.approx(plain["loss"], rel=1e-12)
+    assert model.training
+    few = evaluate_loss(model, iter_windows(tokens, 4, 8), max_batches=2)
+    assert few["tokens"] == 2 * 4 * 8

@@ -554,9 +554,36 @@ def test_set_num_threads_governs_numba_and_blas(nb, ref):
 
 def test_default_backend_is_numba_unless_minilm_backend_says(monkeypatch):
     monkeypatch.delenv("MINILM_BACKEND", raising=False)
-    assert _default_backend_name() == "numba"
+    assert _default_backend_name() == ("numba", "the default: Numba imports")
     monkeypatch.setenv("MINILM_BACKEND", "numpy")
-    assert _default_backend_name() == "numpy"
+    assert _default_backend_name() == ("numpy", "MINILM_BACKEND=numpy")
+
+
+def test_without_numba_the_reference_runs_and_says_why(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_numba(name, *args, **kwargs):
+        if name == "numba" or name.startswith("numba."):
+            raise ImportError("No module named 'numba'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.delenv("MINILM_BACKEND", raising=False)
+    monkeypatch.setattr(builtins, "__import__", no_numba)
+    name, why = _default_backend_name()
+    assert name == "numpy"
+    assert "numba, does not import" in why and "No module named 'numba'" in why
+
+
+def test_info_names_the_backend_and_why(capsys, monkeypatch):
+    from minilm.cli import main as cli
+
+    ml.use_backend("numba")
+    assert cli(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "current backend: numba (chosen with use_backend('numba')" in out
+    assert "threads:" in out
 
 
 def test_every_kernel_has_a_reference_and_every_override_is_declared(nb):

@@ -152,3 +152,27 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path, corpus_file, capsys):
     err = capsys.readouterr().err
     assert "best.safetensors" in err
     os.remove(ck)
+
+
+@pytest.mark.parametrize("name", ["numba", "numpy"])
+def test_a_slow_first_step_on_numba_says_it_is_compiling(tmp_path, capsys, monkeypatch, name):
+    import time
+
+    import minilm.train.trainer as tr
+
+    monkeypatch.setattr(tr, "COMPILE_NOTICE_S", 0.05)
+    t = _setup(tmp_path, max_steps=2)
+    ml.use_backend(name)
+    step = t.train_step
+
+    def slow_step(batches):  # a first step that outlasts the notice delay
+        time.sleep(0.3)
+        return step(batches)
+
+    monkeypatch.setattr(t, "train_step", slow_step)
+    t.fit()
+    out = capsys.readouterr().out
+    said = "compiling the Numba kernels for float32" in out
+    assert said == (name == "numba")
+    assert ("first step done after" in out) == (name == "numba")
+    assert out.count("compiling the Numba kernels") <= 1

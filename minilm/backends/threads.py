@@ -34,7 +34,7 @@ from typing import Any
 
 from .numpy_backend import thread_rng
 
-__all__ = ["in_worker", "thread_map", "thread_rng"]
+__all__ = ["in_worker", "one_thread", "thread_map", "thread_rng"]
 
 _local = threading.local()
 _controller = None  # threadpoolctl.ThreadpoolController, found once (the scan costs ~ms)
@@ -84,6 +84,32 @@ def _single_threaded_kernels() -> None:
         import numba
 
         numba.set_num_threads(1)
+
+
+class one_thread:
+    """``with one_thread():`` BLAS runs one thread and so do this thread's Numba
+    kernels, then both go back to what they were. For work whose every op is tiny
+    (decoding one token at batch 1: GEMVs of a few hundred rows), where waking a second
+    thread for each op costs more than the op."""
+
+    def __enter__(self) -> None:
+        from . import _numba_pool_started
+
+        self._numba = None
+        if _numba_pool_started():
+            import numba
+
+            self._numba = numba.get_num_threads()
+            numba.set_num_threads(1)
+        self._blas = _blas_limit_one()
+        self._blas.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self._blas.__exit__(*exc)
+        if self._numba is not None:
+            import numba
+
+            numba.set_num_threads(self._numba)
 
 
 def thread_map(fn: Callable[[Any], Any], items: Iterable[Any],

@@ -225,9 +225,11 @@ class GPT(Module):
                 init.normal_(p, 0.0, std)
 
     def forward(self, ids: Tensor, targets: Tensor | None = None, cache: KVCache | None = None,
-                key_padding_mask: Any = None) -> Any:
+                key_padding_mask: Any = None, last_only: bool = False) -> Any:
         """Logits (B, T, vocab) for token ids (B, T); with ``targets``, (logits, loss)
-        where loss is the mean cross-entropy of predicting targets (-100 ignored)."""
+        where loss is the mean cross-entropy of predicting targets (-100 ignored).
+        ``last_only``: the logits of the last position only, (B, 1, vocab) (decoding
+        needs no others: a long prompt then skips T - 1 rows of the LM head)."""
         if not isinstance(ids, Tensor):
             ids = Tensor(np.asarray(ids))
         if ids.ndim == 1:
@@ -250,7 +252,7 @@ class GPT(Module):
                           context_length=c.context_length)
         if cache is not None:
             cache.advance(T)
-        logits = self.logits(x)
+        logits = self.logits(x[:, -1:] if last_only else x)
         if targets is None:
             return logits
         if not isinstance(targets, Tensor):

@@ -10,9 +10,9 @@ GEMMs scale badly; giving each core its own slice of the batch has neither probl
                                         C: of its micro-batch, M: micro-batches per step
     L       = sum_k w_k L_k             = the mean over micro-batches of each one's
                                           mean loss, as without threads
-    grad    = sum_k w_k dL_k/dθ         each slice's backward into a gradient sink of its
-                                        own (autograd.collect_grads), the sinks added in
-                                        slice order (autograd.add_collected_grads)
+    grad    = sum_k w_k dL_k/dθ         slice 1 straight into .grad, each later slice into
+                                        a gradient sink of its own (autograd.collect_grads),
+                                        added in slice order (autograd.add_collected_grads)
 
 Each slice runs on a worker of ``backends.threads.thread_map`` (BLAS and Numba one
 thread each) with a random generator of its own, seeded from the backend's generator
@@ -78,7 +78,9 @@ def threaded_backward(loss_fn: Any, micro_batches: list, threads: int) -> float:
     seeds = current_backend().rng.integers(0, 2**63 - 1, size=len(slices))
 
     def run(k: int) -> tuple:
-        with thread_rng(int(seeds[k])), collect_grads() as sink:
+        # slice 0 adds straight into .grad (one gradient copy fewer); the others are
+        # added after it, in order: the same sum whichever thread ends first
+        with thread_rng(int(seeds[k])), collect_grads(into_grad=k == 0) as sink:
             loss = loss_fn(*slices[k])
             (loss * weights[k]).backward()
         return float(loss.item()), sink

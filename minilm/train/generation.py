@@ -15,6 +15,7 @@ import numpy as np
 
 from ..autograd import no_grad
 from ..nn.attention import KVCache
+from ..nn.decode import decode_step, supports_fast_decode
 from ..tensor import Tensor
 
 __all__ = ["beam_search", "filter_logits", "generate", "sample_next"]
@@ -61,7 +62,16 @@ def sample_next(logits: np.ndarray, rng: np.random.Generator, temperature: float
 
 def _last_logits(model: Any, ids: np.ndarray, cache: KVCache | None,
                  vocab_limit: int | None = None) -> np.ndarray:
-    logits = model(Tensor(ids), cache=cache).numpy()[:, -1, :]
+    """Logits (B, vocab) of the token after ``ids`` (B, T). A plain GPT in eval mode
+    computes only the last position's logits, and a one-token step with a cache runs
+    ``nn.decode.decode_step`` (no Tensors, no graph); other models their forward."""
+    if supports_fast_decode(model):
+        if cache is not None and ids.shape[1] == 1 and cache.length > 0:
+            logits = decode_step(model, ids[:, 0], cache)
+        else:
+            logits = model(Tensor(ids), cache=cache, last_only=True).numpy()[:, -1, :]
+    else:
+        logits = model(Tensor(ids), cache=cache).numpy()[:, -1, :]
     if vocab_limit is not None and vocab_limit < logits.shape[-1]:
         logits = logits.copy()
         logits[:, vocab_limit:] = -np.inf  # padding rows of the embedding: never emitted

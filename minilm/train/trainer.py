@@ -39,6 +39,7 @@ overrides (nothing else):
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -55,6 +56,7 @@ import numpy as np
 from .. import optim
 from ..autograd import no_grad
 from ..backends import current_backend, get_num_threads
+from ..backends.threads import thread_map
 from ..data._io import atomic_write_bytes
 from ..nn.transformer import GPT
 from ..tensor import Tensor
@@ -114,20 +116,28 @@ def evaluate_loss(model: Any, batches: Any, max_batches: int | None = None,
                   batch_loss: Callable[[Any, Any], float] | None = None) -> dict:
     """Mean next-token cross-entropy over ``batches`` of (x, y), weighted by tokens, and
     its perplexity exp(loss). ``batch_loss(x, y)`` gives one batch's mean loss (default:
-    ``model(x, y)``'s; a process grid passes its engine's, reduced over the grid)."""
+    ``model(x, y)``'s; a process grid passes its engine's, reduced over the grid).
+
+    With the default, the batches are spread over threads (``thread_map``: whole
+    batches to whole threads, kernels single-threaded) and summed in order; a
+    ``batch_loss`` runs them one by one in this thread (it may talk to other ranks)."""
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
+    batches = itertools.islice(batches, max_batches)
+
+    def one(xy: tuple) -> tuple:
+        with no_grad():  # grad mode is per thread
+            return model_batch_loss(model, *xy), int(np.asarray(xy[1]).size)
+
     try:
-        for i, (x, y) in enumerate(batches):
-            if max_batches is not None and i >= max_batches:
-                break
-            mean = model_batch_loss(model, x, y) if batch_loss is None else batch_loss(x, y)
-            n = int(np.asarray(y).size)
-            total += float(mean) * n
-            count += n
+        if batch_loss is None:
+            results = thread_map(one, batches)
+        else:
+            results = [(batch_loss(x, y), int(np.asarray(y).size)) for x, y in batches]
     finally:
         model.train(was_training)
+    total = sum(float(mean) * n for mean, n in results)
+    count = sum(n for _, n in results)
     if count == 0:
         raise ValueError("evaluate_loss: no evaluation batch (is the validation split empty?)")
     mean = total / count
@@ -401,9 +411,14 @@ class Trainer:
         self._signal = 0
         previous = self._install_signal_handlers()
         try:
+            first = True
             while self.step < c.max_steps:
                 lr = self.optimizer.param_groups[0]["lr"]
-                loss = self.train_step(batches)
+                if first:
+                    loss = self._first_step(batches)
+                    first = False
+                else:
+                    loss = self.train_step(batches)
                 now = time.perf_counter()
                 tps = (self.tokens_seen - tok_last) / max(now - t_last, 1e-9)
                 t_last, tok_last = now, self.tokens_seen
@@ -462,6 +477,31 @@ class Trainer:
         return last
 
     # ------------------------------------------------------------------ signals
+    def _first_step(self, batches: Any) -> float:
+        """The first step of ``fit``. On the Numba backend it compiles the kernels the
+        first time they run on a machine (seconds per dtype; cached in __pycache__
+        after that): if it takes longer than ``COMPILE_NOTICE_S``, one line says so."""
+        if current_backend().name != "numba" or not self.is_main:
+            return self.train_step(batches)
+        t0 = time.perf_counter()
+        dtype = next(iter(self.model.parameters())).data.dtype
+        fired: list = []
+
+        def notice() -> None:
+            fired.append(True)
+            _say(self._bar, f"compiling the Numba kernels for {dtype} (once per machine "
+                            "and dtype; later runs load them from the cache) ...")
+
+        timer = threading.Timer(COMPILE_NOTICE_S, notice)
+        timer.daemon = True
+        timer.start()
+        try:
+            return self.train_step(batches)
+        finally:
+            timer.cancel()
+            if fired:
+                _say(self._bar, f"first step done after {time.perf_counter() - t0:.1f} s")
+
     def _install_signal_handlers(self) -> dict:
         """SIGINT / SIGTERM handlers for :meth:`fit` (main thread only; elsewhere Python
         cannot set them): the first signal asks for a stop after the current step, a
@@ -494,6 +534,9 @@ class Trainer:
     def _restore_signal_handlers(previous: dict) -> None:
         for s, h in previous.items():
             signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+
+COMPILE_NOTICE_S = 3.0  # a first step slower than this says it is compiling kernels
 
 
 def _check_finite(loss: float, grad_norm: float) -> tuple | None:
