@@ -28,7 +28,7 @@ inputs are never written unless the contract says "in place".
 | softmax, softmax_backward, log_softmax, log_softmax_backward, masked_softmax | functional/nn.py |
 | dropout_mask, embedding_backward | functional/nn.py |
 | layer_norm, layer_norm_backward, rms_norm, rms_norm_backward | functional/normalization.py |
-| attention, attention_backward | functional/attention.py |
+| attention, attention_backward, causal_attention, causal_attention_backward | functional/attention.py |
 | gelu, gelu_backward, erf | functional/gelu_kernel.py |
 | cross_entropy, cross_entropy_backward | functional/losses.py |
 | sgd_step | optim/sgd.py |
@@ -136,6 +136,16 @@ class Backend(Protocol):
                            scale: float) -> tuple:
         """New (dQ, dK, dV, dS) at the broadcast shapes (the caller unbroadcasts); dS is
         the gradient of the scores, hence of an additive mask."""
+
+    def causal_attention(self, q: Any, k: Any, v: Any, scale: float) -> tuple:
+        """q, k, v (..., T, E) of one shape and float dtype: causal softmax attention
+        without a mask argument or dropout. Returns new (out (..., T, E), lse (..., T)
+        float64), lse_i = log sum_{j <= i} exp(S_ij): all the backward needs besides
+        the inputs and out (no T x T array is kept)."""
+
+    def causal_attention_backward(self, g: Any, q: Any, k: Any, v: Any, out: Any, lse: Any,
+                                  scale: float) -> tuple:
+        """New (dQ, dK, dV) of ``causal_attention``, from its inputs, out and lse."""
 
     # ------------------------------------------------------------------ cross-entropy
     def cross_entropy(self, logits: Any, target: Any, ignore_index: int,

@@ -43,6 +43,8 @@ import math
 import numba
 import numpy as np
 
+from ._numba_attention_kernels import AVAILABLE as FLASH_AVAILABLE
+from ._numba_attention_kernels import _flash_backward_kernel, _flash_forward_kernel
 from ._numba_kernels import (
     _cross_entropy_backward_kernel,
     _cross_entropy_kernel,
@@ -101,6 +103,14 @@ def _start_thread_pool() -> None:
             del os.environ["OMP_WAIT_POLICY"]
 
 
+def _blas_one_thread():
+    """BLAS at one thread while a kernel calls it from inside Numba's threads (it
+    would otherwise split each small block product over threads already busy)."""
+    from .threads import _blas_limit_one
+
+    return _blas_limit_one()
+
+
 def _same_float(*arrays) -> bool:
     """True when every array is float32 or float64, all of one dtype."""
     dt = arrays[0].dtype
@@ -145,6 +155,10 @@ class NumbaBackend(NumpyBackend):
     docstring); everything it does not override is the NumPy reference."""
 
     name = "numba"
+    # causal attention without mask or dropout: the flash kernels (faster than the
+    # unfused path from T = 128 on, and no T x T array; docs/performance.md §9), when
+    # the BLAS they call could be found
+    flash_min_len = 1 if FLASH_AVAILABLE else None
 
     def __init__(self) -> None:
         super().__init__()
@@ -270,6 +284,32 @@ class NumbaBackend(NumpyBackend):
         dk = np.matmul(np.swapaxes(ds, -1, -2), q)
         dk *= dk.dtype.type(scale)
         return dq, dk, dv, ds
+
+    def causal_attention(self, q, k, v, scale: float):
+        """Flash-style fused causal attention (_numba_attention_kernels.py): the keys in
+        blocks with an online softmax, no T x T array; (out, lse)."""
+        if not (q.shape == k.shape == v.shape and q.ndim >= 2 and q.size
+                and _same_float(q, k, v)):
+            return super().causal_attention(q, k, v, scale)
+        T, E = q.shape[-2:]
+        q3, k3, v3 = (_c(a).reshape(-1, T, E) for a in (q, k, v))
+        out = np.empty_like(q3)
+        lse = np.empty(q3.shape[:2])
+        with _blas_one_thread():  # its BLAS calls run inside Numba's threads
+            _flash_forward_kernel(q3, k3, v3, q.dtype.type(scale), out, lse)
+        return out.reshape(q.shape), lse.reshape(q.shape[:-1])
+
+    def causal_attention_backward(self, g, q, k, v, out, lse, scale: float):
+        if not (q.shape == k.shape == v.shape == g.shape == out.shape and q.ndim >= 2
+                and q.size and _same_float(g, q, k, v, out)):
+            return super().causal_attention_backward(g, q, k, v, out, lse, scale)
+        T, E = q.shape[-2:]
+        g3, q3, k3, v3, o3 = (_c(a).reshape(-1, T, E) for a in (g, q, k, v, out))
+        dq, dk, dv = (np.empty_like(q3) for _ in range(3))
+        with _blas_one_thread():
+            _flash_backward_kernel(g3, q3, k3, v3, o3, _c(lse).reshape(-1, T).astype(np.float64),
+                                   q.dtype.type(scale), dq, dk, dv)
+        return dq.reshape(q.shape), dk.reshape(q.shape), dv.reshape(q.shape)
 
     # ------------------------------------------------------------------ normalisation
     def _norm_forward(self, x, weight, bias, eps: float, rms: bool):

@@ -49,6 +49,10 @@ class NumpyBackend:
 
     name = "numpy"
     default_seed = 0
+    #: scaled_dot_product_attention(is_causal=True) without mask or dropout runs the
+    #: ``causal_attention`` kernels (no T x T array kept) for sequences at least this
+    #: long; None: never (the reference would build the T x T scores anyway)
+    flash_min_len: int | None = None
 
     def __init__(self) -> None:
         self.xp = numpy

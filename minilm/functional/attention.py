@@ -61,6 +61,59 @@ def attention_backward_kernel(be, g, q, k, v, p, drop, scale):
     return dq, dk, dv, ds
 
 
+def _causal_scores(be, q, k, scale):
+    """S = q k^T * scale with -inf above the diagonal (j > i)."""
+    xp = be.xp
+    s = xp.matmul(q, xp.swapaxes(k, -1, -2)) * scale
+    T = q.shape[-2]
+    return xp.where(xp.tril(xp.ones((T, T), dtype=bool)), s, -xp.inf)
+
+
+@kernel("causal_attention")
+def causal_attention_kernel(be, q, k, v, scale):
+    """S = q k^T * scale (j <= i only);  m = max_j S;  l = sum_j e^(S - m);
+    out = (e^(S - m) / l) v;  lse = m + log l. Returns (out, lse); the fused backends
+    compute the same without storing S (backends/_numba_attention_kernels.py)."""
+    xp = be.xp
+    s = _causal_scores(be, q, k, scale)
+    m = s.max(axis=-1, keepdims=True)
+    e = xp.exp(s - m)
+    l = e.sum(axis=-1, keepdims=True)
+    return xp.matmul(e / l, v), (m + xp.log(l))[..., 0].astype(xp.float64)
+
+
+@kernel("causal_attention_backward")
+def causal_attention_backward_kernel(be, g, q, k, v, out, lse, scale):
+    """P = e^(S - lse) (recomputed);  dV = P^T g;  dP = g V^T;  D = rowsum(g * out);
+    dS = P (dP - D);  dQ = dS K * scale;  dK = dS^T Q * scale. (D = rowsum(dP P), since
+    out = P V: the softmax backward without P kept.)"""
+    xp = be.xp
+    p = xp.exp(_causal_scores(be, q, k, scale) - lse[..., None]).astype(q.dtype, copy=False)
+    dv = xp.matmul(xp.swapaxes(p, -1, -2), g)
+    d = (g * out).sum(axis=-1, keepdims=True)
+    ds = p * (xp.matmul(g, xp.swapaxes(v, -1, -2)) - d)
+    return xp.matmul(ds, k) * scale, xp.matmul(xp.swapaxes(ds, -1, -2), q) * scale, dv
+
+
+class CausalAttentionFunction(Function):
+    """softmax(q k^T * scale, j <= i) v through the ``causal_attention`` kernels, which
+    keep the row log-sum-exp instead of P for the backward (flash-style on the Numba
+    backend). Chosen by scaled_dot_product_attention for is_causal without a mask or
+    dropout, q, k, v of one shape."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, *, scale):
+        out, lse = ctx.backend.causal_attention(q, k, v, scale)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        q, k, v, out, lse = ctx.saved
+        return ctx.backend.causal_attention_backward(g, q, k, v, out, lse, ctx.scale)
+
+
 class ScaledDotProductAttentionFunction(Function):
     """S = q k^T * scale + M,  P = softmax(S) (masked entries 0; fully masked rows 0),
     out = dropout(P) v.  Backward (Pd = P * drop):  dV = Pd^T g,  dP = g V^T * drop,
@@ -132,5 +185,9 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Any
     dropout_p = _check_p(op, dropout_p)
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1]) if q.shape[-1] else 1.0
+    if (is_causal and dropout_p == 0.0 and q.shape == k.shape == v.shape
+            and q.dtype == k.dtype == v.dtype and q.dtype.kind == "f"
+            and q.backend.flash_min_len is not None and q.shape[-2] >= q.backend.flash_min_len):
+        return CausalAttentionFunction.apply(q, k, v, scale=float(scale))
     return ScaledDotProductAttentionFunction.apply(q, k, v, attn_mask, is_causal=bool(is_causal),
                                            dropout_p=dropout_p, scale=float(scale))
