@@ -90,3 +90,17 @@ def test_used_only_where_it_applies():
 
     w = Wrapped(m.config).eval()
     assert not supports_fast_decode(w)
+
+
+def test_not_used_for_swapped_layers_or_hooked_models():
+    m = _model("float32")
+    handle = m.blocks[0].mlp.register_forward_hook(lambda *a: None)
+    assert not supports_fast_decode(m)  # a hook must see every forward
+    handle.remove()
+    assert supports_fast_decode(m)
+
+    class NotALinear(type(m.blocks[0].mlp.fc)):
+        pass
+
+    m.blocks[1].mlp.fc.__class__ = NotALinear  # e.g. a quantized or low-rank Linear
+    assert not supports_fast_decode(m)

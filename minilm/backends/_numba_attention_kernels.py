@@ -23,9 +23,9 @@ The block products are single-threaded BLAS calls made from inside the compiled 
 blocks, against about 10 for a hand-written Numba loop), the softmax parts are
 vectorised loops, and ``prange`` runs the (n, query block) tasks of the forward and
 the n of the backward on Numba's threads. Where that BLAS symbol cannot be found,
-``AVAILABLE`` is False and the backend keeps the unfused path. These two kernels are
-compiled in each process (a function that calls a C pointer cannot be cached), on
-first use.
+``AVAILABLE`` is False and the backend keeps the unfused path. The BLAS function comes
+in as an argument (``gemm_for(dtype)``): a C pointer held in a global would stop Numba
+from caching the compiled kernels.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ import math
 
 import numpy as np
 from numba import njit, prange
-from numba.extending import overload
 
 from ._numba_kernels import _exp
 
@@ -77,30 +76,19 @@ _SGEMM, _DGEMM = _find_gemm()
 AVAILABLE = _SGEMM is not None
 
 
-def _gemm(x, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
-    """C (m x n, row-major, ld ldc) = alpha op(A) op(B) + beta C; the BLAS of x's dtype."""
+def gemm_for(dtype: np.dtype) -> object:
+    """The ctypes BLAS function for arrays of ``dtype`` (float32 or float64). The
+    kernels take it as an argument, not as a global, so that they can be cached."""
+    return _SGEMM if np.dtype(dtype) == np.float32 else _DGEMM
 
 
-@overload(_gemm)
-def _gemm_overload(x, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
-    if x.dtype.bitwidth == 32:
-        def sgemm(x, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
-            _SGEMM(_ROW, ta, tb, m, n, k, np.float32(alpha), a, lda, b, ldb,
-                   np.float32(beta), c, ldc)
-        return sgemm
-
-    def dgemm(x, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
-        _DGEMM(_ROW, ta, tb, m, n, k, np.float64(alpha), a, lda, b, ldb,
-               np.float64(beta), c, ldc)
-    return dgemm
-
-
-_JIT = dict(parallel=True, cache=False, fastmath=False, error_model="numpy", nogil=True)
+_JIT = dict(parallel=True, cache=True, fastmath=False, error_model="numpy", nogil=True)
 
 
 @njit(**_JIT)
-def _flash_forward_kernel(q, k, v, scale, out, lse):
+def _flash_forward_kernel(gemm, q, k, v, scale, out, lse):
     N, T, E = q.shape
+    one, zero = np.ones(1, q.dtype)[0], np.zeros(1, q.dtype)[0]
     nqb = (T + BQ - 1) // BQ
     for task in prange(N * nqb):
         n, qb = task // nqb, task % nqb
@@ -113,8 +101,8 @@ def _flash_forward_kernel(q, k, v, scale, out, lse):
         qb_ = q[n, i0:i0 + rows]
         for j0 in range(0, i0 + rows, BK):  # key blocks up to the last query's position
             cols = min(BK, i0 + rows - j0)
-            _gemm(q, _NO, _TRANS, rows, cols, E, scale, qb_.ctypes.data, E,
-                  k[n, j0:j0 + cols].ctypes.data, E, 0.0, s.ctypes.data, BK)
+            gemm(_ROW, _NO, _TRANS, rows, cols, E, scale, qb_.ctypes.data, E,
+                 k[n, j0:j0 + cols].ctypes.data, E, zero, s.ctypes.data, BK)
             for r in range(rows):
                 sr, ar = s[r], acc[r]
                 last = min(cols, i0 + r - j0 + 1)  # keys j0 .. i (causal)
@@ -139,8 +127,8 @@ def _flash_forward_kernel(q, k, v, scale, out, lse):
                 a = ar.dtype.type(alpha)
                 for e in range(E):
                     ar[e] *= a
-            _gemm(q, _NO, _NO, rows, E, cols, 1.0, s.ctypes.data, BK,
-                  v[n, j0:j0 + cols].ctypes.data, E, 1.0, acc.ctypes.data, E)
+            gemm(_ROW, _NO, _NO, rows, E, cols, one, s.ctypes.data, BK,
+                 v[n, j0:j0 + cols].ctypes.data, E, one, acc.ctypes.data, E)
         for r in range(rows):
             inv = acc.dtype.type(1.0 / l[r])
             orow, ar = out[n, i0 + r], acc[r]
@@ -150,8 +138,9 @@ def _flash_forward_kernel(q, k, v, scale, out, lse):
 
 
 @njit(**_JIT)
-def _flash_backward_kernel(g, q, k, v, out, lse, scale, dq, dk, dv):
+def _flash_backward_kernel(gemm, g, q, k, v, out, lse, scale, dq, dk, dv):
     N, T, E = q.shape
+    one, zero = np.ones(1, q.dtype)[0], np.zeros(1, q.dtype)[0]
     for n in prange(N):
         dq[n] = 0.0
         dk[n] = 0.0
@@ -170,10 +159,10 @@ def _flash_backward_kernel(g, q, k, v, out, lse, scale, dq, dk, dv):
             for j0 in range(0, i0 + rows, BK):
                 cols = min(BK, i0 + rows - j0)
                 kb, vb = k[n, j0:j0 + cols], v[n, j0:j0 + cols]
-                _gemm(q, _NO, _TRANS, rows, cols, E, scale, qb_.ctypes.data, E,
-                      kb.ctypes.data, E, 0.0, p.ctypes.data, BK)
-                _gemm(q, _NO, _TRANS, rows, cols, E, 1.0, gb.ctypes.data, E,
-                      vb.ctypes.data, E, 0.0, dp.ctypes.data, BK)
+                gemm(_ROW, _NO, _TRANS, rows, cols, E, scale, qb_.ctypes.data, E,
+                     kb.ctypes.data, E, zero, p.ctypes.data, BK)
+                gemm(_ROW, _NO, _TRANS, rows, cols, E, one, gb.ctypes.data, E,
+                     vb.ctypes.data, E, zero, dp.ctypes.data, BK)
                 for r in range(rows):  # P = e^(S - lse) (0 above the diagonal); dS in dp
                     i = i0 + r
                     pr, dr = p[r], dp[r]
@@ -186,9 +175,9 @@ def _flash_backward_kernel(g, q, k, v, out, lse, scale, dq, dk, dv):
                     di = dr.dtype.type(d[i])
                     for j in range(cols):
                         dr[j] = pr[j] * (dr[j] - di)
-                _gemm(q, _TRANS, _NO, cols, E, rows, 1.0, p.ctypes.data, BK,
-                      gb.ctypes.data, E, 1.0, dv[n, j0:j0 + cols].ctypes.data, E)
-                _gemm(q, _NO, _NO, rows, E, cols, scale, dp.ctypes.data, BK,
-                      kb.ctypes.data, E, 1.0, dq[n, i0:i0 + rows].ctypes.data, E)
-                _gemm(q, _TRANS, _NO, cols, E, rows, scale, dp.ctypes.data, BK,
-                      qb_.ctypes.data, E, 1.0, dk[n, j0:j0 + cols].ctypes.data, E)
+                gemm(_ROW, _TRANS, _NO, cols, E, rows, one, p.ctypes.data, BK,
+                     gb.ctypes.data, E, one, dv[n, j0:j0 + cols].ctypes.data, E)
+                gemm(_ROW, _NO, _NO, rows, E, cols, scale, dp.ctypes.data, BK,
+                     kb.ctypes.data, E, one, dq[n, i0:i0 + rows].ctypes.data, E)
+                gemm(_ROW, _TRANS, _NO, cols, E, rows, scale, dp.ctypes.data, BK,
+                     qb_.ctypes.data, E, one, dk[n, j0:j0 + cols].ctypes.data, E)

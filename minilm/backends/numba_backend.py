@@ -44,7 +44,7 @@ import numba
 import numpy as np
 
 from ._numba_attention_kernels import AVAILABLE as FLASH_AVAILABLE
-from ._numba_attention_kernels import _flash_backward_kernel, _flash_forward_kernel
+from ._numba_attention_kernels import _flash_backward_kernel, _flash_forward_kernel, gemm_for
 from ._numba_kernels import (
     _cross_entropy_backward_kernel,
     _cross_entropy_kernel,
@@ -296,7 +296,7 @@ class NumbaBackend(NumpyBackend):
         out = np.empty_like(q3)
         lse = np.empty(q3.shape[:2])
         with _blas_one_thread():  # its BLAS calls run inside Numba's threads
-            _flash_forward_kernel(q3, k3, v3, q.dtype.type(scale), out, lse)
+            _flash_forward_kernel(gemm_for(q.dtype), q3, k3, v3, q.dtype.type(scale), out, lse)
         return out.reshape(q.shape), lse.reshape(q.shape[:-1])
 
     def causal_attention_backward(self, g, q, k, v, out, lse, scale: float):
@@ -307,7 +307,8 @@ class NumbaBackend(NumpyBackend):
         g3, q3, k3, v3, o3 = (_c(a).reshape(-1, T, E) for a in (g, q, k, v, out))
         dq, dk, dv = (np.empty_like(q3) for _ in range(3))
         with _blas_one_thread():
-            _flash_backward_kernel(g3, q3, k3, v3, o3, _c(lse).reshape(-1, T).astype(np.float64),
+            _flash_backward_kernel(gemm_for(q.dtype), g3, q3, k3, v3, o3,
+                                   _c(lse).reshape(-1, T).astype(np.float64),
                                    q.dtype.type(scale), dq, dk, dv)
         return dq.reshape(q.shape), dk.reshape(q.shape), dv.reshape(q.shape)
 

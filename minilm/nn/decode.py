@@ -34,13 +34,20 @@ __all__ = ["decode_step", "supports_fast_decode"]
 
 
 def supports_fast_decode(model: Any) -> bool:
-    """Whether :func:`decode_step` computes ``model``'s step: a plain GPT (not a
-    tensor- or pipeline-parallel one, which computes its own way) in eval mode, on a
+    """Whether :func:`decode_step` computes ``model``'s step: a GPT made only of the
+    stock modules (not a tensor- or pipeline-parallel one, not one whose Linears were
+    swapped for quantized or low-rank ones), without forward hooks, in eval mode, on a
     backend whose arrays are NumPy's."""
-    from .transformer import GPT
+    from .attention import MultiHeadAttention, RotaryEmbedding
+    from .layers import GELU, Dropout, Embedding, Linear, RMSNorm
+    from .module import ModuleList
+    from .transformer import GPT, MLP, TransformerBlock
 
+    stock = (GPT, ModuleList, TransformerBlock, MultiHeadAttention, MLP, Linear, LayerNorm,
+             RMSNorm, GELU, Dropout, Embedding, RotaryEmbedding)
     return (type(model) is GPT and not model.training
-            and model.tok_emb.weight.backend.xp is np)
+            and model.tok_emb.weight.backend.xp is np
+            and all(type(m) in stock and not m._forward_hooks for m in model.modules()))
 
 
 def _linear(x: Any, w: Any, b: Any) -> Any:

@@ -9,11 +9,13 @@ cache is rebuilt from it (the model never sees more than ``context_length`` toke
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
 
 from ..autograd import no_grad
+from ..backends.threads import one_thread
 from ..nn.attention import KVCache
 from ..nn.decode import decode_step, supports_fast_decode
 from ..tensor import Tensor
@@ -61,11 +63,12 @@ def sample_next(logits: np.ndarray, rng: np.random.Generator, temperature: float
 
 
 def _last_logits(model: Any, ids: np.ndarray, cache: KVCache | None,
-                 vocab_limit: int | None = None) -> np.ndarray:
-    """Logits (B, vocab) of the token after ``ids`` (B, T). A plain GPT in eval mode
-    computes only the last position's logits, and a one-token step with a cache runs
-    ``nn.decode.decode_step`` (no Tensors, no graph); other models their forward."""
-    if supports_fast_decode(model):
+                 vocab_limit: int | None = None, fast: bool = False) -> np.ndarray:
+    """Logits (B, vocab) of the token after ``ids`` (B, T). With ``fast`` (the model
+    passed ``nn.decode.supports_fast_decode``) only the last position's logits are
+    computed, and a one-token step with a cache runs ``decode_step`` (no Tensors, no
+    graph); otherwise the model's forward."""
+    if fast:
         if cache is not None and ids.shape[1] == 1 and cache.length > 0:
             logits = decode_step(model, ids[:, 0], cache)
         else:
@@ -109,25 +112,47 @@ def generate(model: Any, prompt: Any, max_new_tokens: int, temperature: float = 
     try:
         done = np.zeros(ids.shape[0], dtype=bool)
         cache = KVCache() if use_cache else None
-        logits = _last_logits(model, ids, cache, vocab_limit)
-        for _ in range(max_new_tokens):
-            nxt = sample_next(logits, rng, temperature, top_k, top_p)
-            if eos_id is not None:
-                nxt = np.where(done, eos_id, nxt)
-                done |= nxt == eos_id
-            ids = np.concatenate([ids, nxt[:, None]], axis=1)
-            if eos_id is not None and done.all():
-                break
-            if not use_cache:
-                logits = _last_logits(model, ids[:, -ctx_len:], None, vocab_limit)
-            elif cache.length + 1 > ctx_len:  # window full: crop and rebuild the cache
-                cache = KVCache()
-                logits = _last_logits(model, ids[:, -max(ctx_len // 2, 1):], cache, vocab_limit)
-            else:
-                logits = _last_logits(model, nxt[:, None], cache, vocab_limit)
+        fast = supports_fast_decode(model)
+        logits = _last_logits(model, ids, cache, vocab_limit, fast)
+        # one row: every op of a step is tiny, and waking a second thread for each
+        # costs more than it saves (bench/generate.py: 1,200 vs 400-650 tokens/s at
+        # batch 1; at batch 8 two threads win, 2,800 vs 2,100)
+        with one_thread() if ids.shape[0] == 1 else contextlib.nullcontext():
+            ids = _decode(model, ids, logits, cache, max_new_tokens, temperature, top_k, top_p,
+                          eos_id, rng, use_cache, vocab_limit, done, fast)
         return ids
     finally:
         model.train(was_training)
+
+
+def _decode(model: Any, ids: np.ndarray, logits: np.ndarray, cache: KVCache | None,
+            max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None,
+            eos_id: int | None, rng: np.random.Generator, use_cache: bool,
+            vocab_limit: int | None, done: np.ndarray, fast: bool) -> np.ndarray:
+    """generate's loop: sample, append (into a buffer of the final size), step the
+    model."""
+    ctx_len = model.config.context_length
+    n = ids.shape[1]
+    out = np.empty((ids.shape[0], n + max_new_tokens), dtype=np.int64)
+    out[:, :n] = ids
+    for _ in range(max_new_tokens):
+        nxt = sample_next(logits, rng, temperature, top_k, top_p)
+        if eos_id is not None:
+            nxt = np.where(done, eos_id, nxt)
+            done |= nxt == eos_id
+        out[:, n] = nxt
+        n += 1
+        if eos_id is not None and done.all():
+            break
+        if not use_cache:
+            logits = _last_logits(model, out[:, max(n - ctx_len, 0):n], None, vocab_limit, fast)
+        elif cache.length + 1 > ctx_len:  # window full: crop and rebuild the cache
+            cache = KVCache()
+            logits = _last_logits(model, out[:, n - max(ctx_len // 2, 1):n], cache, vocab_limit,
+                                  fast)
+        else:
+            logits = _last_logits(model, nxt[:, None], cache, vocab_limit, fast)
+    return out[:, :n]
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
