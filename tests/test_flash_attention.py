@@ -89,7 +89,7 @@ def _sdpa(q, k, v, g, **kw):
 
 def test_sdpa_takes_the_fused_path_and_matches_the_unfused_one(monkeypatch):
     ml.use_backend("numba")
-    q, k, v, g = _arrays((2, 3), 70, 8, np.float64, 0)
+    q, k, v, g = _arrays((2, 3), 260, 8, np.float64, 0)  # long enough at any thread count
     calls = []
     real = CausalAttentionFunction.forward
     monkeypatch.setattr(CausalAttentionFunction, "forward",
@@ -106,6 +106,7 @@ def test_sdpa_takes_the_fused_path_and_matches_the_unfused_one(monkeypatch):
 
 def test_sdpa_fused_path_gradchecks_and_is_only_taken_where_it_applies(monkeypatch):
     ml.use_backend("numba")
+    monkeypatch.setattr(nbb.NumbaBackend, "flash_min_len", 1)  # short T, any thread count
     q, k, v, _ = _arrays((2,), 7, 3, np.float64, 1)
     ts = [Tensor(a, requires_grad=True) for a in (q, k, v)]
     assert gradcheck(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, is_causal=True),

@@ -155,10 +155,18 @@ class NumbaBackend(NumpyBackend):
     docstring); everything it does not override is the NumPy reference."""
 
     name = "numba"
-    # causal attention without mask or dropout: the flash kernels (faster than the
-    # unfused path from T = 128 on, and no T x T array; docs/performance.md §9), when
-    # the BLAS they call could be found
-    flash_min_len = 1 if FLASH_AVAILABLE else None
+
+    @property
+    def flash_min_len(self) -> int | None:
+        """Causal attention without mask or dropout runs the flash kernels from this
+        sequence length on (None: never, when the BLAS they call was not found). On
+        one thread (batch threads, decoding) they are as fast or faster at every
+        length; with several threads their forward does not always scale, and the
+        unfused path is faster at T = 128, so they start at 256 there
+        (bench/attention.py; docs/performance.md §9)."""
+        if not FLASH_AVAILABLE:
+            return None
+        return 1 if numba.get_num_threads() == 1 else 256
 
     def __init__(self) -> None:
         super().__init__()
