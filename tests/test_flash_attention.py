@@ -89,7 +89,7 @@ def _sdpa(q, k, v, g, **kw):
 
 def test_sdpa_takes_the_fused_path_and_matches_the_unfused_one(monkeypatch):
     ml.use_backend("numba")
-    q, k, v, g = _arrays((2, 3), 260, 8, np.float64, 0)  # long enough at any thread count
+    q, k, v, g = _arrays((2, 3), 520, 4, np.float64, 0)  # long enough at any thread count
     calls = []
     real = CausalAttentionFunction.forward
     monkeypatch.setattr(CausalAttentionFunction, "forward",

@@ -20,9 +20,11 @@ P = e^(S - lse), and with D = rowsum(dO * O):
 
 The block products are single-threaded BLAS calls made from inside the compiled loop
 (OpenBLAS's cblas_?gemm, found in the library NumPy loaded; 60-70 GFLOP/s on 64 x 64
-blocks, against about 10 for a hand-written Numba loop), the softmax parts are
-vectorised loops, and ``prange`` runs the (n, query block) tasks of the forward and
-the n of the backward on Numba's threads. Where that BLAS symbol cannot be found,
+blocks, against about 10 for a hand-written Numba loop), and the softmax parts are
+vectorised loops. The kernels are serial: the parallelism is outside, one kernel per
+batch-thread worker (backends/threads.py). ``parallel=True`` versions compiled in 5 s
+instead of 2 and their forward did not reliably scale to 2 threads.
+Where that BLAS symbol cannot be found,
 ``AVAILABLE`` is False and the backend keeps the unfused path. The BLAS function comes
 in as an argument (``gemm_for(dtype)``): a C pointer held in a global would stop Numba
 from caching the compiled kernels.
@@ -34,7 +36,7 @@ import ctypes
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ._numba_kernels import _exp
 
@@ -82,7 +84,9 @@ def gemm_for(dtype: np.dtype) -> object:
     return _SGEMM if np.dtype(dtype) == np.float32 else _DGEMM
 
 
-_JIT = dict(parallel=True, cache=True, fastmath=False, error_model="numpy", nogil=True)
+# serial: they run inside a batch-thread worker (one thread each), and compile in 2 s
+# instead of 5 s with parallel=True (docs/performance.md §9)
+_JIT = dict(cache=True, fastmath=False, error_model="numpy", nogil=True)
 
 
 @njit(**_JIT)
@@ -90,7 +94,7 @@ def _flash_forward_kernel(gemm, q, k, v, scale, out, lse):
     N, T, E = q.shape
     one, zero = np.ones(1, q.dtype)[0], np.zeros(1, q.dtype)[0]
     nqb = (T + BQ - 1) // BQ
-    for task in prange(N * nqb):
+    for task in range(N * nqb):
         n, qb = task // nqb, task % nqb
         i0 = qb * BQ
         rows = min(BQ, T - i0)
@@ -141,7 +145,7 @@ def _flash_forward_kernel(gemm, q, k, v, scale, out, lse):
 def _flash_backward_kernel(gemm, g, q, k, v, out, lse, scale, dq, dk, dv):
     N, T, E = q.shape
     one, zero = np.ones(1, q.dtype)[0], np.zeros(1, q.dtype)[0]
-    for n in prange(N):
+    for n in range(N):
         dq[n] = 0.0
         dk[n] = 0.0
         dv[n] = 0.0

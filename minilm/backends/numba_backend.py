@@ -159,14 +159,15 @@ class NumbaBackend(NumpyBackend):
     @property
     def flash_min_len(self) -> int | None:
         """Causal attention without mask or dropout runs the flash kernels from this
-        sequence length on (None: never, when the BLAS they call was not found). On
-        one thread (batch threads, decoding) they are as fast or faster at every
-        length; with several threads their forward does not always scale, and the
-        unfused path is faster at T = 128, so they start at 256 there
+        sequence length on (None: never, when the BLAS they call was not found). They
+        are serial: where the calling thread runs Numba on one thread (every
+        batch-thread worker, decoding) they are as fast or faster than the unfused
+        path at every length; where it runs several, the unfused path splits each op
+        over the threads and is faster at T = 128, about even at 512, slower at 1024
         (bench/attention.py; docs/performance.md §9)."""
         if not FLASH_AVAILABLE:
             return None
-        return 1 if numba.get_num_threads() == 1 else 256
+        return 1 if numba.get_num_threads() == 1 else 512
 
     def __init__(self) -> None:
         super().__init__()
