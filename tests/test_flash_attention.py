@@ -123,3 +123,75 @@ def test_sdpa_fused_path_gradchecks_and_is_only_taken_where_it_applies(monkeypat
     assert calls == []
     F.scaled_dot_product_attention(a, b, c, is_causal=True)
     assert calls == [1]
+
+
+qkv_shapes = st.tuples(st.integers(1, 2), st.sampled_from([1, 3, 64, 65, 130]),
+                       st.integers(1, 3), st.integers(1, 6))  # B, T, H, E
+
+
+@settings(max_examples=20, deadline=None)
+@given(shape=qkv_shapes, seed=st.integers(0, 2**16),
+       dtype=st.sampled_from([np.float64, np.float32]))
+def test_qkv_kernels_equal_split_heads_then_attention(shape, seed, dtype):
+    ref, nb = get_backend("numpy"), get_backend("numba")
+    B, T, H, E = shape
+    rng = np.random.default_rng(seed)
+    qkv = rng.standard_normal((B, T, 3 * H * E)).astype(dtype)
+    g = rng.standard_normal((B, T, H * E)).astype(dtype)
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    scale = 1.0 / np.sqrt(E)
+    # the reference against splitting the heads by hand and the general kernel
+    q, k, v = (qkv.reshape(B, T, 3, H, E)[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+    keep = np.tril(np.ones((T, T), dtype=bool))
+    want, p, _ = ref.attention(q, k, v, keep, None, scale)
+    out, lse = ref.causal_attention_qkv(qkv, H, scale)
+    np.testing.assert_allclose(out, want.transpose(0, 2, 1, 3).reshape(B, T, H * E),
+                               rtol=tol, atol=tol)
+    dq, dk, dv, _ = ref.attention_backward(g.reshape(B, T, H, E).transpose(0, 2, 1, 3), q, k,
+                                           v, p, None, scale)
+    d_ref = ref.causal_attention_qkv_backward(g, qkv, out, lse, H, scale)
+    d_want = np.stack([a.transpose(0, 2, 1, 3) for a in (dq, dk, dv)], axis=2)
+    np.testing.assert_allclose(d_ref, d_want.reshape(qkv.shape), rtol=10 * tol, atol=10 * tol)
+    # the Numba kernels, reading the heads in place, against the reference
+    n_out, n_lse = nb.causal_attention_qkv(qkv, H, scale)
+    np.testing.assert_allclose(n_out, out, rtol=tol, atol=tol)
+    np.testing.assert_allclose(n_lse, lse, rtol=tol, atol=tol)
+    d = nb.causal_attention_qkv_backward(g, qkv, n_out, n_lse, H, scale)
+    assert d.shape == qkv.shape and d.dtype == dtype
+    np.testing.assert_allclose(d, d_ref, rtol=10 * tol, atol=10 * tol)
+
+
+def test_attention_layer_fused_equals_unfused_and_gradchecks(monkeypatch):
+    from minilm.nn.attention import MultiHeadAttention
+
+    ml.use_backend("numba")
+    ml.manual_seed(0)
+    mha = MultiHeadAttention(12, 3).double()
+    x = np.random.default_rng(4).standard_normal((2, 9, 12))
+    g = np.random.default_rng(5).standard_normal((2, 9, 12))
+
+    def run():
+        for p in mha.parameters():
+            p.grad = None
+        xt = Tensor(x, requires_grad=True)
+        y = mha(xt)
+        y.backward(Tensor(g))
+        return y.numpy(), [xt.grad.numpy()] + [p.grad.numpy() for p in mha.parameters()]
+
+    monkeypatch.setattr(nbb.NumbaBackend, "flash_min_len", 1)
+    calls = []
+    real = F.causal_qkv_attention
+    monkeypatch.setattr(F, "causal_qkv_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
+    y_fused, g_fused = run()
+    assert calls == [1]
+    monkeypatch.setattr(nbb.NumbaBackend, "flash_min_len", None)
+    y_plain, g_plain = run()
+    assert calls == [1]
+    np.testing.assert_allclose(y_fused, y_plain, rtol=1e-12, atol=1e-12)
+    for a, b in zip(g_fused, g_plain):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    monkeypatch.setattr(nbb.NumbaBackend, "flash_min_len", 1)
+    qkv = Tensor(np.random.default_rng(6).standard_normal((2, 5, 12)), requires_grad=True)
+    assert gradcheck(lambda t: real(t, 2), [qkv])
+    with pytest.raises(ValueError, match="not 3 x n_heads"):
+        real(qkv, 5)

@@ -1,6 +1,7 @@
 """Fused causal attention for the Numba backend, flash-style (Dao et al., 2022).
 
-q, k, v, out: (N, T, E) C-contiguous (N = batch x heads), one dtype. Nothing of size
+q, k, v, out: (B, T, H, E) views with a contiguous last axis, one dtype (the heads of a
+fused qkv projection are read in place, rows 3 H E apart). Nothing of size
 T x T is ever stored: the forward walks the keys in blocks of ``BK`` for a block of
 ``BQ`` queries, keeping per query row a running max m, a running sum l and an
 unnormalised output acc, rescaled whenever the max grows:
@@ -91,97 +92,110 @@ _JIT = dict(cache=True, fastmath=False, error_model="numpy", nogil=True)
 
 @njit(**_JIT)
 def _flash_forward_kernel(gemm, q, k, v, scale, out, lse):
-    N, T, E = q.shape
+    """q, k, v, out: (B, T, H, E) views whose last axis is contiguous (rows of one
+    head are ``ld`` elements apart: E for separate arrays, 3 H E inside a fused qkv
+    projection); lse: (B, H, T)."""
+    B, T, H, E = q.shape
+    ldq, ldk, ldv = q.strides[1] // q.itemsize, k.strides[1] // k.itemsize, \
+        v.strides[1] // v.itemsize
     one, zero = np.ones(1, q.dtype)[0], np.zeros(1, q.dtype)[0]
-    nqb = (T + BQ - 1) // BQ
-    for task in range(N * nqb):
-        n, qb = task // nqb, task % nqb
-        i0 = qb * BQ
-        rows = min(BQ, T - i0)
-        s = np.empty((BQ, BK), dtype=q.dtype)
-        acc = np.zeros((BQ, E), dtype=q.dtype)
-        m = np.full(BQ, -np.inf)
-        l = np.zeros(BQ)
-        qb_ = q[n, i0:i0 + rows]
-        for j0 in range(0, i0 + rows, BK):  # key blocks up to the last query's position
-            cols = min(BK, i0 + rows - j0)
-            gemm(_ROW, _NO, _TRANS, rows, cols, E, scale, qb_.ctypes.data, E,
-                 k[n, j0:j0 + cols].ctypes.data, E, zero, s.ctypes.data, BK)
-            for r in range(rows):
-                sr, ar = s[r], acc[r]
-                last = min(cols, i0 + r - j0 + 1)  # keys j0 .. i (causal)
-                if last <= 0:
-                    for j in range(cols):
-                        sr[j] = 0.0
-                    continue
-                mx = m[r]
-                for j in range(last):
-                    mx = max(mx, np.float64(sr[j]))
-                alpha = math.exp(m[r] - mx)
-                mt = sr.dtype.type(mx)
-                for j in range(last):
-                    sr[j] = _exp(sr[j] - mt)
-                tot = 0.0
-                for j in range(last):
-                    tot += sr[j]
-                for j in range(last, cols):
-                    sr[j] = 0.0
-                l[r] = l[r] * alpha + tot
-                m[r] = mx
-                a = ar.dtype.type(alpha)
-                for e in range(E):
-                    ar[e] *= a
-            gemm(_ROW, _NO, _NO, rows, E, cols, one, s.ctypes.data, BK,
-                 v[n, j0:j0 + cols].ctypes.data, E, one, acc.ctypes.data, E)
-        for r in range(rows):
-            inv = acc.dtype.type(1.0 / l[r])
-            orow, ar = out[n, i0 + r], acc[r]
-            for e in range(E):
-                orow[e] = ar[e] * inv
-            lse[n, i0 + r] = m[r] + math.log(l[r])
+    s = np.empty((BQ, BK), dtype=q.dtype)
+    acc = np.empty((BQ, E), dtype=q.dtype)
+    m = np.empty(BQ)
+    l = np.empty(BQ)
+    for b in range(B):
+        for h in range(H):
+            for i0 in range(0, T, BQ):
+                rows = min(BQ, T - i0)
+                acc[:] = 0.0
+                m[:] = -np.inf
+                l[:] = 0.0
+                qb_ = q[b, i0:i0 + rows, h]
+                for j0 in range(0, i0 + rows, BK):  # key blocks up to the last query
+                    cols = min(BK, i0 + rows - j0)
+                    gemm(_ROW, _NO, _TRANS, rows, cols, E, scale, qb_.ctypes.data, ldq,
+                         k[b, j0:j0 + cols, h].ctypes.data, ldk, zero, s.ctypes.data, BK)
+                    for r in range(rows):
+                        sr, ar = s[r], acc[r]
+                        last = min(cols, i0 + r - j0 + 1)  # keys j0 .. i (causal)
+                        if last <= 0:
+                            for j in range(cols):
+                                sr[j] = 0.0
+                            continue
+                        mx = m[r]
+                        for j in range(last):
+                            mx = max(mx, np.float64(sr[j]))
+                        alpha = math.exp(m[r] - mx)
+                        mt = sr.dtype.type(mx)
+                        for j in range(last):
+                            sr[j] = _exp(sr[j] - mt)
+                        tot = 0.0
+                        for j in range(last):
+                            tot += sr[j]
+                        for j in range(last, cols):
+                            sr[j] = 0.0
+                        l[r] = l[r] * alpha + tot
+                        m[r] = mx
+                        a = ar.dtype.type(alpha)
+                        for e in range(E):
+                            ar[e] *= a
+                    gemm(_ROW, _NO, _NO, rows, E, cols, one, s.ctypes.data, BK,
+                         v[b, j0:j0 + cols, h].ctypes.data, ldv, one, acc.ctypes.data, E)
+                for r in range(rows):
+                    inv = acc.dtype.type(1.0 / l[r])
+                    orow, ar = out[b, i0 + r, h], acc[r]
+                    for e in range(E):
+                        orow[e] = ar[e] * inv
+                    lse[b, h, i0 + r] = m[r] + math.log(l[r])
 
 
 @njit(**_JIT)
 def _flash_backward_kernel(gemm, g, q, k, v, out, lse, scale, dq, dk, dv):
-    N, T, E = q.shape
+    """All (B, T, H, E) views as in the forward (dq, dk, dv may be views into one
+    fused gradient); lse (B, H, T)."""
+    B, T, H, E = q.shape
+    ld = q.strides[1] // q.itemsize  # q, k, v and dq, dk, dv: one row stride
+    ldg = g.strides[1] // g.itemsize
     one, zero = np.ones(1, q.dtype)[0], np.zeros(1, q.dtype)[0]
-    for n in range(N):
-        dq[n] = 0.0
-        dk[n] = 0.0
-        dv[n] = 0.0
-        d = np.empty(T)  # D_i = dO_i . O_i
-        for i in range(T):
-            acc = 0.0
-            for e in range(E):
-                acc += np.float64(g[n, i, e]) * out[n, i, e]
-            d[i] = acc
-        p = np.empty((BQ, BK), dtype=q.dtype)
-        dp = np.empty((BQ, BK), dtype=q.dtype)
-        for i0 in range(0, T, BQ):
-            rows = min(BQ, T - i0)
-            qb_, gb = q[n, i0:i0 + rows], g[n, i0:i0 + rows]
-            for j0 in range(0, i0 + rows, BK):
-                cols = min(BK, i0 + rows - j0)
-                kb, vb = k[n, j0:j0 + cols], v[n, j0:j0 + cols]
-                gemm(_ROW, _NO, _TRANS, rows, cols, E, scale, qb_.ctypes.data, E,
-                     kb.ctypes.data, E, zero, p.ctypes.data, BK)
-                gemm(_ROW, _NO, _TRANS, rows, cols, E, one, gb.ctypes.data, E,
-                     vb.ctypes.data, E, zero, dp.ctypes.data, BK)
-                for r in range(rows):  # P = e^(S - lse) (0 above the diagonal); dS in dp
-                    i = i0 + r
-                    pr, dr = p[r], dp[r]
-                    last = min(cols, i - j0 + 1)
-                    lt = pr.dtype.type(lse[n, i])
-                    for j in range(max(last, 0)):
-                        pr[j] = _exp(pr[j] - lt)
-                    for j in range(max(last, 0), cols):
-                        pr[j] = 0.0
-                    di = dr.dtype.type(d[i])
-                    for j in range(cols):
-                        dr[j] = pr[j] * (dr[j] - di)
-                gemm(_ROW, _TRANS, _NO, cols, E, rows, one, p.ctypes.data, BK,
-                     gb.ctypes.data, E, one, dv[n, j0:j0 + cols].ctypes.data, E)
-                gemm(_ROW, _NO, _NO, rows, E, cols, scale, dp.ctypes.data, BK,
-                     kb.ctypes.data, E, one, dq[n, i0:i0 + rows].ctypes.data, E)
-                gemm(_ROW, _TRANS, _NO, cols, E, rows, scale, dp.ctypes.data, BK,
-                     qb_.ctypes.data, E, one, dk[n, j0:j0 + cols].ctypes.data, E)
+    d = np.empty(T)  # D_i = dO_i . O_i
+    p = np.empty((BQ, BK), dtype=q.dtype)
+    dp = np.empty((BQ, BK), dtype=q.dtype)
+    for b in range(B):
+        for h in range(H):
+            for i in range(T):
+                acc = 0.0
+                gi, oi = g[b, i, h], out[b, i, h]
+                dq[b, i, h] = 0.0
+                dk[b, i, h] = 0.0
+                dv[b, i, h] = 0.0
+                for e in range(E):
+                    acc += np.float64(gi[e]) * oi[e]
+                d[i] = acc
+            for i0 in range(0, T, BQ):
+                rows = min(BQ, T - i0)
+                qb_, gb = q[b, i0:i0 + rows, h], g[b, i0:i0 + rows, h]
+                for j0 in range(0, i0 + rows, BK):
+                    cols = min(BK, i0 + rows - j0)
+                    kb, vb = k[b, j0:j0 + cols, h], v[b, j0:j0 + cols, h]
+                    gemm(_ROW, _NO, _TRANS, rows, cols, E, scale, qb_.ctypes.data, ld,
+                         kb.ctypes.data, ld, zero, p.ctypes.data, BK)
+                    gemm(_ROW, _NO, _TRANS, rows, cols, E, one, gb.ctypes.data, ldg,
+                         vb.ctypes.data, ld, zero, dp.ctypes.data, BK)
+                    for r in range(rows):  # P = e^(S - lse) (0 above the diagonal); dS
+                        i = i0 + r
+                        pr, dr = p[r], dp[r]
+                        last = min(cols, i - j0 + 1)
+                        lt = pr.dtype.type(lse[b, h, i])
+                        for j in range(max(last, 0)):
+                            pr[j] = _exp(pr[j] - lt)
+                        for j in range(max(last, 0), cols):
+                            pr[j] = 0.0
+                        di = dr.dtype.type(d[i])
+                        for j in range(cols):
+                            dr[j] = pr[j] * (dr[j] - di)
+                    gemm(_ROW, _TRANS, _NO, cols, E, rows, one, p.ctypes.data, BK,
+                         gb.ctypes.data, ldg, one, dv[b, j0:j0 + cols, h].ctypes.data, ld)
+                    gemm(_ROW, _NO, _NO, rows, E, cols, scale, dp.ctypes.data, BK,
+                         kb.ctypes.data, ld, one, dq[b, i0:i0 + rows, h].ctypes.data, ld)
+                    gemm(_ROW, _TRANS, _NO, cols, E, rows, scale, dp.ctypes.data, BK,
+                         qb_.ctypes.data, ld, one, dk[b, j0:j0 + cols, h].ctypes.data, ld)

@@ -28,7 +28,7 @@ inputs are never written unless the contract says "in place".
 | softmax, softmax_backward, log_softmax, log_softmax_backward, masked_softmax | functional/nn.py |
 | dropout_mask, embedding_backward | functional/nn.py |
 | layer_norm, layer_norm_backward, rms_norm, rms_norm_backward | functional/normalization.py |
-| attention, attention_backward, causal_attention, causal_attention_backward | functional/attention.py |
+| attention, causal_attention, causal_attention_qkv (each with _backward) | functional/attention.py |
 | gelu, gelu_backward, erf | functional/gelu_kernel.py |
 | cross_entropy, cross_entropy_backward | functional/losses.py |
 | sgd_step | optim/sgd.py |
@@ -146,6 +146,15 @@ class Backend(Protocol):
     def causal_attention_backward(self, g: Any, q: Any, k: Any, v: Any, out: Any, lse: Any,
                                   scale: float) -> tuple:
         """New (dQ, dK, dV) of ``causal_attention``, from its inputs, out and lse."""
+
+    def causal_attention_qkv(self, qkv: Any, n_heads: int, scale: float) -> tuple:
+        """``causal_attention`` of the heads of a fused projection: qkv (B, T, 3 H E),
+        q = qkv[..., :HE] etc., each split into H heads of E. Returns new (out (B, T, H E)
+        with the heads side by side, lse (B, H, T) float64)."""
+
+    def causal_attention_qkv_backward(self, g: Any, qkv: Any, out: Any, lse: Any,
+                                      n_heads: int, scale: float) -> Any:
+        """New d(qkv) (B, T, 3 H E) of ``causal_attention_qkv`` from g (B, T, H E)."""
 
     # ------------------------------------------------------------------ cross-entropy
     def cross_entropy(self, logits: Any, target: Any, ignore_index: int,

@@ -301,11 +301,11 @@ class NumbaBackend(NumpyBackend):
                 and _same_float(q, k, v)):
             return super().causal_attention(q, k, v, scale)
         T, E = q.shape[-2:]
-        q3, k3, v3 = (_c(a).reshape(-1, T, E) for a in (q, k, v))
-        out = np.empty_like(q3)
-        lse = np.empty(q3.shape[:2])
-        with _blas_one_thread():  # its BLAS calls run inside Numba's threads
-            _flash_forward_kernel(gemm_for(q.dtype), q3, k3, v3, q.dtype.type(scale), out, lse)
+        q4, k4, v4 = (_c(a).reshape(-1, T, 1, E) for a in (q, k, v))
+        out = np.empty_like(q4)
+        lse = np.empty((q4.shape[0], 1, T))
+        with _blas_one_thread():  # its BLAS calls must not start threads of their own
+            _flash_forward_kernel(gemm_for(q.dtype), q4, k4, v4, q.dtype.type(scale), out, lse)
         return out.reshape(q.shape), lse.reshape(q.shape[:-1])
 
     def causal_attention_backward(self, g, q, k, v, out, lse, scale: float):
@@ -313,13 +313,42 @@ class NumbaBackend(NumpyBackend):
                 and q.size and _same_float(g, q, k, v, out)):
             return super().causal_attention_backward(g, q, k, v, out, lse, scale)
         T, E = q.shape[-2:]
-        g3, q3, k3, v3, o3 = (_c(a).reshape(-1, T, E) for a in (g, q, k, v, out))
-        dq, dk, dv = (np.empty_like(q3) for _ in range(3))
+        g4, q4, k4, v4, o4 = (_c(a).reshape(-1, T, 1, E) for a in (g, q, k, v, out))
+        dq, dk, dv = (np.empty_like(q4) for _ in range(3))
         with _blas_one_thread():
-            _flash_backward_kernel(gemm_for(q.dtype), g3, q3, k3, v3, o3,
-                                   _c(lse).reshape(-1, T).astype(np.float64),
+            _flash_backward_kernel(gemm_for(q.dtype), g4, q4, k4, v4, o4,
+                                   _c(lse, np.float64).reshape(-1, 1, T),
                                    q.dtype.type(scale), dq, dk, dv)
         return dq.reshape(q.shape), dk.reshape(q.shape), dv.reshape(q.shape)
+
+    def causal_attention_qkv(self, qkv, n_heads: int, scale: float):
+        """The flash kernels reading q, k, v in place in the (B, T, 3 H E) output of a
+        fused projection, writing (B, T, H E) with the heads side by side: no copy to
+        split the heads or to join them."""
+        if qkv.ndim != 3 or not qkv.size or not _same_float(qkv):
+            return super().causal_attention_qkv(qkv, n_heads, scale)
+        B, T, three_d = qkv.shape
+        q5 = _c(qkv).reshape(B, T, 3, n_heads, three_d // (3 * n_heads))
+        out = np.empty((B, T, n_heads, q5.shape[-1]), dtype=qkv.dtype)
+        lse = np.empty((B, n_heads, T))
+        with _blas_one_thread():
+            _flash_forward_kernel(gemm_for(qkv.dtype), q5[:, :, 0], q5[:, :, 1], q5[:, :, 2],
+                                  qkv.dtype.type(scale), out, lse)
+        return out.reshape(B, T, -1), lse
+
+    def causal_attention_qkv_backward(self, g, qkv, out, lse, n_heads: int, scale: float):
+        if not (qkv.ndim == 3 and qkv.size and _same_float(g, qkv, out)):
+            return super().causal_attention_qkv_backward(g, qkv, out, lse, n_heads, scale)
+        B, T, three_d = qkv.shape
+        E = three_d // (3 * n_heads)
+        q5 = _c(qkv).reshape(B, T, 3, n_heads, E)
+        g4, o4 = _c(g).reshape(B, T, n_heads, E), _c(out).reshape(B, T, n_heads, E)
+        dqkv = np.empty_like(q5)
+        with _blas_one_thread():
+            _flash_backward_kernel(gemm_for(qkv.dtype), g4, q5[:, :, 0], q5[:, :, 1],
+                                   q5[:, :, 2], o4, _c(lse, np.float64), qkv.dtype.type(scale),
+                                   dqkv[:, :, 0], dqkv[:, :, 1], dqkv[:, :, 2])
+        return dqkv.reshape(B, T, three_d)
 
     # ------------------------------------------------------------------ normalisation
     def _norm_forward(self, x, weight, bias, eps: float, rms: bool):

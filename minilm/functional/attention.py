@@ -18,7 +18,7 @@ from ..backends.interface import kernel
 from ..tensor import Tensor
 from ._util import broadcast_shapes, unbroadcast
 
-__all__ = ["scaled_dot_product_attention"]
+__all__ = ["causal_qkv_attention", "scaled_dot_product_attention"]
 
 
 def _check_p(op: str, p: float) -> float:
@@ -93,6 +93,73 @@ def causal_attention_backward_kernel(be, g, q, k, v, out, lse, scale):
     d = (g * out).sum(axis=-1, keepdims=True)
     ds = p * (xp.matmul(g, xp.swapaxes(v, -1, -2)) - d)
     return xp.matmul(ds, k) * scale, xp.matmul(xp.swapaxes(ds, -1, -2), q) * scale, dv
+
+
+def _heads(be, qkv, n_heads):
+    """q, k, v (B, H, T, E) views of a fused projection's output (B, T, 3 H E)."""
+    B, T, three_d = qkv.shape
+    parts = qkv.reshape(B, T, 3, n_heads, three_d // (3 * n_heads))
+    return tuple(be.xp.swapaxes(parts[:, :, i], 1, 2) for i in range(3))
+
+
+@kernel("causal_attention_qkv")
+def causal_attention_qkv_kernel(be, qkv, n_heads, scale):
+    """causal_attention of the heads of qkv, the output heads joined: (B, T, H E), lse."""
+    q, k, v = _heads(be, qkv, n_heads)
+    out, lse = be.causal_attention(q, k, v, scale)
+    B, H, T, E = out.shape
+    return be.xp.swapaxes(out, 1, 2).reshape(B, T, H * E), lse
+
+
+@kernel("causal_attention_qkv_backward")
+def causal_attention_qkv_backward_kernel(be, g, qkv, out, lse, n_heads, scale):
+    """causal_attention_backward per head, the three gradients joined like qkv."""
+    xp = be.xp
+    q, k, v = _heads(be, qkv, n_heads)
+    B, H, T, E = q.shape
+    g4, out4 = (xp.swapaxes(a.reshape(B, T, H, E), 1, 2) for a in (g, out))
+    grads = be.causal_attention_backward(g4, q, k, v, out4, lse, scale)
+    d = xp.empty((B, T, 3, H, E), dtype=qkv.dtype)
+    for i, gi in enumerate(grads):
+        d[:, :, i] = xp.swapaxes(gi, 1, 2)
+    return d.reshape(qkv.shape)
+
+
+class CausalQKVAttentionFunction(Function):
+    """Causal self-attention straight from a fused projection: qkv (B, T, 3 H E) ->
+    (B, T, H E), heads split and joined inside the kernels (no copies), lse kept for
+    the backward. MultiHeadAttention takes it when nothing else (a cache, RoPE, a
+    window, padding, dropout) stands between the projection and the attention."""
+
+    @staticmethod
+    def forward(ctx, qkv, *, n_heads, scale):
+        out, lse = ctx.backend.causal_attention_qkv(qkv, n_heads, scale)
+        ctx.save_for_backward(qkv, out, lse)
+        ctx.n_heads, ctx.scale = n_heads, scale
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        qkv, out, lse = ctx.saved
+        return ctx.backend.causal_attention_qkv_backward(g, qkv, out, lse, ctx.n_heads,
+                                                         ctx.scale)
+
+
+def causal_qkv_attention(qkv: Tensor, n_heads: int, scale: float | None = None) -> Tensor:
+    """softmax(q k^T * scale, j <= i) v for each of the ``n_heads`` heads of a fused
+    projection ``qkv`` (B, T, 3 H E), the heads' outputs side by side: (B, T, H E).
+    Equals splitting the heads, ``scaled_dot_product_attention(is_causal=True)`` and
+    joining them."""
+    op = "causal_qkv_attention"
+    if not isinstance(qkv, Tensor) or qkv.ndim != 3:
+        raise ValueError(f"{op}: qkv must be a (B, T, 3 H E) Tensor, got "
+                         f"{getattr(qkv, 'shape', type(qkv).__name__)}")
+    if n_heads < 1 or qkv.shape[-1] % (3 * n_heads):
+        raise ValueError(f"{op}: last dim {qkv.shape[-1]} is not 3 x n_heads ({n_heads}) x "
+                         "a head size")
+    E = qkv.shape[-1] // (3 * n_heads)
+    scale = 1.0 / math.sqrt(E) if scale is None else float(scale)
+    return CausalQKVAttentionFunction.apply(qkv, n_heads=int(n_heads), scale=scale)
 
 
 class CausalAttentionFunction(Function):

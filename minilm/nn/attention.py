@@ -245,7 +245,12 @@ class MultiHeadAttention(Module):
         if self.cross:
             return self._cross_forward(x, context, key_padding_mask, cache)
         B, T, _ = x.shape
-        q, k, v = _SplitHeads.apply(self.qkv(x), n_heads=self.n_local_heads)
+        qkv = self.qkv(x)
+        if self._fused_causal(qkv, cache, key_padding_mask):
+            # the kernels read the heads in place and write them side by side
+            y = F.causal_qkv_attention(qkv, self.n_local_heads)
+            return self.resid_dropout(self.out_proj(y))
+        q, k, v = _SplitHeads.apply(qkv, n_heads=self.n_local_heads)
         offset = cache.length if cache is not None else 0
         if self.rope is not None:
             q = self.rope(q, offset)
@@ -263,6 +268,16 @@ class MultiHeadAttention(Module):
             mask = Tensor._make(build_attention_mask(
                 xp, T, S, causal=causal, offset=offset, window=self.window, key_padding_mask=kpm))
         return self._attend(q, k, v, mask, causal and simple)
+
+    def _fused_causal(self, qkv: Tensor, cache: Any, key_padding_mask: Any) -> bool:
+        """Whether plain causal self-attention can go straight from the projection to
+        the fused kernels: no cache, RoPE, window, padding or attention dropout, and a
+        backend that takes this length (``flash_min_len``)."""
+        n = qkv.backend.flash_min_len
+        return (n is not None and qkv.shape[1] >= n and self.causal and cache is None
+                and self.rope is None and self.window is None and key_padding_mask is None
+                and (self.dropout_p == 0.0 or not self.training)
+                and qkv.dtype.kind == "f")
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Any, is_causal: bool) -> Tensor:
         """softmax(q k^T / sqrt(d) + M) v per head, heads concatenated, out_proj."""
