@@ -19,6 +19,7 @@ learned positions, tied head, random weights (seed 0); its context length is eac
   ``minilm.train.trainer.evaluate_loss`` (what ``minilm eval`` runs) vs
   ``torch.no_grad()`` forward; tokens/s = 32 C / seconds.
 
+minilm's worker calls ``tune_allocator()`` first, as every ``minilm`` command does.
 Each engine runs in its own worker process with the same thread count (OPENBLAS / OMP /
 MKL / NUMBA_NUM_THREADS, ``torch.set_num_threads``); they warm up once, then take turns
 for ``--rounds`` rounds; medians. minilm never imports torch: PyTorch runs in
@@ -163,6 +164,7 @@ def minilm_worker(backend: str, weights_dir: str) -> None:
     from minilm.train.trainer import evaluate_loss
 
     ml.use_backend(backend)
+    ml.backends.tune_allocator()  # as every `minilm` command does (minilm/cli.py main)
     models: dict = {}
 
     def model_for(C: int) -> GPT:
