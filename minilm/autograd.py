@@ -51,18 +51,8 @@ def _bind_tensor(cls: type) -> None:
     global Tensor
     Tensor = cls
 
-__all__ = [
-    "Function",
-    "Node",
-    "add_collected_grads",
-    "backward",
-    "checkpoint",
-    "collect_grads",
-    "enable_grad",
-    "is_grad_enabled",
-    "no_grad",
-    "set_grad_enabled",
-]
+__all__ = ["Function", "Node", "add_collected_grads", "backward", "checkpoint", "collect_grads",
+           "enable_grad", "is_grad_enabled", "no_grad", "set_grad_enabled"]
 
 # ---------------------------------------------------------------------------- grad mode
 
@@ -581,9 +571,11 @@ class _Checkpoint(Function):
                 backward([o for o, _ in pairs], [Tensor(g) for _, g in pairs])
         finally:
             ctx.backend.set_rng_state(state_now)
-        in_grads = [None]
+        in_grads, sink = [None], _grad_sink.grads  # collect_grads: the inputs' are there
         for t in inputs:
-            in_grads.append(t.grad.data if isinstance(t, Tensor) and t.grad is not None else None)
+            got = sink.pop(id(t), None) if sink is not None and isinstance(t, Tensor) else None
+            grad = t.grad.data if isinstance(t, Tensor) and t.grad is not None else None
+            in_grads.append(got[1] if got is not None and got[1] is not None else grad)
         return tuple(in_grads)
 
 

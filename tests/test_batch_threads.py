@@ -6,8 +6,8 @@ pieces under it (collect_grads / add_collected_grads, backends' thread_rng).
 - with dropout the step is repeatable, and its random numbers come from the backend
   generator's stream (the state advances by one draw of slice seeds);
 - hooks: a gradient hook runs once per slice, a post-accumulate hook once per step;
-- the Trainer with batch_threads=2 trains like batch_threads=1 (no dropout, float64)
-  and a resumed threaded run continues bit for bit (tests/test_resume.py's contract).
+- the Trainer with batch_threads=2 trains like batch_threads=1 (no dropout, float64);
+  evaluate_loss over threads equals one batch at a time.
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ from minilm.tensor import Tensor
 from minilm.train.batch_threads import loss_terms, split_rows, threaded_backward
 
 
-def _gpt(dropout=0.0, seed=0):
+def _gpt(dropout=0.0, seed=0, checkpoint=False):
     ml.manual_seed(seed)
     return GPT(GPTConfig(vocab_size=23, context_length=8, n_layers=2, n_heads=2,
-                         d_model=16, dropout=dropout)).double()
+                         d_model=16, dropout=dropout,
+                         checkpoint_activations=checkpoint)).double()
 
 
 def _plain(model, loss_fn, micro):
@@ -43,9 +44,13 @@ def _grads(model):
     return {n: p.grad.numpy().copy() for n, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize("threads, rows, accum", [(2, 5, 1), (2, 4, 2), (3, 7, 1), (2, 1, 1)])
-def test_threaded_step_equals_the_plain_loop(backend, threads, rows, accum):
-    model = _gpt()
+@pytest.mark.parametrize("threads, rows, accum, ckpt", [
+    (2, 5, 1, False), (2, 4, 2, False), (3, 7, 1, False), (2, 1, 1, False), (2, 4, 1, True),
+    (3, 6, 2, True)])
+def test_threaded_step_equals_the_plain_loop(backend, threads, rows, accum, ckpt):
+    # ckpt: activation checkpointing, whose backward runs an inner backward in the
+    # worker (the recomputed block's input gradients must come back out of the sink)
+    model = _gpt(checkpoint=ckpt)
     rng = np.random.default_rng(1)
     micro = [(rng.integers(0, 23, (rows, 8)), rng.integers(0, 23, (rows, 8)))
              for _ in range(accum)]

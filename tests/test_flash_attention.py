@@ -21,12 +21,13 @@ from hypothesis import strategies as st
 import minilm as ml
 from minilm import functional as F
 from minilm.backends import get_backend
+from minilm.backends import _numba_attention as nba
 from minilm.backends import numba_backend as nbb
 from minilm.finite_diff import gradcheck
 from minilm.functional.attention import CausalAttentionFunction
 from minilm.tensor import Tensor
 
-pytestmark = pytest.mark.skipif(not nbb.FLASH_AVAILABLE,
+pytestmark = pytest.mark.skipif(not nba.FLASH_AVAILABLE,
                                 reason="no cblas_?gemm found in NumPy's BLAS library")
 
 shapes = st.tuples(

@@ -107,3 +107,28 @@ def test_encoder_embeddings_do_not_depend_on_threads(backend):
     enc.train()  # encode runs in eval mode and gives the mode back
     enc.encode_ids(ids, threads=2)
     assert enc.training
+
+
+def test_blas_limit_is_changed_by_the_main_thread_only_and_nests():
+    from minilm.backends.threads import one_thread
+
+    before = _blas_threads()
+    seen = []
+
+    def other():  # a section in another thread leaves the process-wide limit alone
+        with one_thread():
+            seen.append(_blas_threads())
+
+    t = threading.Thread(target=other)
+    t.start()
+    t.join()
+    assert seen == [before] and _blas_threads() == before
+    with one_thread():
+        with one_thread():  # nested: the inner exit must not restore
+            pass
+        assert all(n == 1 for n in _blas_threads())
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+        assert all(n == 1 for n in _blas_threads())
+    assert _blas_threads() == before

@@ -223,18 +223,22 @@ _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
 
 def get_num_threads() -> int:
     """Numba's thread count once the Numba backend is in use, else the count given to
-    ``set_num_threads``, else the number of cores this process may run on, capped by
-    any of OMP / OPENBLAS / MKL / NUMBA_NUM_THREADS set in the environment."""
+    ``set_num_threads``, else the number of cores this process may run on; unless
+    ``set_num_threads`` was called, capped by any of OMP / OPENBLAS / MKL /
+    NUMBA_NUM_THREADS set in the environment."""
     if _numba_pool_started():
         import numba
 
-        return numba.get_num_threads()
-    if _num_threads is not None:
+        n = numba.get_num_threads()
+    elif _num_threads is not None:
         return _num_threads
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        n = os.cpu_count() or 1
+    else:
+        try:
+            n = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            n = os.cpu_count() or 1
+    if _num_threads is not None:  # set_num_threads said so: it wins over the variables
+        return n
     for var in _THREAD_VARS:
         value = os.environ.get(var, "").strip()
         if value.isdigit() and int(value) >= 1:

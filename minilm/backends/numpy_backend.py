@@ -30,7 +30,8 @@ class thread_rng:
     """``with thread_rng(seed):`` random ops of this thread (on any CPU backend) draw
     from a generator of its own, seeded with ``seed``, instead of the backend's shared
     one: threads that run dropout side by side (``minilm.train.batch_threads``) then
-    draw repeatable numbers whatever the order the OS runs them in."""
+    draw repeatable numbers whatever the order the OS runs them in. (``manual_seed``
+    inside reseeds the shared generator, not this one.)"""
 
     def __init__(self, seed: int) -> None:
         self.generator = numpy.random.default_rng(seed)

@@ -23,7 +23,9 @@ longest-processing-time rule. A static split (every other batch) left one thread
 Results come back in the order of ``items``; the first exception raised by any ``fn``
 stops the others from taking new items and is re-raised in the caller. A call made
 from inside a worker, with one thread, with fewer than two items, or on a GPU backend
-runs the plain loop in the calling thread.
+runs the plain loop in the calling thread; so does a Numba on its ``workqueue``
+threading layer (the fallback where neither OpenMP nor TBB is installed), which must
+not be entered from two threads at once.
 """
 
 from __future__ import annotations
@@ -46,30 +48,65 @@ def in_worker() -> bool:
     return getattr(_local, "worker", False)
 
 
-def _blas_limit_one() -> Any:
-    """A context that limits BLAS to one thread (a no-op without threadpoolctl)."""
-    global _controller
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:
-        import contextlib
+class _BlasLimitOne:
+    """A context that limits BLAS to one thread (a no-op without threadpoolctl).
 
-        return contextlib.nullcontext()
-    if _controller is None:
-        _controller = ThreadpoolController()
-    return _controller.limit(limits=1, user_api="blas")
+    The limit is process-wide and only the main thread changes it: OpenBLAS ignores a
+    change of its thread count made from another thread (measured with NumPy's
+    scipy-openblas 0.3.31: a worker's ``set_num_threads(2)`` leaves it at 1), so a
+    section entered elsewhere does nothing (BLAS keeps whatever the main thread set;
+    inside ``thread_map`` workers that is already one). Nested sections of the main
+    thread are counted: the outermost sets the limit and restores the original."""
+
+    _depth = 0  # main-thread sections open
+    _limiter: Any = None
+
+    def __enter__(self) -> None:
+        global _controller
+        self.active = threading.current_thread() is threading.main_thread()
+        if not self.active:
+            return
+        cls = type(self)
+        if cls._depth == 0:
+            try:
+                from threadpoolctl import ThreadpoolController
+            except ImportError:
+                cls._limiter = None
+            else:
+                if _controller is None:
+                    _controller = ThreadpoolController()
+                cls._limiter = _controller.limit(limits=1, user_api="blas")
+        cls._depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.active:
+            return
+        cls = type(self)
+        cls._depth -= 1
+        if cls._depth == 0 and cls._limiter is not None:
+            cls._limiter.restore_original_limits()
+            cls._limiter = None
+
+
+def _blas_limit_one() -> _BlasLimitOne:
+    return _BlasLimitOne()
 
 
 def _use_threads(threads: int | None, n_items: int) -> int:
     """How many workers ``thread_map`` starts (1: run in the caller)."""
     import numpy
 
-    from . import current_backend, get_num_threads
+    from . import _numba_pool_started, current_backend, get_num_threads
 
     if in_worker() or n_items < 2:
         return 1
     if current_backend().xp is not numpy:  # a GPU backend: one stream, no CPU threads
         return 1
+    if _numba_pool_started():
+        import numba
+
+        if numba.threading_layer() == "workqueue":  # not safe to enter from two threads
+            return 1
     n = get_num_threads() if threads is None else int(threads)
     if n < 1:
         raise ValueError(f"thread_map: threads must be at least 1, got {threads}")
@@ -149,8 +186,13 @@ def thread_map(fn: Callable[[Any], Any], items: Iterable[Any],
                 for k in range(n)]
         for t in pool:
             t.start()
-        for t in pool:
-            t.join()
+        try:
+            for t in pool:
+                t.join()
+        finally:  # interrupted (Ctrl-C in join): the workers take no new item
+            next_index[0] = len(items)
+            for t in pool:
+                t.join()
     if errors:
         raise errors[0]
     return results

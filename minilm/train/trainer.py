@@ -239,6 +239,7 @@ class Trainer:
             "bad_evals": self.bad_evals,
             "tokens_seen": self.tokens_seen,
             "skipped_steps": self.skipped_steps,
+            "batch_threads": self._batch_threads(),  # slices per micro-batch (dropout streams)
             "model_config": self.model.config.to_dict(),
             "train_config": self.config.to_dict(),
             "tokenizer": self.tokenizer.to_dict() if self.tokenizer is not None else None,
@@ -262,6 +263,12 @@ class Trainer:
         self.bad_evals = int(extra.get("bad_evals", 0))
         self.tokens_seen = int(extra.get("tokens_seen", 0))
         self.skipped_steps = int(extra.get("skipped_steps", 0))
+        was, now = extra.get("batch_threads"), self._batch_threads()
+        if was is not None and int(was) != now and self.is_main:
+            _say(self._bar, f"resume: {now} batch threads now, {was} when the checkpoint was "
+                            "written: with dropout the run continues on other random streams "
+                            "than an uninterrupted one would (give --batch-threads "
+                            f"{was} to match)")
         if Path(path).name == CKPT_NAME:
             self._last_ckpt = (Path(path), self.step)
         current_backend().set_rng_state(rng)
@@ -365,7 +372,11 @@ class Trainer:
 
         c = self.config
         windows = iter_windows(self.val_tokens, c.batch_size, self.model.config.context_length)
-        return evaluate_loss(self.model, windows, c.eval_batches, batch_loss=self._batch_loss)
+        # the plain model loss spreads its batches over threads (evaluate_loss); a
+        # subclass's own batch loss (a process grid's, a teacher's) runs one at a time
+        own = type(self)._batch_loss is not Trainer._batch_loss
+        return evaluate_loss(self.model, windows, c.eval_batches,
+                             batch_loss=self._batch_loss if own else None)
 
     # ------------------------------------------------------------------ the loop
     def train_step(self, batches: Any) -> float:
