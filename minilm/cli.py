@@ -54,6 +54,8 @@ _TRAIN_FLAGS = {
     "seed": (int, "random seed"),
     "backend": (str, "numpy | numba"),
     "dtype": (str, "float32 | float64"),
+    "amp": (str, "mixed precision: off | fp16 (dynamic loss scaling) | bf16 (matmuls in "
+                 "low precision, master weights float32; docs/gpu.md)"),
     "batch-threads": (int, "threads that each take a slice of every batch's rows, kernels "
                            "single-threaded (0: one per core, the default; 1: off)"),
     "dp": (int, "data-parallel ranks (default: world size / (tp * pp))"),

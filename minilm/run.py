@@ -179,6 +179,10 @@ def train(model_cfg: GPTConfig, cfg: TrainConfig, resume: bool = False,
         backends.use_backend(cfg.backend)
     backends.tune_allocator()  # reuse freed activation memory (see docs/performance.md)
     grid = _grid(cfg)
+    if grid is not None and cfg.amp != "off":
+        raise ValueError(f"--amp {cfg.amp} runs in one process (with batch threads) for "
+                         "now; the MPI engine (dp / tp / pp) trains in float32: drop --amp "
+                         "or run without mpiexec")
     main = grid is None or grid.world.rank == 0
     say = log if main else (lambda *a, **k: None)
     run = RunDir.open(cfg.out_dir, resume, overwrite, log=say) if main else None

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 import minilm as ml
 from minilm import functional as F
-from minilm.backends import get_backend
 from minilm.backends import _numba_attention as nba
+from minilm.backends import get_backend
 from minilm.backends import numba_backend as nbb
 from minilm.finite_diff import gradcheck
 from minilm.functional.attention import CausalAttentionFunction

@@ -13,6 +13,7 @@ from typing import Any
 from ..autograd import Function
 from ..tensor import Tensor
 from ._util import unbroadcast
+from .autocast import autocast_dtype, round_to_low_precision
 
 __all__ = ["einsum", "linear", "matmul"]
 
@@ -75,6 +76,9 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
         a = Tensor(a, backend=b.backend)
     if not isinstance(b, Tensor):
         b = Tensor(b, backend=a.backend)
+    if autocast_dtype() is not None:  # minilm.amp.autocast: a low-precision product
+        low = round_to_low_precision
+        return low(Matmul.apply(low(a), low(b)))
     return Matmul.apply(a, b)
 
 
@@ -141,7 +145,12 @@ class LinearFunction(Function):
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """y = x W^T + b (PyTorch's layout: weight is (out_features, in_features))."""
+    """y = x W^T + b (PyTorch's layout: weight is (out_features, in_features)). Inside
+    ``minilm.amp.autocast`` x, W, b and y are rounded to its dtype (functional/autocast.py)."""
+    if autocast_dtype() is not None:
+        low = round_to_low_precision
+        args = (low(x), low(weight)) if bias is None else (low(x), low(weight), low(bias))
+        return low(LinearFunction.apply(*args))
     if bias is None:
         return LinearFunction.apply(x, weight)
     return LinearFunction.apply(x, weight, bias)
@@ -258,4 +267,7 @@ def einsum(equation: str, *operands: Tensor) -> Tensor:
     """Einstein summation, e.g. ``einsum("bhqd,bhkd->bhqk", q, k)``."""
     if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
         operands = tuple(operands[0])
+    if autocast_dtype() is not None:
+        low = round_to_low_precision
+        return low(Einsum.apply(equation, *(low(t) for t in operands)))
     return Einsum.apply(equation, *operands)

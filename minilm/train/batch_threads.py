@@ -41,6 +41,16 @@ def _array(a: Any) -> np.ndarray:
     return np.asarray(a.numpy() if isinstance(a, Tensor) else a)
 
 
+def _overflow_quiet(loss_scale: float) -> Any:
+    """With loss scaling, a gradient overflowing to inf is expected now and then (the
+    scaler then skips the step): no NumPy warning for it. (errstate is per thread.)"""
+    import contextlib
+
+    if loss_scale == 1.0:
+        return contextlib.nullcontext()
+    return np.errstate(over="ignore", invalid="ignore")
+
+
 def loss_terms(y: Any) -> int:
     """How many terms the mean loss of targets ``y`` averages: the integer targets that
     are not ``IGNORE_INDEX`` (-100), or the rows of float targets."""
@@ -61,11 +71,12 @@ def split_rows(x: Any, y: Any, parts: int) -> list:
     return [(x[a:b], y[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def threaded_backward(loss_fn: Any, micro_batches: list, threads: int) -> float:
+def threaded_backward(loss_fn: Any, micro_batches: list, threads: int,
+                      loss_scale: float = 1.0) -> float:
     """Run ``loss_fn(x, y)`` (a scalar mean-loss Tensor) and its backward for the rows of
     each micro-batch split over ``threads`` threads; the gradients of the whole step
-    (the mean of the micro-batches' mean losses) are added into ``.grad``. Returns that
-    loss as a float."""
+    (the mean of the micro-batches' mean losses) are added into ``.grad``, times
+    ``loss_scale`` (mixed precision's loss scaling). Returns that loss as a float."""
     slices, weights = [], []
     for x, y in micro_batches:
         parts = split_rows(x, y, threads)
@@ -82,7 +93,8 @@ def threaded_backward(loss_fn: Any, micro_batches: list, threads: int) -> float:
         # added after it, in order: the same sum whichever thread ends first
         with thread_rng(int(seeds[k])), collect_grads(into_grad=k == 0) as sink:
             loss = loss_fn(*slices[k])
-            (loss * weights[k]).backward()
+            with _overflow_quiet(loss_scale):
+                (loss * (weights[k] * loss_scale)).backward()
         return float(loss.item()), sink
 
     out = thread_map(run, range(len(slices)), threads)

@@ -85,6 +85,7 @@ RULES: dict[str, tuple] = {
     "progress": (bool, None, "true or false"),
     "plot": (bool, None, "true or false"),
     "skip_nonfinite": (bool, None, "true or false"),
+    "amp": (str, lambda x: x in ("off", "fp16", "bf16"), "off, fp16 or bf16"),
     "dp": (int, _pos, "an integer >= 1"),
     "tp": (int, _pos, "an integer >= 1"),
     "pp": (int, _pos, "an integer >= 1"),
@@ -158,6 +159,7 @@ class TrainConfig:
     progress: bool = True
     plot: bool = True
     skip_nonfinite: bool = False  # skip (and count) steps with a NaN/inf loss or gradient
+    amp: str = "off"  # mixed precision: off | fp16 (with dynamic loss scaling) | bf16
     # parallelism (under mpiexec): dp defaults to world size / (tp * pp)
     dp: int | None = None
     tp: int = 1

@@ -54,13 +54,14 @@ from typing import Any
 import numpy as np
 
 from .. import optim
+from ..amp import GradScaler, autocast
 from ..autograd import no_grad
 from ..backends import current_backend, get_num_threads
 from ..backends.threads import thread_map
 from ..data._io import atomic_write_bytes
 from ..nn.transformer import GPT
 from ..tensor import Tensor
-from .batch_threads import threaded_backward
+from .batch_threads import _overflow_quiet, threaded_backward
 from .config import TrainConfig
 from .training_state import load_training_state, save_training_state
 
@@ -230,6 +231,9 @@ class Trainer:
         self._last_ckpt: tuple | None = None  # (path, step) of the last ckpt written/read
         self._signal: int = 0  # the first stop signal received (0: none)
         self._bar: Any = None  # fit's progress bar (warnings are written through it)
+        # mixed precision: autocast's dtype (None: off), and the loss scaler (fp16 only)
+        self._amp = {"fp16": "float16", "bf16": "bfloat16"}.get(c.amp)
+        self.scaler = GradScaler(enabled=c.amp == "fp16")
 
     # ------------------------------------------------------------------ checkpoints
     def _extra(self) -> dict:
@@ -240,6 +244,7 @@ class Trainer:
             "tokens_seen": self.tokens_seen,
             "skipped_steps": self.skipped_steps,
             "batch_threads": self._batch_threads(),  # slices per micro-batch (dropout streams)
+            "scaler": self.scaler.state_dict(),
             "model_config": self.model.config.to_dict(),
             "train_config": self.config.to_dict(),
             "tokenizer": self.tokenizer.to_dict() if self.tokenizer is not None else None,
@@ -263,6 +268,8 @@ class Trainer:
         self.bad_evals = int(extra.get("bad_evals", 0))
         self.tokens_seen = int(extra.get("tokens_seen", 0))
         self.skipped_steps = int(extra.get("skipped_steps", 0))
+        if extra.get("scaler") is not None and self.scaler.enabled:
+            self.scaler.load_state_dict(extra["scaler"])
         was, now = extra.get("batch_threads"), self._batch_threads()
         if was is not None and int(was) != now and self.is_main:
             _say(self._bar, f"resume: {now} batch threads now, {was} when the checkpoint was "
@@ -302,27 +309,44 @@ class Trainer:
         gradients accumulated over them); returns their mean loss."""
         c = self.config
         threads = self._batch_threads()
+        scale = self.scaler.get_scale()  # 1 unless fp16 mixed precision
         if threads > 1:
-            mean = threaded_backward(self._micro_loss, micro_batches, threads)
+            mean = threaded_backward(self._amp_loss, micro_batches, threads, scale)
         else:
             total = 0.0
             for x, y in micro_batches:
-                loss = self._micro_loss(x, y)
-                (loss / len(micro_batches)).backward()
+                loss = self._amp_loss(x, y)
+                with _overflow_quiet(scale):
+                    (loss * (scale / len(micro_batches))).backward()
                 total += float(loss.item())
             mean = total / len(micro_batches)
         mean = self._after_backward(mean)
+        overflow = self.scaler.unscale_(self.optimizer) if self.scaler.enabled else False
         params = list(self.model.parameters())
         norm = optim.get_total_norm([p.grad for p in params if p.grad is not None])
         self._nonfinite = _check_finite(mean, norm)
-        if self._nonfinite is None:
+        if overflow and math.isfinite(mean):
+            # fp16 gradients overflowed at this loss scale: the scaler skips the step
+            # and halves the scale (its normal work, not an error)
+            self._nonfinite = None
+        elif self._nonfinite is None:
             if c.grad_clip and c.grad_clip > 0:
                 optim.clip_grad_norm_(params, c.grad_clip)
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)
+        if self.scaler.enabled:
+            self.scaler.update()
         self.optimizer.zero_grad()  # a non-finite step leaves parameters and moments as is
         if self._nonfinite is not None and not c.skip_nonfinite:
             raise FloatingPointError(f"{self._nonfinite[0]} is {self._nonfinite[1]}")
         return mean
+
+    def _amp_loss(self, x: Any, y: Any) -> Tensor:
+        """The micro-batch loss under ``autocast`` when mixed precision is on (autocast
+        is per thread: each batch-thread worker enters it here)."""
+        if self._amp is None:
+            return self._micro_loss(x, y)
+        with autocast(self._amp):
+            return self._micro_loss(x, y)
 
     def _batch_threads(self) -> int:
         """Hook: how many threads split each micro-batch's rows (train/batch_threads.py):
@@ -437,6 +461,9 @@ class Trainer:
                        "tokens_per_s": round(tps, 1), "tokens": self.tokens_seen}
                 if self.skipped_steps:
                     row["skipped"] = self.skipped_steps
+                if self.scaler.enabled:  # fp16: the loss scale and the steps it skipped
+                    row["loss_scale"] = self.scaler.get_scale()
+                    row["amp_skipped"] = self.scaler.skipped
                 logged = self.step % c.log_interval == 0 or self.step == 1
                 if logged:
                     self._log(row)
