@@ -409,6 +409,22 @@ def _classify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_techniques_parser(sub: Any) -> None:
+    p = sub.add_parser("techniques", help="the techniques minilm implements, grouped by "
+                                          "subsystem: formula and the command that runs each "
+                                          "(docs/techniques.md)")
+    p.add_argument("--subsystem", default=None,
+                   help="only this subsystem (a section of docs/techniques.md)")
+    p.set_defaults(func=_techniques)
+
+
+def _techniques(args: argparse.Namespace) -> int:
+    from .techniques import format_index, load_index
+
+    print(format_index(load_index(), args.subsystem))
+    return 0
+
+
 def _add_embed_parser(sub: Any) -> None:
     p = sub.add_parser("embed", help="sentence embeddings of texts with a pretrained encoder "
                                      "(all-MiniLM-L6-v2); --similarity prints their cosines")
@@ -506,6 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_pretrain_mlm_parser(sub)
     _add_embed_parser(sub)
+    _add_techniques_parser(sub)
     sub.add_parser("info", help="versions and backends").set_defaults(func=_info)
     return parser
 
