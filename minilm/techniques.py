@@ -123,7 +123,8 @@ def load_index(path: str | Path | None = None) -> list[dict]:
 
 def format_index(rows: list[dict], subsystem: str | None = None) -> str:
     """The rows as text grouped by subsystem, one line per technique:
-    ``technique — formula — run command``, with ``[status: note]`` unless done.
+    ``technique — formula — run command`` (backticks dropped), with ``[status: note]``
+    unless done.
 
     ``subsystem`` keeps only the sections whose name contains it (case-insensitive);
     ValueError names the known sections when none matches.
@@ -143,7 +144,8 @@ def format_index(rows: list[dict], subsystem: str | None = None) -> str:
                 out.append("")
             current = r["subsystem"]
             out.append(current)
-        parts = [r["technique"], r["formula"] or EMPTY, r["run"] or EMPTY]
+        parts = [r["technique"].replace("`", ""), r["formula"].replace("`", "") or EMPTY,
+                 r["run"] or EMPTY]
         line = "  " + " — ".join(parts)
         if r["status"] != "done":
             line += f"  [{r['status']}" + (f": {r['note']}]" if r["note"] else "]")
