@@ -61,7 +61,7 @@ from ..backends.threads import thread_map
 from ..data._io import atomic_write_bytes
 from ..nn.transformer import GPT
 from ..tensor import Tensor
-from .batch_threads import _overflow_quiet, threaded_backward
+from .batch_threads import _overflow_quiet, loss_terms, threaded_backward
 from .config import TrainConfig
 from .training_state import load_training_state, save_training_state
 
@@ -115,7 +115,8 @@ def model_batch_loss(model: Any, x: Any, y: Any) -> float:
 @no_grad()
 def evaluate_loss(model: Any, batches: Any, max_batches: int | None = None,
                   batch_loss: Callable[[Any, Any], float] | None = None) -> dict:
-    """Mean next-token cross-entropy over ``batches`` of (x, y), weighted by tokens, and
+    """Mean next-token cross-entropy over ``batches`` of (x, y), weighted by the targets
+    each batch's mean counts (targets of -100 are not counted), and
     its perplexity exp(loss). ``batch_loss(x, y)`` gives one batch's mean loss (default:
     ``model(x, y)``'s; a process grid passes its engine's, reduced over the grid).
 
@@ -128,16 +129,16 @@ def evaluate_loss(model: Any, batches: Any, max_batches: int | None = None,
 
     def one(xy: tuple) -> tuple:
         with no_grad():  # grad mode is per thread
-            return model_batch_loss(model, *xy), int(np.asarray(xy[1]).size)
+            return model_batch_loss(model, *xy), loss_terms(xy[1])
 
     try:
         if batch_loss is None:
             results = thread_map(one, batches)
         else:
-            results = [(batch_loss(x, y), int(np.asarray(y).size)) for x, y in batches]
+            results = [(batch_loss(x, y), loss_terms(y)) for x, y in batches]
     finally:
         model.train(was_training)
-    total = sum(float(mean) * n for mean, n in results)
+    total = sum(float(mean) * n for mean, n in results if n)  # all-ignored batch: no term
     count = sum(n for _, n in results)
     if count == 0:
         raise ValueError("evaluate_loss: no evaluation batch (is the validation split empty?)")
