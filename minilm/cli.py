@@ -521,6 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .pretrain import add_pretrain_mlm_parser
 
     add_pretrain_mlm_parser(sub)
+    from .tune import add_search_parser
+
+    add_search_parser(sub)
     _add_embed_parser(sub)
     _add_techniques_parser(sub)
     sub.add_parser("info", help="versions and backends").set_defaults(func=_info)
