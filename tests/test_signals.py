@@ -205,6 +205,7 @@ def test_in_process_stop_restores_the_handlers(tmp_path):
 
 def test_second_signal_during_the_checkpoint_write_keeps_the_previous_one(tmp_path,
                                                                          monkeypatch):
+    before = signal.getsignal(signal.SIGINT)  # SIG_IGN when the suite runs in the background
     t = _trainer(tmp_path, ckpt_interval=2)
     _signal_at(t, 3)  # the stop then writes the checkpoint of step 3 ...
     ckpt = tmp_path / "ckpt.safetensors"
@@ -224,10 +225,11 @@ def test_second_signal_during_the_checkpoint_write_keeps_the_previous_one(tmp_pa
     assert ckpt.read_bytes() == seen["old"]  # the step-2 checkpoint, untouched
     assert load_training_state(ckpt)["step"] == 2
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_fit_outside_the_main_thread_installs_no_handler(tmp_path):
+    before = signal.getsignal(signal.SIGINT)
     t = _trainer(tmp_path, max_steps=3)
     errors = []
 
@@ -241,4 +243,4 @@ def test_fit_outside_the_main_thread_installs_no_handler(tmp_path):
     th.start()
     th.join(60)
     assert not errors and t.step == 3
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before
