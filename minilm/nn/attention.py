@@ -8,6 +8,17 @@ Scaled dot-product attention for one head::
 with M = 0 where a query may attend to a key and -inf elsewhere. Multi-head attention
 projects the input to h sets of (Q, K, V) of width d_k = d_model / h, attends in each
 head independently, concatenates the h outputs and projects back to d_model.
+
+Top-k (hard) attention (``top_k=k``): with S = Q K^T / sqrt(d_k) + M, each query row i
+keeps only its k largest allowed scores,
+
+    M_k[i, j] = 0 if S[i, j] >= s_i^(k) (and j is allowed), else -inf
+    TopK-Attention(Q, K, V) = softmax(S + M_k) V
+
+where s_i^(k) is the k-th largest allowed score of row i. Ties at s_i^(k) keep every
+tied entry (a row may keep more than k keys); a row with at most k allowed keys is
+ordinary attention. The selection is piecewise constant in Q and K, so it has no
+gradient: the gradient flows through the kept scores only, as through any mask.
 """
 
 from __future__ import annotations
@@ -213,11 +224,15 @@ class MultiHeadAttention(Module):
     features and hands them to ``out_proj``. TensorParallelAttention keeps n_heads / tp
     heads and swaps in a column-parallel qkv (this rank's heads' q, k, v rows) and a
     row-parallel out_proj (whose allreduce sums the ranks' partial outputs), and reuses
-    this forward unchanged."""
+    this forward unchanged.
+
+    ``top_k``: each query attends to its k highest-scoring allowed keys only (see the
+    module docstring; the fused causal kernels are then skipped)."""
 
     def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True,
                  causal: bool = True, window: int | None = None, cross: bool = False,
-                 rope: RotaryEmbedding | None = None, layer_index: int = 0) -> None:
+                 rope: RotaryEmbedding | None = None, layer_index: int = 0,
+                 top_k: int | None = None) -> None:
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"MultiHeadAttention: d_model {d_model} is not divisible by "
@@ -227,6 +242,10 @@ class MultiHeadAttention(Module):
         self.causal, self.window, self.cross = causal, window, cross
         self.dropout_p = dropout
         self.layer_index = layer_index
+        if top_k is not None and (isinstance(top_k, bool) or int(top_k) != top_k or top_k < 1):
+            raise ValueError(f"MultiHeadAttention: top_k must be an integer >= 1 or None, "
+                             f"got {top_k!r}")
+        self.top_k = None if top_k is None else int(top_k)
         if cross:
             self.q_proj = Linear(d_model, d_model, bias=bias)
             self.kv_proj = Linear(d_model, 2 * d_model, bias=bias)
@@ -277,16 +296,42 @@ class MultiHeadAttention(Module):
         return (n is not None and qkv.shape[1] >= n and self.causal and cache is None
                 and self.rope is None and self.window is None and key_padding_mask is None
                 and (self.dropout_p == 0.0 or not self.training)
-                and qkv.dtype.kind == "f")
+                and qkv.dtype.kind == "f" and getattr(self, "top_k", None) is None)
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Any, is_causal: bool) -> Tensor:
         """softmax(q k^T / sqrt(d) + M) v per head, heads concatenated, out_proj."""
         B, _, T, _ = q.shape
         drop = self.dropout_p if self.training else 0.0
+        if getattr(self, "top_k", None) is not None:
+            mask, is_causal = self._top_k_mask(q, k, mask, is_causal), False
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop,
                                            is_causal=is_causal)
         y = y.transpose(1, 2).reshape(B, T, self.n_local_heads * self.head_dim)
         return self.resid_dropout(self.out_proj(y))
+
+    def _top_k_mask(self, q: Tensor, k: Tensor, mask: Any, is_causal: bool) -> Tensor:
+        """Bool (B, H, T, S) mask, True where key j is allowed (``mask`` / ``is_causal``)
+        and its score q_i . k_j is among row i's ``top_k`` largest allowed ones (ties at
+        the k-th value all kept). Computed on the raw arrays: no gradient."""
+        xp = q.backend.xp
+        T, S = q.shape[-2], k.shape[-2]
+        if is_causal:
+            allowed = xp.tril(xp.ones((T, S), dtype=bool))
+        elif mask is None:
+            allowed = xp.ones((T, S), dtype=bool)
+        else:
+            allowed = mask.data if isinstance(mask, Tensor) else xp.asarray(mask)
+        scores = xp.matmul(q.data, xp.swapaxes(k.data, -1, -2))  # the scale keeps the order
+        scores = xp.where(allowed, scores, -xp.inf)
+        n = self.top_k
+        if n < S:
+            # k-th largest = the (S - k)-th smallest; -inf (disallowed) entries sort first,
+            # so a row with fewer than k allowed keys gets -inf: it keeps all of them
+            kth = xp.partition(scores, S - n, axis=-1)[..., S - n:S - n + 1]
+            keep = (scores >= kth) & allowed
+        else:
+            keep = xp.broadcast_to(allowed, scores.shape)
+        return Tensor._make(keep)
 
     def cross_keys_values(self, context: Tensor) -> tuple:
         """K, V (B, H, S, d) of the context for cross-attention: kv_proj(context) split
@@ -321,6 +366,8 @@ class MultiHeadAttention(Module):
 
     def extra_repr(self) -> str:
         extra = f", window={self.window}" if self.window else ""
+        if getattr(self, "top_k", None) is not None:
+            extra += f", top_k={self.top_k}"
         return (f"d_model={self.d_model}, n_heads={self.n_heads}, causal={self.causal}"
                 f"{', cross=True' if self.cross else ''}{extra}")
 

@@ -12,12 +12,16 @@ fused by the Numba backend) and BLAS products, and drops the rest. Per block, wi
     q,k,v  = split(h W_qkv^T + b_qkv) into heads          (RoPE: rotate q, k by p)
     K, V   = the cache with k, v written at column p      (B, H, p + 1, d_h)
     a      = softmax(q K^T / sqrt(d_h) + M) V             M: -inf outside a local window
+                                                          and, with attn_top_k = k, at
+                                                          all but the k largest scores
     x      = x + a W_o^T + b_o
     x      = x + GELU(Norm2(x) W_fc^T + b_fc) W_proj^T + b_proj
 
 and the logits of the new token only: Norm_f(x) W_head^T. ``tests/test_decode.py``
 checks it against ``GPT.forward`` with a cache for every positional scheme, both norms,
-both GELUs, a window, no biases, float64 and float32.
+both GELUs, a window, no biases, float64 and float32; ``tests/test_topk_attention.py``
+and ``tests/test_layer_sharing.py`` check top-k attention and a shared block (one block
+applied n_layers times, ``GPT.layer_blocks``; application i is cache layer i).
 """
 
 from __future__ import annotations
@@ -96,7 +100,8 @@ def decode_step(model: Any, ids: Any, cache: KVCache) -> np.ndarray:
         cos = model.rope.cos.data[p].astype(dtype, copy=False)
         sin = model.rope.sin.data[p].astype(dtype, copy=False)
     start = 0 if c.window is None else max(0, p + 1 - c.window)  # first key it may see
-    for i, block in enumerate(model.blocks):
+    top_k = getattr(c, "attn_top_k", None)
+    for i, block in enumerate(model.layer_blocks()):
         attn, mlp = block.attn, block.mlp
         qkv = _linear(_norm(be, block.ln1, x), attn.qkv.weight.data,
                       attn.qkv.bias.data if attn.qkv.bias is not None else None)
@@ -109,6 +114,10 @@ def decode_step(model: Any, ids: Any, cache: KVCache) -> np.ndarray:
         vc[:, :, p] = v
         keys, values = kc[:, :, start:p + 1], vc[:, :, start:p + 1]
         s = np.matmul(keys, q[..., None])[..., 0] * scale  # (B, H, S)
+        S = s.shape[-1]
+        if top_k is not None and top_k < S:  # keep the k largest (ties at the k-th all kept)
+            kth = np.partition(s, S - top_k, axis=-1)[..., S - top_k:S - top_k + 1]
+            s = np.where(s >= kth, s, -np.inf)
         s = be.softmax(s, -1)
         a = np.matmul(s[:, :, None, :], values)[:, :, 0]  # (B, H, d_h)
         x = x + _linear(a.reshape(B, c.d_model), attn.out_proj.weight.data,

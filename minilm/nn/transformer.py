@@ -4,12 +4,28 @@ Pre-LN block (GPT-2):   x = x + Dropout(Attn(LN1(x)));   x = x + Dropout(MLP(LN2
 MLP:                    Linear(d, 4d) -> GELU -> Linear(4d, d)
 GPT:                    logits = LN_f(blocks(E_tok[ids] + E_pos)) W_head^T
 with W_head = E_tok when the input and output embeddings are tied.
+
+Options of GPTConfig beyond the GPT-2 layout:
+
+- ``attn_top_k = k``: top-k (hard) attention in every block, each query attending to its
+  k highest-scoring allowed keys only (formula in minilm/nn/attention.py; ties at the
+  k-th score all kept). k >= the number of allowed keys is ordinary attention.
+- ``share_layers``: ALBERT-style cross-layer sharing, one block applied n_layers times,
+  x <- Block_theta(x), L times. The parameters then do not grow with n_layers; the
+  state_dict holds the one block under ``blocks.0.*`` (``self.blocks`` is a ModuleList
+  of length 1, ``layer_blocks()`` the n_layers applications). Application l uses KV-cache
+  layer l (the forward loop sets the block's ``attn.layer_index = l`` before it), so a
+  cache holds n_layers layers as for an unshared model. The gradient of a shared
+  parameter is the sum of its n_layers uses. Loading a checkpoint of the other layout
+  is a ValueError saying so. Pipeline parallelism splits ``blocks`` into stages and
+  cannot split one shared block: do not use it with share_layers.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from functools import partial
 from typing import Any
@@ -56,11 +72,13 @@ class TransformerBlock(Module):
     def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.0,
                  bias: bool = True, causal: bool = True, window: int | None = None,
                  norm: str = "layernorm", activation: str = "gelu",
-                 rope: RotaryEmbedding | None = None, layer_index: int = 0) -> None:
+                 rope: RotaryEmbedding | None = None, layer_index: int = 0,
+                 top_k: int | None = None) -> None:
         super().__init__()
         self.ln1 = _norm(norm, d_model)
         self.attn = MultiHeadAttention(d_model, n_heads, dropout, bias, causal=causal,
-                                       window=window, rope=rope, layer_index=layer_index)
+                                       window=window, rope=rope, layer_index=layer_index,
+                                       top_k=top_k)
         self.ln2 = _norm(norm, d_model)
         self.mlp = MLP(d_model, d_ff, dropout, bias, activation)
 
@@ -102,8 +120,10 @@ _GPT_RULES: dict[str, tuple] = {
     "window": (int, lambda x: x >= 1, "an integer >= 1 (or None: full causal attention)"),
     "init_std": (float, lambda x: 0.0 < x < math.inf, "a finite number > 0"),
     "checkpoint_activations": (bool, None, "True or False"),
+    "attn_top_k": (int, lambda x: x >= 1, "an integer >= 1 (or None: ordinary attention)"),
+    "share_layers": (bool, None, "True or False"),
 }
-_OPTIONAL = ("d_ff", "window")
+_OPTIONAL = ("d_ff", "window", "attn_top_k")
 
 
 def _checked(name: str, value: Any) -> Any:
@@ -154,6 +174,8 @@ class GPTConfig:
     window: int | None = None
     init_std: float = 0.02
     checkpoint_activations: bool = False
+    attn_top_k: int | None = None  # top-k attention: keep each query's k largest scores
+    share_layers: bool = False  # ALBERT: one block applied n_layers times
 
     def __post_init__(self) -> None:
         # every field's type and range, one table (_GPT_RULES); then what ties fields
@@ -199,11 +221,11 @@ class GPT(Module):
             rope = RotaryEmbedding(c.d_model // c.n_heads, c.context_length)
             self.rope = rope
         self.drop = Dropout(c.dropout)
-        self.blocks = ModuleList(
+        self.blocks = ModuleList(  # one block when shared (applied n_layers times)
             TransformerBlock(c.d_model, c.n_heads, c.d_ff, c.dropout, c.bias, causal=True,
                              window=c.window, norm=c.norm, activation=c.activation, rope=rope,
-                             layer_index=i)
-            for i in range(c.n_layers)
+                             layer_index=i, top_k=c.attn_top_k)
+            for i in range(1 if c.share_layers else c.n_layers)
         )
         self.ln_f = _norm(c.norm, c.d_model)
         self.head = Linear(c.d_model, c.vocab_size, bias=False)
@@ -243,7 +265,10 @@ class GPT(Module):
                 f"{c.context_length}; crop the prompt to its last {c.context_length} tokens"
             )
         x = self.embed(ids, offset)
-        for block in self.blocks:
+        shared = getattr(c, "share_layers", False)
+        for i, block in enumerate(self.layer_blocks()):
+            if shared:  # application i is cache layer i
+                block.attn.layer_index = i
             if c.checkpoint_activations and self.training and cache is None:
                 # the mask goes in with the block (a constant, not a differentiable input)
                 x = checkpoint(partial(block, key_padding_mask=key_padding_mask), x)
@@ -258,6 +283,33 @@ class GPT(Module):
         if not isinstance(targets, Tensor):
             targets = Tensor(np.asarray(targets))
         return logits, self.loss(logits, targets)
+
+    def layer_blocks(self) -> list:
+        """The block of each of the n_layers applications, in order: ``list(blocks)``,
+        or the shared block n_layers times (``share_layers``)."""
+        if getattr(self.config, "share_layers", False):
+            return [self.blocks[0]] * self.config.n_layers
+        return list(self.blocks)
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True) -> Any:
+        """Module.load_state_dict, after checking (strict) that a checkpoint of one block
+        (``share_layers=True``) is not loaded into an unshared model, nor one of several
+        blocks into a shared model."""
+        if strict and isinstance(state_dict, Mapping):
+            n = len({k.split(".")[1] for k in state_dict if k.startswith("blocks.")})
+            L = self.config.n_layers
+            if getattr(self.config, "share_layers", False) and n > 1:
+                raise ValueError(
+                    f"GPT.load_state_dict: this model shares one block across its {L} "
+                    f"layers (share_layers=True, keys blocks.0.*), the checkpoint has {n} "
+                    f"separate blocks (blocks.0 .. blocks.{n - 1}): load it into a GPT with "
+                    f"share_layers=False")
+            if not getattr(self.config, "share_layers", False) and n == 1 and len(self.blocks) > 1:
+                raise ValueError(
+                    f"GPT.load_state_dict: this model has {len(self.blocks)} separate blocks, "
+                    f"the checkpoint one (blocks.0.*), as a GPT with share_layers=True (or "
+                    f"one layer) saves it: load it into a GPT with share_layers=True")
+        return super().load_state_dict(state_dict, strict)
 
     # the forward pass in pieces: tensor- and pipeline-parallel models reuse them
     def embed(self, ids: Tensor, offset: int = 0) -> Tensor:

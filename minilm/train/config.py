@@ -56,6 +56,8 @@ RULES: dict[str, tuple] = {
     "window": (int, _pos, "an integer >= 1 (omit it for full causal attention)"),
     "init_std": (float, lambda x: 0.0 < x < _INF, "a finite number > 0"),
     "checkpoint_activations": (bool, None, "true or false"),
+    "attn_top_k": (int, _pos, "an integer >= 1 (omit it for ordinary attention)"),
+    "share_layers": (bool, None, "true or false"),
     # [train]
     "out_dir": (str, lambda x: x != "", "a non-empty path"),
     "data": (str, lambda x: x != "", "a non-empty path"),
