@@ -60,6 +60,7 @@ LAYERS = {
     "run": 7, "cli": 7, "__main__": 7, "compress": 7, "classify": 7, "pretrain": 7,
     "tune": 7,
     "techniques": 7,
+    "viz": 7,
     "": 7,  # the root package minilm/__init__.py: the facade, beside the commands
 }
 
