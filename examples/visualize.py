@@ -2,7 +2,7 @@
 
     python examples/visualize.py                 # runs/viz: all figures
     python examples/visualize.py --quick         # smaller figures, a few seconds
-    python examples/visualize.py --run runs/minilm-l2 --prompt "The cat"   # a trained run
+    python examples/visualize.py --run runs/my-run --prompt "The cat"   # a `minilm train` run
 
 Writes into --out (default runs/viz):
   graph.dot (+ graph.svg when graphviz's ``dot`` is installed)  autograd graph of a tiny
