@@ -442,7 +442,8 @@ def evaluate_student(student: Any, teacher: SentenceEncoder, sentences: Sequence
     cos = (s * t).sum(1) / np.maximum(np.linalg.norm(s, axis=1) * np.linalg.norm(t, axis=1),
                                       1e-12)
     nn_ = []
-    for e in (t, s):
+    for e in (t, s):  # cosine: unit rows (a teacher_emb passed in need not be normalised)
+        e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
         sim = e @ e.T
         np.fill_diagonal(sim, -np.inf)
         nn_.append(sim.argmax(1))
