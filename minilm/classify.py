@@ -31,6 +31,7 @@ hyperparameters, vectorizer, label names; written atomically by
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -501,3 +502,74 @@ def read_predict_file(path: str | os.PathLike, label_names: list[str]) -> tuple:
             raise ValueError(f"--predict-file {p}:{n}: the text has no words to classify")
         texts.append(line)
     return texts, (np.array(labels) if labelled else None)
+
+
+# ---------------------------------------------------------------------------- the command
+
+
+def add_classify_parser(sub: Any) -> None:
+    """The classify subcommand of ``minilm`` (minilm/cli.py)."""
+    p = sub.add_parser("classify", help="train a text classifier on BBC News (test metrics, "
+                                        "confusion PNG, saved run), or --predict with a run")
+    p.add_argument("--model", choices=MODELS, default=None,
+                   help="hash (naive Bayes by hashing), tfidf-logreg, or a neural model "
+                        "on word ids: lstm, gru (bidirectional, mean-pooled), textcnn, "
+                        "transformer (encoder, mean-pooled)")
+    p.add_argument("--out-dir", required=True, help="the run directory")
+    p.add_argument("--predict", default=None, metavar="TEXT",
+                   help="classify TEXT with the run in --out-dir instead of training")
+    p.add_argument("--predict-file", default=None, metavar="FILE",
+                   help="classify every line of FILE (one article per line; with "
+                        "label<TAB>text lines, also report the accuracy)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="most epochs (iterative models; early stopping on val; default 100, "
+                        "encoder fine-tuning 4)")
+    p.add_argument("--init", default="all-MiniLM-L6-v2",
+                   help="--model encoder: the pretrained encoder (a name, a folder, or a "
+                        "minilm pretrain-mlm run)")
+    p.add_argument("--finetune", choices=("probe", "full", "llrd"), default="full",
+                   help="--model encoder: linear probe (frozen encoder), full fine-tuning, "
+                        "or layer-wise learning-rate decay")
+    p.add_argument("--max-len", type=int, default=None,
+                   help="--model encoder: tokens per article (default 128)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (tfidf-logreg: 0.05)")
+    p.add_argument("--seed", type=int, default=0, help="shuffling seed")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the train/val/test split")
+    p.add_argument("--group-duplicates", action="store_true",
+                   help="keep exact and near-duplicate articles inside one split")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the classifier already in --out-dir")
+    p.add_argument("--limit", type=int, default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=_classify)
+
+
+def _classify(args: argparse.Namespace) -> int:
+    if args.predict is not None or args.predict_file is not None:
+        flag = "--predict" if args.predict is not None else "--predict-file"
+        if args.predict is not None and args.predict_file is not None:
+            raise ValueError("give --predict TEXT or --predict-file FILE, not both")
+        if args.model is not None:
+            raise ValueError(f"{flag} uses the run's own model; drop --model")
+        labels = None
+        if args.predict is not None:
+            texts = [args.predict]
+        else:
+            texts, labels = read_predict_file(args.predict_file, load_classifier(args.out_dir)[1])
+        results = predict_run(args.out_dir, texts)
+        for r in results:
+            probs = "  ".join(f"{n} {p:.4f}" for n, p in r["probabilities"].items())
+            print(f"{r['label']}\t({probs})")
+        if labels is not None:
+            names = list(results[0]["probabilities"])
+            hits = sum(names.index(r["label"]) == y for r, y in zip(results, labels))
+            print(f"accuracy {hits / len(labels):.4f} ({hits} of {len(labels)} lines)")
+        return 0
+    if args.model is None:
+        raise ValueError("give --model to train (or --predict TEXT to use a trained run)")
+    train_classifier(args.model, args.out_dir, epochs=args.epochs, lr=args.lr, seed=args.seed,
+                     split_seed=args.split_seed, group_duplicates=args.group_duplicates,
+                     overwrite=args.overwrite, limit=args.limit,
+                     progress=not args.no_progress and sys.stderr.isatty(), init=args.init,
+                     finetune=args.finetune, max_len=args.max_len)
+    return 0

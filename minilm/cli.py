@@ -254,177 +254,6 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _compress_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out-dir", required=True, help="the trained run")
-    p.add_argument("--checkpoint", default="best", help="best or last (the float model)")
-    p.add_argument("--batch-size", type=int, default=8, help="validation batch size")
-    p.add_argument("--eval-batches", type=int, default=16,
-                   help="validation batches for the perplexity before and after")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing compressed model of the same name")
-
-
-def _add_compress_parsers(sub: Any) -> None:
-    from .compress import METHODS
-
-    p = sub.add_parser("quantize", help="quantize a trained run (writes <out-dir>/<tag>."
-                                        "safetensors; sample/eval it with --checkpoint <tag>)")
-    _compress_common(p)
-    p.add_argument("--method", required=True, choices=METHODS)
-    p.add_argument("--bits", type=int, default=None, help="gptq: 4 (default) or 8")
-    p.add_argument("--group-size", type=int, default=None,
-                   help="inputs per scale (int4/gptq default 64; default for int8: one "
-                        "scale per output channel)")
-    p.add_argument("--calib-batches", type=int, default=8,
-                   help="training batches for gptq and w8a8 --act tensor")
-    p.add_argument("--act", choices=("token", "tensor"), default="token",
-                   help="w8a8 activation scales: per token at run time, or per tensor "
-                        "from calibration")
-    p.add_argument("--threshold", type=float, default=6.0,
-                   help="llm-int8: input columns above this magnitude stay float")
-    p.set_defaults(func=_quantize)
-
-    p = sub.add_parser("prune", help="magnitude-prune a trained run (writes pruned-<pct>)")
-    _compress_common(p)
-    p.add_argument("--sparsity", type=float, required=True, help="fraction of weights zeroed")
-    p.add_argument("--scope", choices=("global", "layer"), default="global")
-    p.add_argument("--fine-tune-steps", type=int, default=0,
-                   help="AdamW steps on the training split with the masks held")
-    p.add_argument("--lr", type=float, default=1e-4, help="fine-tuning learning rate")
-    p.set_defaults(func=_prune)
-
-    p = sub.add_parser("low-rank", help="factorise a trained run's layers by truncated SVD")
-    _compress_common(p)
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--rank", type=int, help="rank of every factorised layer")
-    g.add_argument("--energy", type=float,
-                   help="keep the smallest rank holding this fraction of sum(sigma^2)")
-    p.set_defaults(func=_low_rank)
-
-
-def _compress_kwargs(args: argparse.Namespace) -> dict:
-    return {"checkpoint": args.checkpoint, "batch_size": args.batch_size,
-            "eval_batches": args.eval_batches, "overwrite": args.overwrite}
-
-
-def _quantize(args: argparse.Namespace) -> int:
-    from .compress import format_report, quantize_run
-
-    report = quantize_run(args.out_dir, args.method, args.bits, args.group_size,
-                          args.calib_batches, act=args.act, threshold=args.threshold,
-                          **_compress_kwargs(args))
-    print(format_report(report))
-    if "outlier_fraction" in report:
-        print(f"  outlier input columns (float path): {100 * report['outlier_fraction']:.2f}%")
-    return 0
-
-
-def _prune(args: argparse.Namespace) -> int:
-    from .compress import format_report, prune_run
-
-    report = prune_run(args.out_dir, args.sparsity, args.scope, args.fine_tune_steps, args.lr,
-                       **_compress_kwargs(args))
-    if "ppl_before_fine_tune" in report:
-        print(f"  right after pruning: perplexity {report['ppl_before_fine_tune']:.3f}")
-    print(format_report(report))
-    return 0
-
-
-def _low_rank(args: argparse.Namespace) -> int:
-    from .compress import format_report, low_rank_run
-
-    report = low_rank_run(args.out_dir, args.rank, args.energy, **_compress_kwargs(args))
-    print(format_report(report))
-    return 0
-
-
-def _add_classify_parser(sub: Any) -> None:
-    from .classify import MODELS
-
-    p = sub.add_parser("classify", help="train a text classifier on BBC News (test metrics, "
-                                        "confusion PNG, saved run), or --predict with a run")
-    p.add_argument("--model", choices=MODELS, default=None,
-                   help="hash (naive Bayes by hashing), tfidf-logreg, or a neural model "
-                        "on word ids: lstm, gru (bidirectional, mean-pooled), textcnn, "
-                        "transformer (encoder, mean-pooled)")
-    p.add_argument("--out-dir", required=True, help="the run directory")
-    p.add_argument("--predict", default=None, metavar="TEXT",
-                   help="classify TEXT with the run in --out-dir instead of training")
-    p.add_argument("--predict-file", default=None, metavar="FILE",
-                   help="classify every line of FILE (one article per line; with "
-                        "label<TAB>text lines, also report the accuracy)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--epochs", type=int, default=None,
-                   help="most epochs (iterative models; early stopping on val; default 100, "
-                        "encoder fine-tuning 4)")
-    p.add_argument("--init", default="all-MiniLM-L6-v2",
-                   help="--model encoder: the pretrained encoder (a name, a folder, or a "
-                        "minilm pretrain-mlm run)")
-    p.add_argument("--finetune", choices=("probe", "full", "llrd"), default="full",
-                   help="--model encoder: linear probe (frozen encoder), full fine-tuning, "
-                        "or layer-wise learning-rate decay")
-    p.add_argument("--max-len", type=int, default=None,
-                   help="--model encoder: tokens per article (default 128)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (tfidf-logreg: 0.05)")
-    p.add_argument("--seed", type=int, default=0, help="shuffling seed")
-    p.add_argument("--split-seed", type=int, default=0, help="seed of the train/val/test split")
-    p.add_argument("--group-duplicates", action="store_true",
-                   help="keep exact and near-duplicate articles inside one split")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the classifier already in --out-dir")
-    p.add_argument("--limit", type=int, default=None, help=argparse.SUPPRESS)
-    p.set_defaults(func=_classify)
-
-
-def _classify(args: argparse.Namespace) -> int:
-    from .classify import load_classifier, predict_run, read_predict_file, train_classifier
-
-    if args.predict is not None or args.predict_file is not None:
-        flag = "--predict" if args.predict is not None else "--predict-file"
-        if args.predict is not None and args.predict_file is not None:
-            raise ValueError("give --predict TEXT or --predict-file FILE, not both")
-        if args.model is not None:
-            raise ValueError(f"{flag} uses the run's own model; drop --model")
-        labels = None
-        if args.predict is not None:
-            texts = [args.predict]
-        else:
-            texts, labels = read_predict_file(args.predict_file, load_classifier(args.out_dir)[1])
-        results = predict_run(args.out_dir, texts)
-        for r in results:
-            probs = "  ".join(f"{n} {p:.4f}" for n, p in r["probabilities"].items())
-            print(f"{r['label']}\t({probs})")
-        if labels is not None:
-            names = list(results[0]["probabilities"])
-            hits = sum(names.index(r["label"]) == y for r, y in zip(results, labels))
-            print(f"accuracy {hits / len(labels):.4f} ({hits} of {len(labels)} lines)")
-        return 0
-    if args.model is None:
-        raise ValueError("give --model to train (or --predict TEXT to use a trained run)")
-    train_classifier(args.model, args.out_dir, epochs=args.epochs, lr=args.lr, seed=args.seed,
-                     split_seed=args.split_seed, group_duplicates=args.group_duplicates,
-                     overwrite=args.overwrite, limit=args.limit,
-                     progress=not args.no_progress and sys.stderr.isatty(), init=args.init,
-                     finetune=args.finetune, max_len=args.max_len)
-    return 0
-
-
-def _add_techniques_parser(sub: Any) -> None:
-    p = sub.add_parser("techniques", help="the techniques minilm implements, grouped by "
-                                          "subsystem: formula and the command that runs each "
-                                          "(docs/techniques.md)")
-    p.add_argument("--subsystem", default=None,
-                   help="only this subsystem (a section of docs/techniques.md)")
-    p.set_defaults(func=_techniques)
-
-
-def _techniques(args: argparse.Namespace) -> int:
-    from .techniques import format_index, load_index
-
-    print(format_index(load_index(), args.subsystem))
-    return 0
-
-
 def _add_embed_parser(sub: Any) -> None:
     p = sub.add_parser("embed", help="sentence embeddings of texts with a pretrained encoder "
                                      "(all-MiniLM-L6-v2); --similarity prints their cosines")
@@ -516,8 +345,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batches", type=int, default=None)
     p.set_defaults(func=_eval)
 
-    _add_compress_parsers(sub)
-    _add_classify_parser(sub)
+    from .compress import add_compress_parsers
+
+    add_compress_parsers(sub)
+    from .classify import add_classify_parser
+
+    add_classify_parser(sub)
     from .pretrain import add_pretrain_mlm_parser
 
     add_pretrain_mlm_parser(sub)
@@ -525,7 +358,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_search_parser(sub)
     _add_embed_parser(sub)
-    _add_techniques_parser(sub)
+    from .techniques import add_techniques_parser
+
+    add_techniques_parser(sub)
+    from .viz import add_viz_parser
+
+    add_viz_parser(sub)
     sub.add_parser("info", help="versions and backends").set_defaults(func=_info)
     return parser
 

@@ -12,6 +12,7 @@ anything is written.
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 from typing import Any
@@ -312,3 +313,83 @@ def low_rank_run(out_dir: str, rank: int | None = None, energy: float | None = N
               "layers_replaced": sum(1 for r in rows if r.get("replaced"))}
     method = {"name": "low-rank", "rank": rank, "energy": energy, "source": checkpoint}
     return _finish(out_dir, tag, model, extra, method, report, overwrite, log)
+
+
+# ---------------------------------------------------------------------------- the commands
+
+
+def _compress_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out-dir", required=True, help="the trained run")
+    p.add_argument("--checkpoint", default="best", help="best or last (the float model)")
+    p.add_argument("--batch-size", type=int, default=8, help="validation batch size")
+    p.add_argument("--eval-batches", type=int, default=16,
+                   help="validation batches for the perplexity before and after")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing compressed model of the same name")
+
+
+def add_compress_parsers(sub: Any) -> None:
+    """The quantize, prune and low-rank subcommands of ``minilm`` (minilm/cli.py)."""
+    p = sub.add_parser("quantize", help="quantize a trained run (writes <out-dir>/<tag>."
+                                        "safetensors; sample/eval it with --checkpoint <tag>)")
+    _compress_common(p)
+    p.add_argument("--method", required=True, choices=METHODS)
+    p.add_argument("--bits", type=int, default=None, help="gptq: 4 (default) or 8")
+    p.add_argument("--group-size", type=int, default=None,
+                   help="inputs per scale (int4/gptq default 64; default for int8: one "
+                        "scale per output channel)")
+    p.add_argument("--calib-batches", type=int, default=8,
+                   help="training batches for gptq and w8a8 --act tensor")
+    p.add_argument("--act", choices=("token", "tensor"), default="token",
+                   help="w8a8 activation scales: per token at run time, or per tensor "
+                        "from calibration")
+    p.add_argument("--threshold", type=float, default=6.0,
+                   help="llm-int8: input columns above this magnitude stay float")
+    p.set_defaults(func=_quantize)
+
+    p = sub.add_parser("prune", help="magnitude-prune a trained run (writes pruned-<pct>)")
+    _compress_common(p)
+    p.add_argument("--sparsity", type=float, required=True, help="fraction of weights zeroed")
+    p.add_argument("--scope", choices=("global", "layer"), default="global")
+    p.add_argument("--fine-tune-steps", type=int, default=0,
+                   help="AdamW steps on the training split with the masks held")
+    p.add_argument("--lr", type=float, default=1e-4, help="fine-tuning learning rate")
+    p.set_defaults(func=_prune)
+
+    p = sub.add_parser("low-rank", help="factorise a trained run's layers by truncated SVD")
+    _compress_common(p)
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--rank", type=int, help="rank of every factorised layer")
+    g.add_argument("--energy", type=float,
+                   help="keep the smallest rank holding this fraction of sum(sigma^2)")
+    p.set_defaults(func=_low_rank)
+
+
+def _compress_kwargs(args: argparse.Namespace) -> dict:
+    return {"checkpoint": args.checkpoint, "batch_size": args.batch_size,
+            "eval_batches": args.eval_batches, "overwrite": args.overwrite}
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    report = quantize_run(args.out_dir, args.method, args.bits, args.group_size,
+                          args.calib_batches, act=args.act, threshold=args.threshold,
+                          **_compress_kwargs(args))
+    print(format_report(report))
+    if "outlier_fraction" in report:
+        print(f"  outlier input columns (float path): {100 * report['outlier_fraction']:.2f}%")
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    report = prune_run(args.out_dir, args.sparsity, args.scope, args.fine_tune_steps, args.lr,
+                       **_compress_kwargs(args))
+    if "ppl_before_fine_tune" in report:
+        print(f"  right after pruning: perplexity {report['ppl_before_fine_tune']:.3f}")
+    print(format_report(report))
+    return 0
+
+
+def _low_rank(args: argparse.Namespace) -> int:
+    report = low_rank_run(args.out_dir, args.rank, args.energy, **_compress_kwargs(args))
+    print(format_report(report))
+    return 0

@@ -19,7 +19,9 @@ Empty cells (``—``) read as ``""``; backticks around a cell are dropped.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
+from typing import Any
 
 __all__ = ["COLUMNS", "EMPTY", "STATUSES", "default_path", "format_index", "load_index",
            "split_row"]
@@ -151,3 +153,18 @@ def format_index(rows: list[dict], subsystem: str | None = None) -> str:
             line += f"  [{r['status']}" + (f": {r['note']}]" if r["note"] else "]")
         out.append(line)
     return "\n".join(out)
+
+
+def add_techniques_parser(sub: Any) -> None:
+    """The techniques subcommand of ``minilm`` (minilm/cli.py)."""
+    p = sub.add_parser("techniques", help="the techniques minilm implements, grouped by "
+                                          "subsystem: formula and the command that runs each "
+                                          "(docs/techniques.md)")
+    p.add_argument("--subsystem", default=None,
+                   help="only this subsystem (a section of docs/techniques.md)")
+    p.set_defaults(func=_techniques)
+
+
+def _techniques(args: argparse.Namespace) -> int:
+    print(format_index(load_index(), args.subsystem))
+    return 0
