@@ -638,8 +638,10 @@ def _toml_keys(w: World) -> dict:
     }
     for table, cls in (("model", GPTConfig), ("train", TrainConfig)):
         for f in fields(cls):  # a setting added later: its default is valid, anything wild
-            if f.name not in keys[table] and f.name != "out_dir":
-                keys[table][f.name] = (st.just(getattr(cls(), f.name)), free)
+            default = getattr(cls(), f.name)
+            if f.name not in keys[table] and f.name != "out_dir" and default is not None:
+                # (a None default cannot be written in TOML: leaving the key out is it)
+                keys[table][f.name] = (st.just(default), free)
     return keys
 
 
