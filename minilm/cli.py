@@ -31,6 +31,8 @@ _MODEL_FLAGS = {
     "positional": (str, "learned | sinusoidal | rope"),
     "norm": (str, "layernorm | rmsnorm"),
     "window": (int, "local attention window (default: full causal)"),
+    "attn-top-k": (int, "top-k attention: each query attends to its k highest-scoring allowed "
+                        "positions only (ties at the k-th kept; omit for ordinary attention)"),
 }
 _TRAIN_FLAGS = {
     "out-dir": (str, "run directory (checkpoints, logs, plot)"),
@@ -94,6 +96,8 @@ def _configs(args: argparse.Namespace, config_path: Any = None) -> tuple:
         train_over["progress"] = False
     if getattr(args, "skip_nonfinite", None):
         train_over["skip_nonfinite"] = True
+    if getattr(args, "share_layers", None):
+        model_over["share_layers"] = True
     given = {}
     for table in ("model", "train"):
         src = (toml or {}).get(table)
@@ -103,6 +107,8 @@ def _configs(args: argparse.Namespace, config_path: Any = None) -> tuple:
     for key, flag in (("progress", "--no-progress"), ("skip_nonfinite", "--skip-nonfinite")):
         if key in train_over:
             given[key] = flag
+    if "share_layers" in model_over:
+        given["share_layers"] = "--share-layers"
     return (*merge_config(toml, model_over, train_over), given)
 
 
@@ -313,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="start afresh in an out-dir that holds a run: the old run is moved "
                             "to <out-dir>.old-<date>-<time> (nothing is deleted)")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        p.add_argument("--share-layers", action="store_true", default=None,
+                       help="ALBERT-style sharing: one transformer block applied n-layers "
+                            "times (parameters independent of depth)")
         p.add_argument("--skip-nonfinite", action="store_true", default=None,
                        help="skip (and count) a step whose loss or gradient is NaN/inf "
                             "instead of stopping")

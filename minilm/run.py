@@ -405,7 +405,7 @@ def _check_config_fits(path: Path, cfg: GPTConfig, weights: dict) -> None:
 
     depth = len({k.split(".")[1] for k in weights if k.startswith("blocks.")})
     want = [("tok_emb.weight", shape("tok_emb.weight"), (cfg.vocab_size, cfg.d_model)),
-            ("number of blocks", depth, cfg.n_layers),
+            ("number of blocks", depth, 1 if getattr(cfg, "share_layers", False) else cfg.n_layers),
             ("blocks.0.mlp.fc.weight", shape("blocks.0.mlp.fc.weight"), (cfg.d_ff, cfg.d_model))]
     if cfg.positional == "learned":
         want.append(("pos_emb.weight", shape("pos_emb.weight"), (cfg.context_length, cfg.d_model)))

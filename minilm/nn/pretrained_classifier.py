@@ -67,7 +67,7 @@ class GPTClassifier(Module):
                              f"exceed the trunk's context length {g.config.context_length}; "
                              "truncate the inputs")
         x = g.embed(ids)
-        for block in g.blocks:
+        for block in g.layer_blocks():  # (one block applied n_layers times if shared)
             x = block(x)
         h = g.ln_f(x)
         return F.global_avg_pool1d(h.transpose(1, 2), m)

@@ -119,6 +119,10 @@ class PipelineStage(Module):
                  partition: Sequence[tuple[int, int]] | None = None,
                  loss_fn: Callable | None = None, ignore_index: int = -100) -> None:
         super().__init__()
+        if getattr(getattr(model, "config", None), "share_layers", False):
+            raise ValueError("PipelineStage: share_layers=True (one block applied n_layers "
+                             "times) cannot be split into pipeline stages; train it without "
+                             "--pp, or with share_layers=False")
         comm = comm if comm is not None else Communicator(None)
         self.comm = comm
         self.n_stages = comm.size if n_stages is None else int(n_stages)

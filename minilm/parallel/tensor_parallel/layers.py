@@ -349,6 +349,7 @@ class TensorParallelAttention(MultiHeadAttention):
         self.out_proj = RowParallelLinear.from_linear(mha.out_proj, comm)
         self.resid_dropout = mha.resid_dropout
         self.rope = mha.rope
+        self.top_k = getattr(mha, "top_k", None)
 
     def forward(self, x: Tensor, context: Tensor | None = None, key_padding_mask: Any = None,
                 cache: KVCache | None = None, context_length: int | None = None) -> Tensor:
