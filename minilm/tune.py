@@ -74,17 +74,9 @@ LOG_NAME, PLOT_NAME, CONFIG_NAME = "trials.jsonl", "search.png", "search.json"
 def load_search_config(path: str | Path) -> dict:
     """Read a search config (TOML: ``[search]``, ``[space]``, ``[model]``, ``[train]``)
     and check it (:func:`check_config`); a missing file or a bad entry is a ValueError."""
-    import tomllib
+    from .train.config import read_toml
 
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"config file {str(p)!r} does not exist")
-    try:
-        with open(p, "rb") as f:
-            doc = tomllib.load(f)
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"config file {str(p)!r} is not valid TOML: {exc}") from None
-    return check_config(doc, where=str(p))
+    return check_config(read_toml(path), where=str(Path(path)))
 
 
 def check_config(config: dict, where: str = "config") -> dict:

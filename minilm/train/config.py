@@ -199,8 +199,9 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
-def load_toml(path: str | Path) -> dict:
-    """Parse a TOML config file into {"model": {...}, "train": {...}}."""
+def read_toml(path: str | Path) -> dict:
+    """The TOML document in ``path``; a missing file or bad TOML is a ValueError naming
+    the file (``minilm train --config`` and ``minilm search --config`` share this)."""
     try:
         import tomllib  # Python >= 3.11
     except ModuleNotFoundError:  # pragma: no cover - Python 3.10
@@ -214,9 +215,15 @@ def load_toml(path: str | Path) -> dict:
         raise ValueError(f"config file {str(p)!r} does not exist")
     try:
         with open(p, "rb") as f:
-            doc = tomllib.load(f)
+            return tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"config file {str(p)!r} is not valid TOML: {exc}") from exc
+
+
+def load_toml(path: str | Path) -> dict:
+    """Parse a TOML config file into {"model": {...}, "train": {...}}."""
+    p = Path(path)
+    doc = read_toml(p)
     unknown = set(doc) - {"model", "train"}
     if unknown:
         raise ValueError(f"config file {str(p)!r}: unknown tables {sorted(unknown)}; "
