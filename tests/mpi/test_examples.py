@@ -17,3 +17,13 @@ def test_example_runs(script):
     losses = [float(line.split("loss ")[1].split()[0]) for line in p.stdout.splitlines()
               if line.startswith("step")]
     assert len(losses) >= 2 and losses[-1] < losses[0]
+
+
+def test_parameter_server_example_runs_quick():
+    exe = mpiexec_or_fail()
+    p = subprocess.run([exe, "-n", "3", sys.executable, "examples/parameter_server.py",
+                        "--quick"], cwd=ROOT, env=mpi_env(), capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    out = p.stdout.lower()
+    assert "allreduce" in out and "async" in out and "staleness" in out, p.stdout
