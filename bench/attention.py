@@ -55,10 +55,11 @@ def main() -> None:
                 keep = np.tril(np.ones((T, T), dtype=bool))
                 out, p_, _ = be.attention(q, k, v, keep, None, 0.125)
                 f_out, lse = be.causal_attention(q, k, v, 0.125)
-                uf = ms(lambda: be.attention(q, k, v, keep, None, 0.125))
-                ub = ms(lambda: be.attention_backward(g, q, k, v, p_, None, 0.125))
-                ff = ms(lambda: be.causal_attention(q, k, v, 0.125))
-                fb = ms(lambda: be.causal_attention_backward(g, q, k, v, f_out, lse, 0.125))
+                uf = ms(lambda a=(q, k, v, keep): be.attention(*a, None, 0.125))
+                ub = ms(lambda a=(g, q, k, v, p_): be.attention_backward(*a, None, 0.125))
+                ff = ms(lambda a=(q, k, v): be.causal_attention(*a, 0.125))
+                fb = ms(lambda a=(g, q, k, v, f_out, lse):
+                        be.causal_attention_backward(*a, 0.125))
                 print(f"{threads:7d}  {B} x {T:<5d}  {uf:8.2f} / {ub:7.2f}       "
                       f"{ff:8.2f} / {fb:7.2f}      {float(np.abs(out - f_out).max()):.1e}")
 

@@ -53,11 +53,11 @@ def _overflow_quiet(loss_scale: float) -> Any:
 
 def loss_terms(y: Any) -> int:
     """How many terms the mean loss of targets ``y`` averages: the integer targets that
-    are not ``IGNORE_INDEX`` (-100), or the rows of float targets."""
+    are not ``IGNORE_INDEX`` (-100), or every entry of float targets."""
     y = _array(y)
     if np.issubdtype(y.dtype, np.integer):
         return int((y != IGNORE_INDEX).sum())
-    return int(y.shape[0]) if y.ndim else 1
+    return int(y.size)
 
 
 def split_rows(x: Any, y: Any, parts: int) -> list:
