@@ -304,3 +304,20 @@ def test_run_search_on_a_tiny_gpt_writes_the_log_and_resumes(tmp_path):
     config["search"]["seed"] = 1
     with pytest.raises(ValueError, match=r"\[search\] differ"):
         run_search(config, out, resume=True)
+
+
+def test_hyperband_brackets_reach_max_budget_with_integer_budgets():
+    """(6, 60, 3): bracket 0 starts at 6.67 steps; rounding that first would compute the
+    rungs from 7 and stop at 21. Every bracket's last rung must train at exactly 60."""
+    from minilm.search.space import Float, Space
+    from minilm.search.strategies import Hyperband
+
+    hb = Hyperband(Space({"x": Float(0.0, 1.0)}), 6, 60, eta=3, seed=0)
+    last = {}
+    while not hb.finished:
+        spec = hb.ask()
+        assert spec is not None
+        assert isinstance(spec["budget"], int)
+        last[spec["bracket"]] = max(last.get(spec["bracket"], 0), spec["budget"])
+        hb.tell({**spec, "loss": float(spec["params"]["x"]), "status": "ok"})
+    assert last == {0: 60, 1: 60, 2: 60}

@@ -244,3 +244,20 @@ def test_attention_maps_match_the_fused_flash_path():
     model = tiny_gpt(n_layers=1, context_length=n + 8, init_std=0.3)
     (maps,) = attention_maps(model, np.random.default_rng(0).integers(0, 96, n + 4))
     np.testing.assert_allclose(maps.sum(-1), 1.0, atol=1e-9)
+
+
+def test_attention_maps_of_shared_layers_and_top_k():
+    """A block shared across depth is captured once per application; top-k attention
+    keeps at most k keys per query (and the maps reproduce the module output)."""
+    import minilm as ml
+    from minilm.nn import GPT, GPTConfig
+    from minilm.viz.attention import attention_maps
+
+    ml.manual_seed(0)
+    m = GPT(GPTConfig(vocab_size=20, context_length=12, n_layers=3, n_heads=2, d_model=16,
+                      share_layers=True, attn_top_k=2, init_std=0.3))
+    maps = attention_maps(m, np.arange(9) % 20)[0]
+    assert maps.shape == (3, 2, 9, 9)
+    np.testing.assert_allclose(maps.sum(-1), 1.0, atol=1e-9)
+    assert ((maps > 0).sum(-1) <= 2).all()
+    assert not np.allclose(maps[0], maps[2])  # three applications, three inputs

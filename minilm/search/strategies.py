@@ -165,7 +165,8 @@ class SuccessiveHalving(Strategy):
     integers (training steps) when ``min_budget`` is an int."""
 
     def __init__(self, space: Space, min_budget: float, max_budget: float, eta: float = 3,
-                 n: int | None = None, seed: int = 0, configs: list | None = None) -> None:
+                 n: int | None = None, seed: int = 0, configs: list | None = None,
+                 integer: bool | None = None) -> None:
         super().__init__(space)
         s = int(math.floor(math.log(max_budget / min_budget) / math.log(eta) + 1e-9)) \
             if eta > 1 and 0 < min_budget <= max_budget else 0
@@ -173,7 +174,10 @@ class SuccessiveHalving(Strategy):
                                      int(round(eta ** s)))
         self.rungs = successive_halving_schedule(n, min_budget, max_budget, eta)
         self.eta = eta
-        self.integer = isinstance(min_budget, int) and isinstance(max_budget, int)
+        # integer budgets (training steps): each rung's budget is rounded only when it is
+        # handed out, so the last rung is exactly max_budget
+        self.integer = (isinstance(min_budget, int) and isinstance(max_budget, int)
+                        if integer is None else bool(integer))
         rng = np.random.default_rng(seed)
         self.configs = list(configs) if configs is not None else [space.sample(rng)
                                                                   for _ in range(n)]
@@ -260,10 +264,9 @@ class Hyperband(Strategy):
         self.trial_bracket: dict[int, tuple[int, int]] = {}  # our id -> (bracket, its id)
 
     def _halving(self, b: int) -> SuccessiveHalving:
-        n, r = self.brackets[b]
-        r_b = int(round(r)) if self.integer else r
-        mx = int(round(self.max_budget)) if self.integer else self.max_budget
-        return SuccessiveHalving(self.space, r_b, mx, self.eta, n=n, seed=self.seed * 1009 + b)
+        n, r = self.brackets[b]  # r unrounded: rounding it first could drop the last rung
+        return SuccessiveHalving(self.space, float(r), float(self.max_budget), self.eta, n=n,
+                                 seed=self.seed * 1009 + b, integer=self.integer)
 
     def ask(self) -> dict | None:
         while self.bracket < len(self.brackets):

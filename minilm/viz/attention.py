@@ -57,6 +57,8 @@ def attention_probs(module: MultiHeadAttention, x: Tensor) -> np.ndarray:
     scores = q.astype(np.float64) @ np.swapaxes(k.astype(np.float64), -1, -2)
     scores /= math.sqrt(module.head_dim)
     mask = build_attention_mask(np, T, T, causal=module.causal, window=module.window)
+    if getattr(module, "top_k", None):  # top-k attention: the module's own selection
+        mask = np.asarray(_np(module._top_k_mask(Tensor(q), Tensor(k), Tensor(mask), False)))
     scores = np.where(mask, scores, -np.inf)
     scores -= scores.max(axis=-1, keepdims=True)
     p = np.exp(scores)
@@ -95,11 +97,13 @@ def attention_maps(model: Any, ids: Any, check: bool = True, atol: float = 1e-4)
     if ctx is not None and ids_arr.shape[1] > ctx:
         raise ValueError(f"attention_maps: prompt of {ids_arr.shape[1]} tokens exceeds the "
                          f"context length {ctx}")
-    captured: dict[int, np.ndarray] = {}
+    captured: list = []  # in call order: a block shared across depth runs n_layers times
     handles = []
+    layers = model.layer_blocks() if hasattr(model, "layer_blocks") else list(blocks)
 
-    def make_hook(layer: int) -> Any:
+    def make_hook() -> Any:
         def hook(module: Any, args: tuple, out: Tensor) -> None:
+            layer = len(captured)
             probs = attention_probs(module, args[0])
             if check:
                 rebuilt = attend(module, args[0], probs)
@@ -107,11 +111,11 @@ def attention_maps(model: Any, ids: Any, check: bool = True, atol: float = 1e-4)
                 if not err <= atol * max(1.0, float(np.max(np.abs(_np(out))))):
                     raise RuntimeError(f"attention_maps: layer {layer}: recomputed attention "
                                        f"does not reproduce the module output (max error {err:.3g})")
-            captured[layer] = probs
+            captured.append(probs)
         return hook
 
-    for i, block in enumerate(blocks):
-        handles.append(block.attn.register_forward_hook(make_hook(i)))
+    for block in blocks:
+        handles.append(block.attn.register_forward_hook(make_hook()))
     was_training = model.training
     model.eval()
     try:
@@ -121,7 +125,10 @@ def attention_maps(model: Any, ids: Any, check: bool = True, atol: float = 1e-4)
         for h in handles:
             h.remove()
         model.train(was_training)
-    stacked = np.stack([captured[i] for i in range(len(blocks))], axis=1)  # (B, L, H, T, T)
+    if len(captured) != len(layers):
+        raise RuntimeError(f"attention_maps: captured {len(captured)} attention calls for "
+                           f"{len(layers)} layers")
+    stacked = np.stack(captured, axis=1)  # (B, L, H, T, T)
     return list(stacked)
 
 
