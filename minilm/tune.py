@@ -38,8 +38,8 @@ import argparse
 import dataclasses
 import json
 import math
+import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -99,9 +99,12 @@ def check_config(config: dict, where: str = "config") -> dict:
     if strategy not in STRATEGIES:
         raise ValueError(f"{where}: [search] strategy = {strategy!r}: must be one of "
                          f"{', '.join(STRATEGIES)}")
-    trials = search.setdefault("trials", 8)
-    if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
-        raise ValueError(f"{where}: [search] trials = {trials!r}: must be an integer >= 1")
+    # a grid runs all its points unless trials caps it; the other strategies default to 8
+    trials = search.get("trials", None if strategy == "grid" else 8)
+    if trials is not None:
+        if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
+            raise ValueError(f"{where}: [search] trials = {trials!r}: must be an integer >= 1")
+        search["trials"] = trials
     if not isinstance(search.setdefault("seed", 0), int):
         raise ValueError(f"{where}: [search] seed = {search['seed']!r}: must be an integer")
     if not config.get("space"):
@@ -183,7 +186,8 @@ def build_strategy(config: dict) -> Any:
     if s["strategy"] == "random":
         return RandomSearch(space, s["trials"], s["seed"], budget=budget)
     if s["strategy"] == "grid":
-        return GridSearch(space, s.get("grid_points", 3), budget=budget, max_trials=s["trials"])
+        return GridSearch(space, s.get("grid_points", 3), budget=budget,
+                          max_trials=s.get("trials"))
     if s["strategy"] == "hyperband":
         return Hyperband(space, s["min_budget"], s["max_budget"], s["eta"], s["seed"])
     return BayesianOptimization(space, s["trials"], s["seed"], budget=budget,
@@ -216,11 +220,14 @@ class _Objective:
     def __call__(self, spec: dict) -> dict:
         """{"loss", "seconds"[, "error"]} of one trial; an exception is a failed trial."""
         t0 = time.perf_counter()
+        from .train.trainer import TrainingInterrupted
+
         try:
             loss = self._train(spec)
             return {"loss": loss, "seconds": time.perf_counter() - t0}
-        except (ValueError, TypeError, FloatingPointError, ArithmeticError,
-                np.linalg.LinAlgError, MemoryError) as exc:
+        except TrainingInterrupted:  # a stop signal stops the search, it is no result
+            raise
+        except Exception as exc:  # any other error is this trial's failure, logged
             msg = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
             return {"loss": None, "seconds": time.perf_counter() - t0, "error": msg}
 
@@ -280,6 +287,10 @@ def run_search(config: dict, out_dir: str | Path, resume: bool = False,
 
     config = check_config(config)
     comm = world()
+    if comm.size > 1:  # an error on one rank ends the job, not a hang of the others
+        from .parallel import install_abort_handler
+
+        install_abort_handler()
     out = Path(out_dir)
     log_file = TrialLog(out / LOG_NAME)
     if comm.rank == 0:
@@ -361,12 +372,10 @@ def _worker(comm: Any, objective: Any) -> None:
         spec = _recv_json(comm, 0)
         if spec is None:
             return
-        try:
-            result = objective(spec)
-        except Exception as exc:  # any error is this trial's failure, not the search's
-            result = {"loss": None, "seconds": 0.0,
-                      "error": f"{type(exc).__name__}: {exc}".splitlines()[0][:300]}
-            traceback.print_exc()
+        result = objective(spec)  # (a failed trial is a result; a stop signal raises)
+        if result.get("error"):
+            print(f"rank {comm.rank}: trial {spec.get('trial')} failed: {result['error']}",
+                  file=sys.stderr, flush=True)
         _send_json(comm, result, 0)
 
 

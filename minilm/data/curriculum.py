@@ -48,6 +48,9 @@ def curriculum_length(step: int, min_length: int, max_length: int, warmup_steps:
     if not 1 <= min_length <= max_length:
         raise ValueError(f"curriculum_length: need 1 <= min_length ({min_length}) <= max_length "
                          f"({max_length})")
+    if multiple < 1 or stages < 1:
+        raise ValueError(f"curriculum_length: multiple ({multiple}) and stages ({stages}) "
+                         "must be >= 1")
     if warmup_steps <= 0 or step >= warmup_steps:
         return int(max_length)
     p = max(step, 0) / warmup_steps

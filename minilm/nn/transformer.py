@@ -267,8 +267,8 @@ class GPT(Module):
         x = self.embed(ids, offset)
         shared = getattr(c, "share_layers", False)
         for i, block in enumerate(self.layer_blocks()):
-            if shared:  # application i is cache layer i
-                block.attn.layer_index = i
+            if shared and cache is not None:  # application i is cache layer i (the index
+                block.attn.layer_index = i     # is read only with a cache: no threads then)
             if c.checkpoint_activations and self.training and cache is None:
                 # the mask goes in with the block (a constant, not a differentiable input)
                 x = checkpoint(partial(block, key_padding_mask=key_padding_mask), x)

@@ -274,6 +274,8 @@ def run_parameter_server(model: Any, optimizer: Any, grad_fn: Callable[[int], fl
     ``wait_s``, ``time_s``, and on the server ``losses`` (sync: per step the mean over
     workers; async: per update), ``staleness`` ({τ: count}), ``updates``."""
     comm = comm if comm is not None else world()
+    if int(steps) < 1:  # (the workers would push a first gradient nobody receives)
+        raise ValueError(f"parameter server: steps must be >= 1, got {steps}")
     if mode not in ("sync", "async"):
         raise ValueError(f"parameter server: mode must be 'sync' or 'async', got {mode!r}")
     if comm.size < 2 or MPI is None:

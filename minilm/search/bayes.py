@@ -197,7 +197,7 @@ class BayesianOptimization(Strategy):
     def ask(self) -> dict | None:
         if self.next_id >= self.n_trials:
             return None
-        done = [r for r in self.told.values()]
+        done = [self.told[i] for i in sorted(self.told)]  # trial order, not arrival order
         ok = [r for r in done if math.isfinite(_loss_key(r))]
         if self.next_id < self.n_initial or len(ok) < 2:
             return self._spec(self.space.sample(self.rng), self.budget)

@@ -9,9 +9,12 @@ Every strategy hands out trials and learns their results::
 
 ``ask()`` gives None while the strategy waits for results it needs (a rung of
 successive halving) or when it has nothing more to hand out. Trial ids count up from 0
-in the order trials are asked. The trials handed out depend only on the seed and on
-the losses told, not on the order results arrive: a search replayed from its log
-(:class:`minilm.search.TrialLog`) asks the same trials again. A failed trial (or a
+in the order trials are asked. Grid, random, successive halving and Hyperband hand out
+trials that depend only on the seed and on the losses told, not on the order results
+arrive; Bayesian optimisation fits its GP on the results in trial order, but what it
+asks next depends on which results are in when it is asked (under MPI, on timing). A
+search replayed from its log (:class:`minilm.search.TrialLog`) asks the logged trials
+again. A failed trial (or a
 loss that is not finite) ranks last.
 """
 

@@ -221,12 +221,12 @@ def train_steps(model: nn.Module, opt: Any, batch_fn: Callable[[], tuple], steps
 
 def _rehearsal_batches(ids_a: np.ndarray, ids_b: np.ndarray, cfg: ContinualConfig,
                        rng: np.random.Generator) -> Callable[[], tuple]:
-    """Shard-B batches whose last round(ratio B) rows come from a reservoir of shard-A
-    windows (a stream of 4 x capacity windows fills it)."""
+    """Shard-B batches whose last round(ratio B) rows (at least 1, at most B - 1) come
+    from a reservoir of shard-A windows (a stream of 4 x capacity windows fills it)."""
     buf = ReplayBuffer(cfg.replay_capacity, rng)
     xa, ya = random_windows(ids_a, 4 * cfg.replay_capacity, cfg.context, rng)
     buf.extend(zip(xa, ya))
-    n_old = int(round(cfg.replay_ratio * cfg.batch_size))
+    n_old = min(max(int(round(cfg.replay_ratio * cfg.batch_size)), 1), cfg.batch_size - 1)
 
     def batch_fn() -> tuple:
         x, y = random_windows(ids_b, cfg.batch_size - n_old, cfg.context, rng)
