@@ -146,6 +146,7 @@ _SAMPLE_RULES = {
 _EVAL_RULES = {
     "batch-size": (int, lambda x: x >= 1, "an integer >= 1"),
     "max-batches": (int, lambda x: x >= 1, "an integer >= 1"),
+    "stride": (int, lambda x: x >= 1, "an integer >= 1"),
 }
 
 
@@ -206,7 +207,10 @@ def _eval(args: argparse.Namespace) -> int:
         where = "the run's validation split"
     if len(tokens) < T + 1:
         raise ValueError(f"eval: {len(tokens)} tokens are too few for context length {T}")
-    res = evaluate_loss(model, iter_windows(tokens, args.batch_size, T), args.max_batches)
+    if args.stride is not None and args.stride > T:
+        raise ValueError(f"--stride {args.stride}: must be at most the context length {T}")
+    res = evaluate_loss(model, iter_windows(tokens, args.batch_size, T, stride=args.stride),
+                        args.max_batches)
     print(f"{where}: loss {res['loss']:.4f} nats/token, perplexity {res['ppl']:.2f} "
           f"over {res['tokens']:,} tokens")
     return 0
@@ -352,6 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="evaluate on this text instead")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-batches", type=int, default=None)
+    p.add_argument("--stride", type=int, default=None,
+                   help="sliding windows: start one every STRIDE tokens and score only the "
+                        "new targets (each sees >= context - STRIDE tokens of context; "
+                        "default: the context length, no overlap)")
     p.set_defaults(func=_eval)
 
     from .compress import add_compress_parsers

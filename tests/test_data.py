@@ -375,3 +375,28 @@ def test_distributed_windows_resume():
     fresh.load_state_dict(state)
     assert state["source"]["sampler"] == {"epoch": 2}
     _assert_same([_np(b) for b in fresh], rest)
+
+
+@given(n=st.integers(2, 90), B=st.integers(1, 5), T=st.integers(1, 9), data=st.data())
+def test_sliding_windows_score_every_target_once(n, B, T, data):
+    stride = data.draw(st.integers(1, T))
+    tokens = np.arange(n)
+    batches = list(iter_windows(tokens, B, T, stride=stride))
+    scored = []
+    for x, y in batches:
+        assert x.shape == y.shape and x.shape[1] == T and len(x) <= B
+        for xr, yr in zip(x, y):
+            keep = yr != -100
+            np.testing.assert_array_equal(yr[keep], xr[keep] + 1)  # y is x shifted by one
+            scored.extend(yr[keep].tolist())
+            if xr[0] > 0:  # a later window: only its last `stride` targets count
+                assert keep.sum() == stride and keep[-stride:].all()
+    assert scored == sorted(set(scored))  # each target once, in order
+    if n >= T + 1:
+        from minilm.data.windows import num_windows
+
+        assert scored[0] == 1 and len(scored) == T + (num_windows(n, T, stride) - 1) * stride
+    else:
+        assert scored == []
+    with pytest.raises(ValueError, match="stride must be in"):
+        next(iter_windows(tokens, B, T, stride=T + 1))

@@ -108,6 +108,13 @@ def test_cli_train_sample_eval_resume(tmp_path, corpus_file, capsys):
     assert "perplexity" in res
     ppl = float(res.split("perplexity")[1].split()[0])
     assert 1.0 < ppl < 300 and math.isfinite(ppl)
+    # sliding windows: every target once, with more context than non-overlapping ones
+    assert cli(["eval", "--out-dir", str(out), "--stride", "4"]) == 0
+    res = capsys.readouterr().out
+    slid = float(res.split("perplexity")[1].split()[0])
+    assert 1.0 < slid < 300 and math.isfinite(slid)
+    assert cli(["eval", "--out-dir", str(out), "--stride", "17"]) == 2
+    assert "--stride 17: must be at most the context length 16" in capsys.readouterr().err
 
 
 def test_cli_errors(tmp_path, capsys):

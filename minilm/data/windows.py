@@ -22,6 +22,8 @@ import numpy as np
 
 __all__ = ["WindowDataset", "iter_windows", "num_windows", "random_windows", "split_tokens"]
 
+IGNORE_INDEX = -100  # a target the loss skips (cross_entropy's default ignore_index)
+
 
 def _tokens_1d(tokens: Any, who: str) -> np.ndarray:
     arr = np.asarray(tokens)  # a memmap stays a view of the file
@@ -68,7 +70,7 @@ def random_windows(tokens: Any, batch_size: int, context_length: int, rng: np.ra
 def _gather(arr: np.ndarray, starts: np.ndarray, T: int) -> tuple[np.ndarray, np.ndarray]:
     """Windows ``arr[s : s + T + 1]`` for each start, split into (x, y) as int64."""
     w = arr[np.asarray(starts, dtype=np.int64)[:, None] + np.arange(T + 1)].astype(np.int64)
-    return np.ascontiguousarray(w[:, :-1]), np.ascontiguousarray(w[:, 1:])
+    return w[:, :-1].copy(), w[:, 1:].copy()  # (copies: never views of each other)
 
 
 def num_windows(num_tokens: int, context_length: int, stride: int | None = None) -> int:
@@ -80,20 +82,37 @@ def num_windows(num_tokens: int, context_length: int, stride: int | None = None)
     return (num_tokens - context_length - 1) // stride + 1
 
 
-def iter_windows(tokens: Any, batch_size: int, context_length: int, drop_last: bool = False
-                 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Sequential batches of non-overlapping windows (starts 0, T, 2T, …) for
-    evaluation: every target token is predicted exactly once, except the last
-    ``(n - 1) % T`` that do not fill a window. The final batch may be smaller unless
-    ``drop_last``."""
+def iter_windows(tokens: Any, batch_size: int, context_length: int, drop_last: bool = False,
+                 stride: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Sequential batches of windows for evaluation, every target predicted once.
+
+    Default (``stride`` = T): non-overlapping windows starting at 0, T, 2T, …; the first
+    target of each window sees no context. Sliding windows (``stride`` s < T): windows
+    start at 0, s, 2s, …, and every window but the first scores only its last s
+    targets; the others are set to ``IGNORE_INDEX`` (-100), which the loss skips. So
+    each target after the first window is predicted with at least T - s tokens of
+    context, at the cost of T / s times the compute::
+
+        window i covers tokens [i s, i s + T];  scored targets: i s + T - s + 1 .. i s + T
+
+    The last targets that do not fill a window are not predicted. The final batch may
+    be smaller unless ``drop_last``."""
     arr = _tokens_1d(tokens, "iter_windows")
     _check_sizes("iter_windows", batch_size, context_length)
     T = int(context_length)
-    n = num_windows(len(arr), T)
+    S = T if stride is None else int(stride)
+    if not 1 <= S <= T:
+        raise ValueError(f"iter_windows: stride must be in [1, context_length = {T}], got "
+                         f"{stride!r}")
+    n = num_windows(len(arr), T, S)
     stop = n - n % batch_size if drop_last else n
     for b in range(0, stop, batch_size):
-        starts = np.arange(b, min(b + batch_size, stop)) * T
-        yield _gather(arr, starts, T)
+        starts = np.arange(b, min(b + batch_size, stop)) * S
+        x, y = _gather(arr, starts, T)
+        if S < T:  # targets already scored by the previous window: ignored
+            y = y.copy()  # (for one window x and y can be views of one array)
+            y[starts > 0, :T - S] = IGNORE_INDEX
+        yield x, y
 
 
 class WindowDataset:
