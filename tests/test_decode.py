@@ -104,3 +104,17 @@ def test_not_used_for_swapped_layers_or_hooked_models():
 
     m.blocks[1].mlp.fc.__class__ = NotALinear  # e.g. a quantized or low-rank Linear
     assert not supports_fast_decode(m)
+
+
+def test_beam_search_with_the_fast_step_equals_the_general_path(monkeypatch):
+    import minilm.train.generation as gen
+
+    m = _model("float64", positional="rope", window=4)
+    prompt = np.random.default_rng(7).integers(0, 29, 3)
+    fast = gen.beam_search(m, prompt, 10, beam_width=3)  # crosses the context (12): rebuild
+    monkeypatch.setattr(gen, "supports_fast_decode", lambda model: False)
+    slow = gen.beam_search(m, prompt, 10, beam_width=3)
+    assert len(fast) == len(slow) == 3
+    for (a, sa), (b, sb) in zip(fast, slow):
+        np.testing.assert_array_equal(a, b)
+        assert sa == pytest.approx(sb, rel=1e-10)

@@ -179,7 +179,8 @@ def beam_search(model: Any, prompt: Any, max_new_tokens: int, beam_width: int = 
     model.eval()
     try:
         cache = KVCache()
-        logp = _log_softmax(_last_logits(model, ids[None, :], cache, vocab_limit))[0]  # (V,)
+        fast = supports_fast_decode(model)  # decode_step for the beams' one-token steps
+        logp = _log_softmax(_last_logits(model, ids[None, :], cache, vocab_limit, fast))[0]
         cache.reorder(np.zeros(1, dtype=np.int64))
         beams = [(ids, 0.0)]
         finished: list = []
@@ -212,10 +213,10 @@ def beam_search(model: Any, prompt: Any, max_new_tokens: int, beam_width: int = 
                 cache = KVCache()
                 keep = max(ctx_len // 2, 1)
                 window = np.stack([s[-keep:] for s, _ in beams])  # all beams have one length
-                step_logp = _log_softmax(_last_logits(model, window, cache, vocab_limit))
+                step_logp = _log_softmax(_last_logits(model, window, cache, vocab_limit, fast))
             else:
                 last = np.array([[s[-1]] for s, _ in beams], dtype=np.int64)
-                step_logp = _log_softmax(_last_logits(model, last, cache, vocab_limit))
+                step_logp = _log_softmax(_last_logits(model, last, cache, vocab_limit, fast))
         n_new = lambda s: max(len(s) - ids.size, 1)  # noqa: E731
         finished += [(s, sc / n_new(s) ** length_penalty) for s, sc in beams]
         finished.sort(key=lambda t: -t[1])
