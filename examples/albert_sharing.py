@@ -14,25 +14,11 @@ the default.
 import argparse
 
 import numpy as np
+from _char_lm import BATCH, CONTEXT, char_corpus, train  # noqa: E402 (examples/)
 
 import minilm as ml
-from minilm import optim
-from minilm.data import CharTokenizer, load_corpus, random_windows
 from minilm.nn import GPT, GPTConfig
 from minilm.train.trainer import evaluate_loss
-
-CONTEXT, BATCH = 32, 16
-
-
-def train(model, tokens, steps, rng, lr=3e-3):
-    opt = optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    for _ in range(steps):
-        x, y = random_windows(tokens, BATCH, CONTEXT, rng)
-        _, loss = model(ml.tensor(x), ml.tensor(y))
-        loss.backward()
-        optim.clip_grad_norm_(list(model.parameters()), 1.0)
-        opt.step()
-        opt.zero_grad()
 
 
 def main() -> None:
@@ -44,13 +30,7 @@ def main() -> None:
     args = p.parse_args()
     steps = 60 if args.quick else args.steps
 
-    text = load_corpus()
-    tok = CharTokenizer.train(text)
-    tokens = np.asarray(tok.encode(text), dtype=np.int64)
-    split = int(0.9 * len(tokens))
-    train_tokens, val_tokens = tokens[:split], tokens[split:]
-    vrng = np.random.default_rng(1)
-    val = [random_windows(val_tokens, BATCH, CONTEXT, vrng) for _ in range(args.eval_batches)]
+    tok, train_tokens, val = char_corpus(args.eval_batches)
 
     print(f"{steps} steps, batch {BATCH} x {CONTEXT} characters")
     lrs = [float(s) for s in args.lrs.split(",")]

@@ -12,26 +12,12 @@ prints the per-layer report of the last energy (docs/compression.md).
 import argparse
 
 import numpy as np
+from _char_lm import CONTEXT, char_corpus, train  # noqa: E402 (examples/)
 
 import minilm as ml
-from minilm import optim
-from minilm.data import CharTokenizer, load_corpus, random_windows
 from minilm.nn import GPT, GPTConfig
 from minilm.quant import format_low_rank, low_rank_model
 from minilm.train.trainer import evaluate_loss
-
-CONTEXT, BATCH = 32, 16
-
-
-def train(model, tokens, steps, rng, lr=3e-3):
-    opt = optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    for _ in range(steps):
-        x, y = random_windows(tokens, BATCH, CONTEXT, rng)
-        _, loss = model(ml.tensor(x), ml.tensor(y))
-        loss.backward()
-        optim.clip_grad_norm_(list(model.parameters()), 1.0)
-        opt.step()
-        opt.zero_grad()
 
 
 def main() -> None:
@@ -44,13 +30,7 @@ def main() -> None:
     p.add_argument("--eval-batches", type=int, default=8, help="validation batches")
     args = p.parse_args()
 
-    text = load_corpus()
-    tok = CharTokenizer.train(text)
-    tokens = np.asarray(tok.encode(text), dtype=np.int64)
-    split = int(0.9 * len(tokens))
-    train_tokens, val_tokens = tokens[:split], tokens[split:]
-    vrng = np.random.default_rng(1)
-    val = [random_windows(val_tokens, BATCH, CONTEXT, vrng) for _ in range(args.eval_batches)]
+    tok, train_tokens, val = char_corpus(args.eval_batches)
 
     ml.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=tok.vocab_size, context_length=CONTEXT, n_layers=2,

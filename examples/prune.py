@@ -13,28 +13,13 @@ import argparse
 import copy
 
 import numpy as np
+from _char_lm import CONTEXT, char_corpus, train  # noqa: E402 (examples/)
 
 import minilm as ml
 from minilm import optim
-from minilm.data import CharTokenizer, load_corpus, random_windows
 from minilm.nn import GPT, GPTConfig
 from minilm.quant import GradualPruner, format_sparsity, magnitude_prune, sparsity_report
 from minilm.train.trainer import evaluate_loss
-
-CONTEXT, BATCH = 32, 16
-
-
-def train(model, opt, tokens, steps, rng, on_step=None):
-    for t in range(1, steps + 1):
-        x, y = random_windows(tokens, BATCH, CONTEXT, rng)
-        _, loss = model(ml.tensor(x), ml.tensor(y))
-        loss.backward()
-        optim.clip_grad_norm_(list(model.parameters()), 1.0)
-        opt.step()
-        opt.zero_grad()
-        if on_step is not None:
-            on_step(t)
-    return float(loss.item())
 
 
 def main() -> None:
@@ -47,20 +32,14 @@ def main() -> None:
     p.add_argument("--eval-batches", type=int, default=8, help="validation batches")
     args = p.parse_args()
 
-    text = load_corpus()
-    tok = CharTokenizer.train(text)
-    tokens = np.asarray(tok.encode(text), dtype=np.int64)
-    split = int(0.9 * len(tokens))
-    train_tokens, val_tokens = tokens[:split], tokens[split:]
-    vrng = np.random.default_rng(1)
-    val = [random_windows(val_tokens, BATCH, CONTEXT, vrng) for _ in range(args.eval_batches)]
+    tok, train_tokens, val = char_corpus(args.eval_batches)
 
     ml.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=tok.vocab_size, context_length=CONTEXT, n_layers=2,
                           n_heads=4, d_model=64))
     opt = optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
     rng = np.random.default_rng(0)
-    train(model, opt, train_tokens, args.steps, rng)
+    train(model, train_tokens, args.steps, rng, opt=opt)
     dense = evaluate_loss(model, val)["ppl"]
     print(f"dense:            val ppl {dense:7.3f}")
 
@@ -69,21 +48,21 @@ def main() -> None:
     ref.load_state_dict(model.state_dict())
     ref_opt = optim.AdamW(ref.parameters(), lr=3e-3, weight_decay=0.01)
     ref_opt.load_state_dict(opt.state_dict())
-    train(ref, ref_opt, train_tokens, args.finetune_steps, copy.deepcopy(rng))
+    train(ref, train_tokens, args.finetune_steps, copy.deepcopy(rng), opt=ref_opt)
     dense_more = evaluate_loss(ref, val)["ppl"]
 
     if args.gradual:
         n = max(args.finetune_steps // 2 // 5 * 5, 5)  # prune over the first half
         pruner = GradualPruner(model, args.sparsity, start=1, end=1 + n, every=5)
         pruner.masks.attach(opt)
-        train(model, opt, train_tokens, args.finetune_steps, rng, on_step=pruner.step)
+        train(model, train_tokens, args.finetune_steps, rng, opt=opt, on_step=pruner.step)
     else:
         masks = magnitude_prune(model, args.sparsity, scope=args.scope)
         pruned = evaluate_loss(model, val)["ppl"]
         print(f"pruned {args.sparsity:.0%} ({args.scope}): val ppl {pruned:7.3f}  "
               f"({(pruned / dense - 1):+.1%})")
         masks.attach(opt)  # pruned weights stay exactly zero through AdamW
-        train(model, opt, train_tokens, args.finetune_steps, rng)
+        train(model, train_tokens, args.finetune_steps, rng, opt=opt)
     tuned = evaluate_loss(model, val)["ppl"]
     print(f"fine-tuned {args.finetune_steps} steps: val ppl {tuned:7.3f}  "
           f"({(tuned / dense_more - 1):+.1%} vs the dense model trained "

@@ -13,25 +13,13 @@ import argparse
 import time
 
 import numpy as np
+from _char_lm import char_corpus, train  # noqa: E402 (examples/)
 
 import minilm as ml
-from minilm import optim
-from minilm.data import CharTokenizer, load_corpus, random_windows
 from minilm.nn import GPT, GPTConfig
 from minilm.train.trainer import evaluate_loss
 
 CONTEXT, BATCH = 64, 16
-
-
-def train(model, tokens, steps, rng, lr=3e-3):
-    opt = optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    for _ in range(steps):
-        x, y = random_windows(tokens, BATCH, CONTEXT, rng)
-        _, loss = model(ml.tensor(x), ml.tensor(y))
-        loss.backward()
-        optim.clip_grad_norm_(list(model.parameters()), 1.0)
-        opt.step()
-        opt.zero_grad()
 
 
 def main() -> None:
@@ -44,13 +32,7 @@ def main() -> None:
     steps = 60 if args.quick else args.steps
     ks = [1, 4, 16] if args.quick else [int(s) for s in args.ks.split(",")]
 
-    text = load_corpus()
-    tok = CharTokenizer.train(text)
-    tokens = np.asarray(tok.encode(text), dtype=np.int64)
-    split = int(0.9 * len(tokens))
-    train_tokens, val_tokens = tokens[:split], tokens[split:]
-    vrng = np.random.default_rng(1)
-    val = [random_windows(val_tokens, BATCH, CONTEXT, vrng) for _ in range(args.eval_batches)]
+    tok, train_tokens, val = char_corpus(args.eval_batches, CONTEXT)
 
     print(f"{steps} steps, batch {BATCH} x {CONTEXT} characters, 2 layers, d_model 64")
     print(f"{'k':>6} {'val loss':>9} {'train s':>8}")
@@ -59,7 +41,7 @@ def main() -> None:
         model = GPT(GPTConfig(vocab_size=tok.vocab_size, context_length=CONTEXT, n_layers=2,
                               n_heads=4, d_model=64, attn_top_k=k))
         t0 = time.perf_counter()
-        train(model, train_tokens, steps, np.random.default_rng(0))
+        train(model, train_tokens, steps, np.random.default_rng(0), context=CONTEXT)
         dt = time.perf_counter() - t0
         loss = evaluate_loss(model, val)["loss"]
         print(f"{'full' if k is None else k:>6} {loss:>9.4f} {dt:>8.1f}")
