@@ -73,7 +73,7 @@ def test_first_error_reaches_the_caller_and_stops_the_team():
 
     with pytest.raises(ValueError, match="item 3 is bad"):
         thread_map(fn, range(1000), threads=2)
-    assert len(done) < 999
+    assert len(done) < 20  # the other worker stops taking items once the error is in
 
 
 def test_plain_loop_in_the_caller_when_nothing_to_share():

@@ -115,8 +115,8 @@ def generate(model: Any, prompt: Any, max_new_tokens: int, temperature: float = 
         fast = supports_fast_decode(model)
         logits = _last_logits(model, ids, cache, vocab_limit, fast)
         # one row: every op of a step is tiny, and waking a second thread for each
-        # costs more than it saves (bench/generate.py: 1,200 vs 400-650 tokens/s at
-        # batch 1; at batch 8 two threads win, 2,800 vs 2,100)
+        # costs more than it saves (bench/decode_threads.py: 967 vs 343 tokens/s at
+        # batch 1; at batch 8 two threads win, 2,545 vs 1,872)
         with one_thread() if ids.shape[0] == 1 else contextlib.nullcontext():
             ids = _decode(model, ids, logits, cache, max_new_tokens, temperature, top_k, top_p,
                           eos_id, rng, use_cache, vocab_limit, done, fast)
