@@ -16,7 +16,7 @@ import numpy as np
 
 from .autograd import AccumulateGrad, RemovableHandle, VersionCounter, _bind_tensor, is_grad_enabled
 from .autograd import backward as _run_backward
-from .backends import backend_for_array, current_backend, get_backend
+from .backends import backend_for_array, current_backend, get_backend, is_device_array
 
 __all__ = ["Tensor", "as_array", "dtype_of"]
 
@@ -135,9 +135,7 @@ class Tensor:
         if backend is None:
             if isinstance(data, Tensor):
                 backend = data.backend
-            elif type(data).__module__.startswith("cupy"):
-                backend = get_backend("cupy")
-            elif isinstance(data, np.ndarray):
+            elif isinstance(data, np.ndarray) or is_device_array(data):
                 backend = backend_for_array(data)
             else:
                 backend = current_backend()
@@ -189,7 +187,7 @@ class Tensor:
 
     @property
     def device(self) -> str:
-        return "cuda" if type(self.data).__module__.startswith("cupy") else "cpu"
+        return "cuda" if is_device_array(self.data) else "cpu"
 
     @property
     def is_leaf(self) -> bool:

@@ -1,13 +1,14 @@
 """Backend registry.
 
-A backend owns the array module ``xp`` (numpy; cupy later), a seeded random generator
+A backend owns the array module ``xp`` (numpy or cupy), a seeded random generator
 and the hot kernels named in the backend interface (interface.py). Op code is written
 once against ``backend.xp``; the reference arithmetic of each hot kernel is registered
 next to its op (``@kernel("softmax")`` in functional/nn.py) and is what the NumPy
 backend runs; a faster backend (numba) subclasses it and overrides kernels by name.
 
 A tensor's backend follows its array: a NumPy array belongs to the *selected CPU
-backend* (``use_backend``).
+backend* (``use_backend``), a device array (CuPy's) to the backend that registered its
+type (``register_device_array``); ``to_host`` copies any of them to a NumPy array.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from .numpy_backend import NumpyBackend
 __all__ = [
     "NumpyBackend",
     "available_backends",
+    "is_device_array",
+    "register_device_array",
+    "to_host",
     "backend_for_array",
     "backend_reason",
     "current_backend",
@@ -67,9 +71,38 @@ def _lazy(module: str, cls: str) -> Callable[[], NumpyBackend]:
 
 register_backend("numpy", NumpyBackend)
 register_backend("numba", _lazy("numba_backend", "NumbaBackend"))
+register_backend("cupy", _lazy("cupy_backend", "CupyBackend"))
 
-#: Backends that are planned but do not exist yet: asking for one says so.
-_NOT_IMPLEMENTED = {"cupy": "the CuPy (GPU) backend is not implemented yet"}
+#: Array types that live on a device, by the name of the backend that owns them (the
+#: CuPy backend registers ``cupy.ndarray`` when it is created).
+_DEVICE_TYPES: dict = {}
+
+
+def register_device_array(array_type: type, backend_name: str) -> None:
+    """Arrays of ``array_type`` belong to the backend ``backend_name`` (a device backend:
+    its arrays are not NumPy arrays and reach the host only through ``to_host``)."""
+    _DEVICE_TYPES[array_type] = backend_name
+
+
+def _device_backend_name(array) -> str | None:
+    name = _DEVICE_TYPES.get(type(array))
+    if name is None and type(array).__module__.startswith("cupy"):
+        name = "cupy"  # a CuPy array made before the CuPy backend was
+    return name
+
+
+def is_device_array(array) -> bool:
+    """Whether ``array`` lives in device memory (a CuPy array), not in host memory."""
+    return type(array) is not numpy.ndarray and _device_backend_name(array) is not None
+
+
+def to_host(array):
+    """``array`` as a NumPy array: a copy for a device array, else ``numpy.asarray``
+    (no copy for a NumPy one)."""
+    name = None if type(array) is numpy.ndarray else _device_backend_name(array)
+    if name is None:
+        return numpy.asarray(array)
+    return get_backend(name).to_numpy(array)
 
 
 def available_backends() -> list[str]:
@@ -86,9 +119,6 @@ def available_backends() -> list[str]:
 
 def get_backend(name: str) -> NumpyBackend:
     """The (cached) backend object called ``name``."""
-    if name in _NOT_IMPLEMENTED and name not in _FACTORIES:
-        raise NotImplementedError(f"backend {name!r}: {_NOT_IMPLEMENTED[name]}; registered "
-                                  f"backends: {sorted(_FACTORIES)}")
     if name not in _FACTORIES:
         raise ValueError(
             f"unknown backend {name!r}; registered backends: {sorted(_FACTORIES)}"
@@ -103,8 +133,8 @@ _why = ""  # why the current backend is the one in use (backend_reason)
 
 def use_backend(name: str) -> NumpyBackend:
     """Select the backend that owns NumPy arrays and on which new tensors are created
-    (``numpy`` or ``numba``). Returns the backend. ``"cupy"`` raises
-    NotImplementedError: the GPU backend does not exist yet."""
+    (``numpy``, ``numba`` or ``cupy``). Returns the backend; a backend whose library or
+    device is missing raises ImportError saying which."""
     global _current, _cpu, _why
     backend = get_backend(name)
     _current = backend
@@ -150,13 +180,13 @@ def backend_reason() -> str:
 
 
 def backend_for_array(array) -> NumpyBackend:
-    """The backend that owns ``array``: CuPy arrays -> cupy, anything else -> the
-    selected CPU backend."""
+    """The backend that owns ``array``: device arrays -> their backend (cupy), anything
+    else -> the selected CPU backend."""
     if _cpu is not None and type(array) is numpy.ndarray:  # the common case, first
         return _cpu
-    module = type(array).__module__
-    if module.startswith("cupy"):
-        return get_backend("cupy")
+    name = _device_backend_name(array)
+    if name is not None:
+        return get_backend(name)
     if _cpu is not None:
         return _cpu
     backend = current_backend()

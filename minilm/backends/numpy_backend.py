@@ -49,6 +49,7 @@ class NumpyBackend:
     """Reference backend: ``xp`` is NumPy; its kernels are the registered references."""
 
     name = "numpy"
+    device = "cpu"  # where its arrays live ("cuda" for the CuPy backend)
     default_seed = 0
     #: scaled_dot_product_attention(is_causal=True) without mask or dropout runs the
     #: ``causal_attention`` kernels (no T x T array kept) for sequences at least this

@@ -47,6 +47,7 @@ import numpy as np
 import safetensors
 import safetensors.numpy as stnp
 
+from ..backends import is_device_array, to_host
 from ..tensor import Tensor
 
 __all__ = [
@@ -92,8 +93,8 @@ def _host_array(value: Any, name: str, op: str) -> np.ndarray:
     """``value`` (ndarray, NumPy scalar, minilm Tensor, CuPy array) as a host ndarray."""
     if isinstance(value, Tensor):
         value = value.data
-    if type(value).__module__.startswith("cupy"):
-        value = value.get()
+    if is_device_array(value):
+        value = to_host(value)
     if isinstance(value, np.generic):
         value = np.asarray(value)
     if not isinstance(value, np.ndarray):
@@ -106,6 +107,14 @@ def _host_array(value: Any, name: str, op: str) -> np.ndarray:
     return value
 
 
+def _device_pointer(value: Any) -> int:
+    """The device address of a device array (CuPy: ``.data.ptr``)."""
+    interface = getattr(value, "__cuda_array_interface__", None)
+    if interface is not None:
+        return interface["data"][0]
+    return value.__array_interface__["data"][0]  # a host-memory stand-in (tests)
+
+
 def _identity(value: Any) -> tuple | None:
     """A key equal for two arrays exactly when they are the same memory seen the same
     way (pointer, shape, strides, dtype); ``None`` when aliasing does not matter."""
@@ -116,8 +125,8 @@ def _identity(value: Any) -> tuple | None:
             return None
         return ("np", value.__array_interface__["data"][0], value.shape, value.strides,
                 value.dtype.str)
-    if type(value).__module__.startswith("cupy") and getattr(value, "size", 0):
-        return ("cupy", value.data.ptr, value.shape, value.strides, value.dtype.str)
+    if is_device_array(value) and getattr(value, "size", 0):
+        return ("device", _device_pointer(value), value.shape, value.strides, value.dtype.str)
     return None
 
 
@@ -411,7 +420,7 @@ def flatten_state(state: Any) -> tuple:
             name = tensor_name(path)
             tensors[name] = np.frombuffer(bytes(x), dtype=np.uint8)
             return {"bytes": name}
-        if isinstance(x, (np.ndarray, Tensor)) or type(x).__module__.startswith("cupy"):
+        if isinstance(x, (np.ndarray, Tensor)) or is_device_array(x):
             name = tensor_name(path)
             raw = x.data if isinstance(x, Tensor) else x
             if id(raw) not in host:

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from ..backends import to_host
+
 __all__ = [
     "accuracy",
     "confusion_matrix",
@@ -41,12 +43,10 @@ __all__ = [
 
 
 def _np(x: Any) -> np.ndarray:
-    """``x`` as a NumPy array: Tensors via ``.numpy()``, CuPy arrays via ``.get()``."""
+    """``x`` as a NumPy array: Tensors via ``.numpy()``, device arrays copied to the host."""
     if hasattr(x, "numpy") and not isinstance(x, np.ndarray):  # minilm Tensor
         return np.asarray(x.numpy())
-    if type(x).__module__.startswith("cupy"):
-        return np.asarray(x.get())
-    return np.asarray(x)
+    return to_host(x)
 
 
 def _labels(x: Any, name: str, op: str) -> np.ndarray:
