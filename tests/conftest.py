@@ -16,11 +16,15 @@ takes the ``backend`` fixture (the op tests do, module-wide) runs once per backe
 ``numpy``, ``numba`` (a hard test dependency: if it does not load, the test fails, it
 is not skipped), and ``cupy`` (marked ``gpu``) where the CuPy backend loads and a GPU
 is present; on a machine without one it is simply not among the parameters.
+
+``fake_gpu`` (device_fixture.py) registers the CuPy backend on ``fake_cupy``, a
+host-memory CuPy stand-in, for tests of the device path on a machine without a GPU.
 """
 
 import os
 
 import pytest
+from device_fixture import fake_gpu  # noqa: F401  (the CuPy stand-in fixture)
 from hypothesis import HealthCheck, settings
 
 import minilm
