@@ -1,6 +1,7 @@
 """Distributed training over MPI: the communicator and process grid (``comm``), data
-parallelism and ZeRO-1, tensor parallelism, pipeline parallelism. With one process (or
-without mpi4py) everything runs unchanged."""
+parallelism and ZeRO-1, tensor parallelism, pipeline parallelism; one GPU per rank and
+collectives on device arrays (``gpu``). With one process (or without mpi4py) everything
+runs unchanged."""
 
 from .comm import (
     Communicator,
@@ -11,6 +12,7 @@ from .comm import (
     world,
 )
 from .data_parallel import DataParallel, LocalSGD
+from .gpu import cuda_aware_mpi, local_rank, select_device
 from .tensor_parallel import (
     ColumnParallelLinear,
     RowParallelLinear,
@@ -30,6 +32,7 @@ from .zero import Zero1Optimizer, ZeroRedundancyOptimizer
 
 __all__ = ["Communicator", "ProcessGrid", "Request", "install_abort_handler", "is_mpi_run",
            "world"]
+__all__ += ["cuda_aware_mpi", "local_rank", "select_device"]
 __all__ += ["DataParallel", "LocalSGD", "Zero1Optimizer", "ZeroRedundancyOptimizer"]
 __all__ += ["ColumnParallelLinear", "RowParallelLinear", "TensorParallelGPT",
             "VocabParallelEmbedding", "copy_to_tp_region", "full_state_dict",

@@ -2,7 +2,9 @@
 mpi4py at all.
 
 Every collective is the buffer-based (upper-case) mpi4py call on NumPy arrays —
-no pickling — and works in place where MPI allows it::
+no pickling — and works in place where MPI allows it. Device (CuPy) arrays are
+accepted too: staged through host memory, or handed to a CUDA-aware MPI as they are
+(gpu.py, which also picks one GPU per rank)::
 
     comm = world()                       # MPI.COMM_WORLD, or a 1-process stand-in
     comm.allreduce(grad)                 # grad <- sum over ranks, in place
@@ -26,6 +28,9 @@ from typing import Any
 
 import numpy as np
 
+from ..backends import is_device_array
+from .gpu import cuda_aware_mpi, stage
+
 __all__ = ["Communicator", "ProcessGrid", "Request", "install_abort_handler", "is_mpi_run",
            "world"]
 
@@ -38,32 +43,59 @@ _OPS = {"sum": "SUM", "max": "MAX", "min": "MIN", "prod": "PROD"}
 
 
 def _host(buf: Any) -> np.ndarray:
-    """MPI reads and writes host memory: CuPy arrays are not supported by this layer."""
+    """A NumPy buffer MPI can read and write in place (no staging: the JSON helpers)."""
     if not isinstance(buf, np.ndarray):
-        raise TypeError(f"communicator: expected a NumPy array, got {type(buf).__name__} "
-                        "(move GPU arrays to the host first)")
+        raise TypeError(f"communicator: expected a NumPy array, got {type(buf).__name__}")
     if not buf.flags.c_contiguous:
         raise ValueError("communicator: buffers must be C-contiguous (use np.ascontiguousarray)")
     return buf
 
 
-class Request:
-    """A pending non-blocking operation; ``wait()`` completes it."""
+def _check(buf: Any) -> None:
+    """A buffer is a NumPy or a device array, C-contiguous (gpu.py stages device ones)."""
+    if not (isinstance(buf, np.ndarray) or is_device_array(buf)):
+        raise TypeError(f"communicator: expected a NumPy or a device (CuPy) array, got "
+                        f"{type(buf).__name__}")
+    if not buf.flags.c_contiguous:
+        raise ValueError("communicator: buffers must be C-contiguous (use ascontiguousarray)")
 
-    def __init__(self, mpi_request: Any = None) -> None:
+
+def _no_finish() -> None:
+    return None
+
+
+def _keep(obj: Any) -> Any:
+    """A finish callback that holds a reference to ``obj`` until the request completes."""
+    return lambda: obj
+
+
+class Request:
+    """A pending non-blocking operation; ``wait()`` completes it (and then runs
+    ``finish``: the upload of a staged device buffer, gpu.py)."""
+
+    def __init__(self, mpi_request: Any = None, finish: Any = None) -> None:
         self._req = mpi_request
+        self._finish = finish
+        if mpi_request is None:
+            self._done()
+
+    def _done(self) -> None:
+        self._req = None
+        if self._finish is not None:
+            finish, self._finish = self._finish, None
+            finish()
 
     def wait(self) -> None:
         if self._req is not None:
             self._req.Wait()
-            self._req = None
+            self._done()
 
     def test(self) -> bool:
         if self._req is None:
             return True
         done = self._req.Test()
         if done:
-            self._req = None
+            self._done()
         return bool(done)
 
 
@@ -75,6 +107,7 @@ class Communicator:
         self.mpi = mpi_comm
         self.rank = mpi_comm.Get_rank() if mpi_comm is not None else 0
         self.size = mpi_comm.Get_size() if mpi_comm is not None else 1
+        self._cuda_aware: bool | None = None  # decided at the first device buffer
 
     def __repr__(self) -> str:
         return f"<Communicator rank {self.rank} of {self.size}>"
@@ -88,76 +121,119 @@ class Communicator:
             raise ValueError(f"communicator: unknown reduction {op!r}; use one of {sorted(_OPS)}")
         return getattr(MPI, _OPS[op])
 
+    # ------------------------------------------------------------------ device buffers
+    @property
+    def cuda_aware(self) -> bool:
+        """Whether device (CuPy) buffers go to MPI as they are, not staged through host
+        memory (gpu.py ``cuda_aware_mpi``; decided once per communicator)."""
+        if self._cuda_aware is None:
+            self._cuda_aware = cuda_aware_mpi(MPI)
+        return self._cuda_aware
+
+    def _stage(self, buf: Any, writes: bool) -> tuple:
+        """(what MPI gets for ``buf``, what to call after the MPI call): gpu.py ``stage``."""
+        if type(buf) is np.ndarray:  # the common case, first
+            return _host(buf), _no_finish
+        return stage(buf, writes, self.cuda_aware)
+
     # ------------------------------------------------------------------ collectives
-    def allreduce(self, buf: np.ndarray, op: str = "sum") -> np.ndarray:
+    # Buffers are NumPy arrays or device (CuPy) arrays, C-contiguous; a device buffer
+    # is staged through host memory unless MPI is CUDA-aware (gpu.py). With one
+    # process every collective is done by the array module itself, with no copy.
+    def allreduce(self, buf: Any, op: str = "sum") -> Any:
         """buf <- op over ranks of buf, in place."""
-        _host(buf)
+        _check(buf)
         if not self.is_single:
-            self.mpi.Allreduce(MPI.IN_PLACE, buf, op=self._op(op))
+            mpi_buf, finish = self._stage(buf, writes=True)
+            self.mpi.Allreduce(MPI.IN_PLACE, mpi_buf, op=self._op(op))
+            finish()
         return buf
 
-    def iallreduce(self, buf: np.ndarray, op: str = "sum") -> Request:
+    def iallreduce(self, buf: Any, op: str = "sum") -> Request:
         """Start an in-place allreduce of ``buf``; the result is there after ``wait()``."""
-        _host(buf)
+        _check(buf)
         if self.is_single:
             return Request()
-        return Request(self.mpi.Iallreduce(MPI.IN_PLACE, buf, op=self._op(op)))
+        mpi_buf, finish = self._stage(buf, writes=True)
+        return Request(self.mpi.Iallreduce(MPI.IN_PLACE, mpi_buf, op=self._op(op)), finish)
 
-    def reduce_scatter(self, sendbuf: np.ndarray, recvbuf: np.ndarray, op: str = "sum"
-                       ) -> np.ndarray:
+    def reduce_scatter(self, sendbuf: Any, recvbuf: Any, op: str = "sum") -> Any:
         """recvbuf <- rank r's block (``len(sendbuf) // size`` elements) of op over ranks."""
-        _host(sendbuf), _host(recvbuf)
+        _check(sendbuf), _check(recvbuf)
         if sendbuf.size != recvbuf.size * self.size:
             raise ValueError(f"reduce_scatter: send buffer of {sendbuf.size} elements is not "
                              f"{self.size} x the receive buffer's {recvbuf.size}")
         if self.is_single:
             recvbuf[...] = sendbuf.reshape(recvbuf.shape)
         else:
-            self.mpi.Reduce_scatter_block(sendbuf, recvbuf, op=self._op(op))
+            send, _ = self._stage(sendbuf, writes=False)
+            recv, finish = self._stage(recvbuf, writes=True)
+            self.mpi.Reduce_scatter_block(send, recv, op=self._op(op))
+            finish()
         return recvbuf
 
-    def allgather(self, sendbuf: np.ndarray, recvbuf: np.ndarray) -> np.ndarray:
+    def allgather(self, sendbuf: Any, recvbuf: Any) -> Any:
         """recvbuf <- the concatenation of every rank's sendbuf, in rank order."""
-        _host(sendbuf), _host(recvbuf)
-        if recvbuf.size != sendbuf.size * self.size:
-            raise ValueError(f"allgather: receive buffer of {recvbuf.size} elements is not "
-                             f"{self.size} x the send buffer's {sendbuf.size}")
+        self._check_gather(sendbuf, recvbuf)
         if self.is_single:
             recvbuf.reshape(-1)[...] = sendbuf.reshape(-1)
         else:
-            self.mpi.Allgather(sendbuf, recvbuf)
+            send, _ = self._stage(sendbuf, writes=False)
+            recv, finish = self._stage(recvbuf, writes=True)
+            self.mpi.Allgather(send, recv)
+            finish()
         return recvbuf
 
-    def iallgather(self, sendbuf: np.ndarray, recvbuf: np.ndarray) -> Request:
-        _host(sendbuf), _host(recvbuf)
+    def iallgather(self, sendbuf: Any, recvbuf: Any) -> Request:
+        self._check_gather(sendbuf, recvbuf)
         if self.is_single:
             recvbuf.reshape(-1)[...] = sendbuf.reshape(-1)
             return Request()
-        return Request(self.mpi.Iallgather(sendbuf, recvbuf))
+        send, _ = self._stage(sendbuf, writes=False)
+        recv, upload = self._stage(recvbuf, writes=True)
 
-    def bcast(self, buf: np.ndarray, root: int = 0) -> np.ndarray:
+        def finish() -> Any:  # holds the staged send copy until the gather is done
+            upload()
+            return send
+
+        return Request(self.mpi.Iallgather(send, recv), finish)
+
+    def _check_gather(self, sendbuf: Any, recvbuf: Any) -> None:
+        _check(sendbuf), _check(recvbuf)
+        if recvbuf.size != sendbuf.size * self.size:
+            raise ValueError(f"allgather: receive buffer of {recvbuf.size} elements is not "
+                             f"{self.size} x the send buffer's {sendbuf.size}")
+
+    def bcast(self, buf: Any, root: int = 0) -> Any:
         """buf <- root's buf, in place."""
-        _host(buf)
+        _check(buf)
         if not self.is_single:
-            self.mpi.Bcast(buf, root=root)
+            mpi_buf, finish = self._stage(buf, writes=self.rank != root)
+            self.mpi.Bcast(mpi_buf, root=root)
+            finish()
         return buf
 
-    def send(self, buf: np.ndarray, dest: int, tag: int = 0) -> None:
+    def send(self, buf: Any, dest: int, tag: int = 0) -> None:
         self._need_peers("send")
-        self.mpi.Send(_host(buf), dest=dest, tag=tag)
+        self.mpi.Send(self._stage(buf, writes=False)[0], dest=dest, tag=tag)
 
-    def recv(self, buf: np.ndarray, source: int, tag: int = 0) -> np.ndarray:
+    def recv(self, buf: Any, source: int, tag: int = 0) -> Any:
         self._need_peers("recv")
-        self.mpi.Recv(_host(buf), source=source, tag=tag)
+        mpi_buf, finish = self._stage(buf, writes=True)
+        self.mpi.Recv(mpi_buf, source=source, tag=tag)
+        finish()
         return buf
 
-    def isend(self, buf: np.ndarray, dest: int, tag: int = 0) -> Request:
+    def isend(self, buf: Any, dest: int, tag: int = 0) -> Request:
         self._need_peers("isend")
-        return Request(self.mpi.Isend(_host(buf), dest=dest, tag=tag))
+        mpi_buf, _ = self._stage(buf, writes=False)
+        # the request keeps a staged host copy alive until the send completes
+        return Request(self.mpi.Isend(mpi_buf, dest=dest, tag=tag), _keep(mpi_buf))
 
-    def irecv(self, buf: np.ndarray, source: int, tag: int = 0) -> Request:
+    def irecv(self, buf: Any, source: int, tag: int = 0) -> Request:
         self._need_peers("irecv")
-        return Request(self.mpi.Irecv(_host(buf), source=source, tag=tag))
+        mpi_buf, finish = self._stage(buf, writes=True)
+        return Request(self.mpi.Irecv(mpi_buf, source=source, tag=tag), finish)
 
     def barrier(self) -> None:
         if not self.is_single:

@@ -56,7 +56,8 @@ Details worth knowing:
   tests/mpi/test_data_parallel.py. Values past 65504 become inf, which a GradScaler would
   then see.
 - Everything goes through host (NumPy) buffers; CuPy gradients are copied to the host
-  and back.
+  and back (the buckets are host arrays, whatever ``Communicator.cuda_aware`` says:
+  docs/gpu.md, "MPI + GPU").
 
 :class:`LocalSGD` is the other option: no gradient communication at all, the ranks run
 their own optimizer steps and *average the parameters* every ``sync_every`` steps.
@@ -72,6 +73,7 @@ from typing import Any
 import numpy as np
 
 from ..autograd import no_grad
+from ..backends import backend_for_array, is_device_array, to_host
 from ..nn.module import Module
 from ..tensor import Tensor
 from .comm import Communicator, Request, world
@@ -87,16 +89,14 @@ _MB = 1 << 20
 
 def _to_host(a: Any) -> np.ndarray:
     """A NumPy view (or, from a GPU, a copy) of a backend array."""
-    return a if isinstance(a, np.ndarray) else np.asarray(a.get())
+    return to_host(a)  # no copy for a NumPy array
 
 
 def _from_host(a: np.ndarray, like: Any) -> Any:
     """``a`` as an array of the same backend as ``like`` (no copy for NumPy)."""
-    if isinstance(like, np.ndarray):
+    if not is_device_array(like):
         return a
-    import cupy  # pragma: no cover - GPU only
-
-    return cupy.asarray(a)  # pragma: no cover
+    return backend_for_array(like).xp.asarray(a)  # host -> device
 
 
 def to_half(x: np.ndarray, out: np.ndarray) -> np.ndarray:
