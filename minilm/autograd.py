@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy
 
-from .backends import backend_for_array
+from .backends import backend_for_array, is_device_array
 
 # The Tensor class, bound by minilm.tensor once it is defined (tensor.py imports this
 # module, so a top-level import here would be circular).
@@ -339,11 +339,7 @@ class Function:
                 if array_type is None:
                     array_type = type(data)
                 elif type(data) is not array_type:
-                    raise TypeError(
-                        f"{cls.__name__}: tensors live on different backends "
-                        f"({array_type.__module__.split('.')[0]} and "
-                        f"{type(data).__module__.split('.')[0]}); move one with .to(...)"
-                    )
+                    raise TypeError(_mixed_devices(cls.__name__, tensors[0].data, data))
                 raw.append(data)
                 tensors.append(a)
             else:
@@ -392,6 +388,15 @@ class Function:
         if ctx.saved:
             ctx._saved_versions = _saved_versions(ctx.saved, tensors, results)
         return results if multi else results[0]
+
+
+def _mixed_devices(op: str, a: Any, b: Any) -> str:
+    """The error for arrays of two backends meeting in ``op``: their devices (``cuda`` /
+    ``cpu``), or their array types where both are on the same side."""
+    where = ["cuda" if is_device_array(x) else "cpu" for x in (a, b)]
+    if where[0] == where[1]:
+        where = [f"{type(x).__module__}.{type(x).__qualname__}" for x in (a, b)]
+    return f"{op}: tensors on {where[0]} and {where[1]}; move one with .to(...)"
 
 
 def _share_version(base: Any, views: tuple) -> None:

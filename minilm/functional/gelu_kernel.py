@@ -46,10 +46,13 @@ def gelu_backward_kernel(be, x, gy, approximate="none"):
 def erf_kernel(be, x):
     """Error function, elementwise. float64 uses libm's ``math.erf`` (exact to the
     last ulp, which gradcheck needs); lower precisions use Abramowitz & Stegun
-    7.1.26, |error| < 1.5e-7, below float32's resolution and fully vectorised."""
+    7.1.26, |error| < 1.5e-7, below float32's resolution and fully vectorised.
+    A device array in float64 makes the round trip to the host for ``math.erf`` (the
+    CuPy backend overrides this kernel with CUDA's ``erf``)."""
     xp = be.xp
     if x.dtype == xp.float64:
-        return np.vectorize(math.erf, otypes=[np.float64])(np.asarray(x))
+        y = np.vectorize(math.erf, otypes=[np.float64])(be.to_numpy(x))
+        return y if xp is np else be.asarray(y)
     s = xp.sign(x)
     a = xp.abs(x)
     t = 1.0 / (1.0 + 0.3275911 * a)

@@ -252,8 +252,8 @@ class GPT(Module):
         where loss is the mean cross-entropy of predicting targets (-100 ignored).
         ``last_only``: the logits of the last position only, (B, 1, vocab) (decoding
         needs no others: a long prompt then skips T - 1 rows of the LM head)."""
-        if not isinstance(ids, Tensor):
-            ids = Tensor(np.asarray(ids))
+        if not isinstance(ids, Tensor):  # an array or a list: onto the model's backend
+            ids = Tensor(ids, backend=self.tok_emb.weight.backend)
         if ids.ndim == 1:
             ids = ids.reshape(1, -1)
         B, T = ids.shape
@@ -281,7 +281,7 @@ class GPT(Module):
         if targets is None:
             return logits
         if not isinstance(targets, Tensor):
-            targets = Tensor(np.asarray(targets))
+            targets = Tensor(targets, backend=logits.backend)
         return logits, self.loss(logits, targets)
 
     def layer_blocks(self) -> list:

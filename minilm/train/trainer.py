@@ -46,7 +46,6 @@ import os
 import signal
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -59,14 +58,16 @@ from ..autograd import no_grad
 from ..backends import current_backend, get_num_threads
 from ..backends.threads import thread_map
 from ..data._io import atomic_write_bytes
+from ..data.prefetch import device_batches
 from ..nn.transformer import GPT
 from ..tensor import Tensor
 from .batch_threads import _overflow_quiet, loss_terms, threaded_backward
 from .config import TrainConfig
+from .log_file import _parse_log, plot_losses, read_log
 from .training_state import load_training_state, save_training_state
 
 __all__ = ["NonFiniteLoss", "Trainer", "TrainingInterrupted", "evaluate_loss",
-           "model_batch_loss", "plot_losses"]
+           "model_backend", "model_batch_loss", "plot_losses", "read_log"]
 
 CKPT_NAME = "ckpt.safetensors"
 BEST_NAME = "best.safetensors"
@@ -106,9 +107,23 @@ class NonFiniteLoss(FloatingPointError):
                          "--grad-clip, or pass --skip-nonfinite to skip such steps")
 
 
+def model_backend(model: Any) -> Any:
+    """The backend of ``model``'s parameters (where its inputs must live and its dropout
+    draws); the current backend for a model without parameters."""
+    p = next(iter(model.parameters()), None)
+    return current_backend() if p is None else p.backend
+
+
 def model_batch_loss(model: Any, x: Any, y: Any) -> float:
-    """``model(x, y)``'s mean loss of one batch of token ids, as a float."""
-    _, loss = model(Tensor(np.asarray(x)), Tensor(np.asarray(y)))
+    """``model(x, y)``'s mean loss of one batch of token ids (arrays or Tensors, on the
+    host or the device), as a float; the ids are moved to the model's backend."""
+    backend = model_backend(model)
+
+    def put(a: Any) -> Tensor:
+        a = a.data if isinstance(a, Tensor) else a
+        return Tensor(np.asarray(a) if backend.xp is np else backend.asarray(a))
+
+    _, loss = model(put(x), put(y))
     return float(loss.item())
 
 
@@ -146,63 +161,6 @@ def evaluate_loss(model: Any, batches: Any, max_batches: int | None = None,
     return {"loss": mean, "ppl": math.exp(min(mean, 700.0)), "tokens": count}
 
 
-def read_log(log_path: str | Path) -> list[dict]:
-    """The rows of a JSONL metrics log. A torn last line (what a kill or a full disk
-    leaves mid-write) is dropped with a warning naming the file; a bad line anywhere else
-    is a ValueError naming the file and the line."""
-    return [row for _, row in _parse_log(Path(log_path))]
-
-
-def _parse_log(log_path: Path) -> list[tuple[str, dict]]:
-    """(line as written, parsed row) for each row of the log; see :func:`read_log`."""
-    lines = log_path.read_text().splitlines()
-    rows = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            rows.append((line, json.loads(line)))
-        except json.JSONDecodeError as exc:
-            if i == len(lines) - 1:
-                warnings.warn(f"{log_path}: dropping a torn last line ({line[:60]!r})",
-                              stacklevel=2)
-                break
-            raise ValueError(f"{log_path}, line {i + 1}: not a JSON row ({exc.msg}); fix or "
-                             "remove that line") from None
-    return rows
-
-
-def plot_losses(log_path: str | Path, png_path: str | Path) -> None:
-    """Train (raw and smoothed) and validation loss against step, from the JSONL log."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = read_log(log_path)
-    tr = [(r["step"], r["loss"]) for r in rows if "loss" in r]
-    va = [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    if tr:
-        s, l = map(np.asarray, zip(*tr))
-        ax.plot(s, l, color="tab:blue", alpha=0.3, lw=1, label="train (per step)")
-        k = max(1, len(l) // 30)
-        smooth = np.convolve(l, np.ones(k) / k, mode="valid")
-        ax.plot(s[k - 1:], smooth, color="tab:blue", lw=2, label=f"train ({k}-step mean)")
-    if va:
-        s, l = map(np.asarray, zip(*va))
-        ax.plot(s, l, "o-", color="tab:orange", lw=2, label="validation")
-    ax.set_xlabel("step")
-    ax.set_ylabel("cross-entropy (nats/token)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    tmp = str(png_path) + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, png_path)
-
-
 class Trainer:
     """Train ``model`` on batches from ``train_loader`` (an iterator of (x, y) with
     ``state_dict``/``load_state_dict``), validating on ``val_tokens``."""
@@ -235,6 +193,7 @@ class Trainer:
         # mixed precision: autocast's dtype (None: off), and the loss scaler (fp16 only)
         self._amp = {"fp16": "float16", "bf16": "bfloat16"}.get(c.amp)
         self.scaler = GradScaler(enabled=c.amp == "fp16")
+        self._batches: Any = None  # fit's batches on the model's device (device_batches)
 
     # ------------------------------------------------------------------ checkpoints
     def _extra(self) -> dict:
@@ -249,8 +208,8 @@ class Trainer:
             "model_config": self.model.config.to_dict(),
             "train_config": self.config.to_dict(),
             "tokenizer": self.tokenizer.to_dict() if self.tokenizer is not None else None,
-            "rng": {"backend": current_backend().get_rng_state(),
-                    "loader": self.loader.state_dict()},
+            "rng": {"backend": model_backend(self.model).get_rng_state(),
+                    "loader": (self._batches or self.loader).state_dict()},
         }
 
     def save(self, path: str | Path) -> None:
@@ -279,7 +238,7 @@ class Trainer:
                             f"{was} to match)")
         if Path(path).name == CKPT_NAME:
             self._last_ckpt = (Path(path), self.step)
-        current_backend().set_rng_state(rng)
+        model_backend(self.model).set_rng_state(rng)
         self.loader.load_state_dict(extra["rng"]["loader"])
         log = self.out / LOG_NAME
         if self.is_main and log.exists():  # drop rows logged after the checkpoint (redone)
@@ -352,10 +311,10 @@ class Trainer:
     def _batch_threads(self) -> int:
         """Hook: how many threads split each micro-batch's rows (train/batch_threads.py):
         ``config.batch_threads``, 0 meaning one per core (``minilm.get_num_threads``), on
-        the CPU backends; 1 (the plain loop) elsewhere and for a trainer that splits the
+        the CPU backends (the model's); 1 (the plain loop) elsewhere and for a trainer that splits the
         rows itself (data parallelism over MPI ranks)."""
         n = self.config.batch_threads or get_num_threads()
-        if current_backend().xp is not np:
+        if model_backend(self.model).xp is not np:
             return 1
         return max(1, min(n, self.config.batch_size))
 
@@ -434,7 +393,8 @@ class Trainer:
         c = self.config
         self.out.mkdir(parents=True, exist_ok=True)
         self.model.train()
-        batches = iter(self.loader)
+        # on a GPU the next batch uploads while this one computes (minilm.data.prefetch)
+        self._batches = batches = device_batches(iter(self.loader), model_backend(self.model))
         self._bar = bar = None
         if c.progress and self.is_main:
             from tqdm import tqdm
@@ -508,6 +468,8 @@ class Trainer:
             if bar is not None:
                 bar.close()
             self._bar = None
+            batches.close()  # a batch read ahead goes back to the loader
+            self._batches = None
             if hasattr(self.loader, "close"):
                 self.loader.close()
         if c.plot and self.is_main and (self.out / LOG_NAME).exists():
@@ -520,7 +482,7 @@ class Trainer:
         """The first step of ``fit``. On the Numba backend it compiles the kernels the
         first time they run on a machine (seconds per dtype; cached in __pycache__
         after that): if it takes longer than ``COMPILE_NOTICE_S``, one line says so."""
-        if current_backend().name != "numba" or not self.is_main:
+        if model_backend(self.model).name != "numba" or not self.is_main:
             return self.train_step(batches)
         t0 = time.perf_counter()
         dtype = next(iter(self.model.parameters())).data.dtype
