@@ -37,6 +37,7 @@ from .functional import (
 )
 
 from . import data, nn, optim, quant, train  # quant: registers its kernels' references
+from . import cuda  # minilm.cuda: devices and memory (imports CuPy only when asked)
 
 __version__ = "0.1.0"
 

@@ -50,7 +50,7 @@ ROOT = "minilm"
 # Each package (or top-level module) of minilm -> its layer; higher numbers are above.
 LAYERS = {
     "backends": 0,
-    "autograd": 1,
+    "autograd": 1, "cuda": 1,
     "tensor": 2, "finite_diff": 2,
     "functional": 3, "creation": 3,
     "nn": 4, "optim": 4, "data": 4, "amp": 4, "models": 4, "quant": 4, "search": 4,
