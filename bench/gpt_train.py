@@ -1,8 +1,11 @@
-"""Training-step throughput of a GPT in minilm (any CPU backend) and, optionally, PyTorch.
+"""Training-step throughput of a GPT in minilm (any backend, the GPU included) and,
+optionally, PyTorch (CPU, or CUDA eager and ``torch.compile``).
 
     .venv/bin/python bench/gpt_train.py                            # reference config
     .venv/bin/python bench/gpt_train.py --backend numpy --compare-torch
     .venv/bin/python bench/gpt_train.py --large --compare-torch     # the larger config
+    python bench/gpt_train.py --backend cupy --config gpt2-small --amp bf16 \
+        --compare-torch --torch-compile                             # GPU: see "On the GPU"
     .venv/bin/python bench/gpt_train.py --backend numpy --profile   # where the time goes
     .venv/bin/python bench/gpt_train.py --backend numpy --compare-torch --baseline /tmp/old
                       # + minilm from another source tree, e.g. `git archive OLD | tar -x -C /tmp/old`
@@ -58,6 +61,7 @@ float32, ``torch.set_num_threads(--threads)``), starts from minilm's initial wei
 (written to a temporary .npz) and sees the same batches, so the losses of the first step
 agree to float32 rounding: the printed ``loss at step 1`` shows it. Its attention is
 ``F.scaled_dot_product_attention(..., is_causal=True)``, what a PyTorch user would write.
+(``--torch-compile`` adds a third worker running the same twin through ``torch.compile``.)
 
 Threads: ``--threads`` sets OMP/OPENBLAS/MKL/NUMBA_NUM_THREADS before NumPy is imported
 (in the parent and, inherited, in the workers), calls ``minilm.set_num_threads`` when it
@@ -70,14 +74,39 @@ optimizer is timed whole) and the top ops: medians over the ``--steps`` profiled
 
 Timings on a shared machine are noisy: use the medians, compare within one run, and
 re-measure final numbers on a quiet machine.
+
+On the GPU (``--backend cupy``; docs/gpu.md). ``--config gpt2-small`` is GPT-2 small's
+shapes: 12 layers, 12 heads, d_model 768, context 1024, batch 8, vocab 50,304 (124M
+parameters with the tied head). minilm runs on the CuPy backend (``use_backend("cupy")``,
+batches moved with ``.to("cuda")``); the twin runs on ``cuda`` with the same initial
+weights and batches; ``--amp fp16|bf16`` runs minilm under ``minilm.amp.autocast``
+(+ ``GradScaler`` for fp16, as ``minilm train --amp`` does) and the twin under
+``torch.autocast`` (+ ``torch.amp.GradScaler`` for fp16). Each part of a step is timed
+between ``cupy.cuda.Device().synchronize()`` calls (``torch.cuda.synchronize()`` in the
+twin), so the times are the device's, not the launch queue's. Extra rows:
+
+- peak GPU MiB: minilm's ``minilm.cuda.max_memory_allocated()`` (CuPy's default memory
+  pool, tracked from before the model is built; without ``minilm.cuda``, the largest
+  ``pool.used_bytes()`` seen after each part of a step) and PyTorch's
+  ``torch.cuda.max_memory_allocated()``: bytes held by live arrays at the peak, weights,
+  gradients, optimizer state and activations together; "GPU MiB reserved" is what each
+  allocator holds from the driver (CuPy's ``pool.total_bytes()`` at the end,
+  ``torch.cuda.max_memory_reserved()``);
+- the GEMM peak is a cuBLAS product through CuPy in the parent process (8192^3, float32;
+  float16 for the autocast runs) instead of NumPy's sgemm.
+
+Neither side uses TF32 for float32 products (CuPy's and PyTorch's defaults). PyTorch's
+SDPA picks its fused (flash / memory-efficient) attention kernels on the GPU, as a
+PyTorch user gets them. Without CuPy or a device, ``--backend cupy`` exits at once with
+one line saying why.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -87,8 +116,15 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-REFERENCE = dict(layers=4, heads=4, d_model=256, context=128, batch=16, vocab=96)
-LARGE = dict(layers=6, heads=6, d_model=384, context=256, batch=8, vocab=96)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the _gpt_* helpers
+from _gpt_report import SgemmProbe, machine_line, print_report, summarize  # noqa: E402
+
+CONFIGS = {
+    "reference": dict(layers=4, heads=4, d_model=256, context=128, batch=16, vocab=96),
+    "large": dict(layers=6, heads=6, d_model=384, context=256, batch=8, vocab=96),
+    "gpt2-small": dict(layers=12, heads=12, d_model=768, context=1024, batch=8, vocab=50304),
+}
+REFERENCE, LARGE = CONFIGS["reference"], CONFIGS["large"]
 SEED = 1234
 N_BATCHES = 4  # distinct batches, cycled through the steps
 
@@ -96,21 +132,34 @@ N_BATCHES = 4  # distinct batches, cycled through the steps
 # ---------------------------------------------------------------------------- arguments
 
 
+def _dflt(key: str) -> str:
+    return "default: the config's (" + ", ".join(f"{n} {c[key]:,}" for n, c in CONFIGS.items()) \
+        + ")"
+
+
 def parse_args(argv: list | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        description="Training-step throughput of a GPT (minilm, optionally vs PyTorch).",
+        description="Training-step throughput of a GPT (minilm on the CPU or the GPU, "
+                    "optionally vs PyTorch).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--backend", default=None,
-                   help="minilm CPU backend: numpy | numba (default: minilm's current default)")
-    p.add_argument("--large", action="store_true",
-                   help="the larger config: 6 layers, 6 heads, d 384, context 256, batch 8")
-    p.add_argument("--layers", type=int, default=None, help=f"default {REFERENCE['layers']}")
-    p.add_argument("--heads", type=int, default=None, help=f"default {REFERENCE['heads']}")
-    p.add_argument("--d-model", type=int, default=None, help=f"default {REFERENCE['d_model']}")
+                   help="minilm backend: numpy | numba | cupy (the GPU; default: minilm's "
+                        "current default)")
+    p.add_argument("--config", choices=sorted(CONFIGS), default=None,
+                   help="shapes: reference (4 layers, d 256, context 128, batch 16), large "
+                        "(6 layers, d 384, context 256, batch 8), gpt2-small (12 layers, 12 "
+                        "heads, d 768, context 1024, batch 8, vocab 50,304); default reference")
+    p.add_argument("--large", action="store_true", help="the same as --config large")
+    p.add_argument("--amp", choices=["off", "fp16", "bf16"], default="off",
+                   help="mixed precision: minilm.amp.autocast (+ GradScaler for fp16) and, in "
+                        "the PyTorch twin, torch.autocast (+ torch.amp.GradScaler)")
+    p.add_argument("--layers", type=int, default=None, help=_dflt("layers"))
+    p.add_argument("--heads", type=int, default=None, help=_dflt("heads"))
+    p.add_argument("--d-model", type=int, default=None, help=_dflt("d_model"))
     p.add_argument("--d-ff", type=int, default=None, help="default 4 * d_model")
-    p.add_argument("--context", type=int, default=None, help=f"default {REFERENCE['context']}")
-    p.add_argument("--batch", type=int, default=None, help=f"default {REFERENCE['batch']}")
-    p.add_argument("--vocab", type=int, default=None, help=f"default {REFERENCE['vocab']}")
+    p.add_argument("--context", type=int, default=None, help=_dflt("context"))
+    p.add_argument("--batch", type=int, default=None, help=_dflt("batch"))
+    p.add_argument("--vocab", type=int, default=None, help=_dflt("vocab"))
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--steps", type=int, default=20, help="timed steps per framework")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (>= 1)")
@@ -118,7 +167,10 @@ def parse_args(argv: list | None = None) -> argparse.Namespace:
                    help="steps per turn when frameworks alternate")
     p.add_argument("--threads", type=int, default=2, help="BLAS / Numba / torch threads")
     p.add_argument("--compare-torch", action="store_true",
-                   help="also time the identical PyTorch model (if torch imports)")
+                   help="also time the identical PyTorch model (if torch imports; on CUDA "
+                        "with --backend cupy)")
+    p.add_argument("--torch-compile", action="store_true",
+                   help="with --compare-torch: also time the twin through torch.compile")
     p.add_argument("--baseline", metavar="TREE",
                    help="also time minilm from another source tree (e.g. a git worktree of "
                         "an older commit), in its own worker: before/after in one run")
@@ -133,18 +185,28 @@ def parse_args(argv: list | None = None) -> argparse.Namespace:
                         "(minilm.train.batch_threads; 0: one per thread, as `minilm train`; "
                         "1: every op split over the threads instead); several values: one "
                         "minilm worker each, side by side")
-    p.add_argument("--_worker", choices=["minilm", "torch"], help=argparse.SUPPRESS)
+    p.add_argument("--_worker", choices=["minilm", "torch", "torch-compile"],
+                   help=argparse.SUPPRESS)
     p.add_argument("--_batch-threads", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--_weights", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    base = LARGE if args.large else REFERENCE
+    if args.large and args.config not in (None, "large"):
+        p.error(f"--large and --config {args.config} disagree")
+    args.config = "large" if args.large else (args.config or "reference")
+    base = CONFIGS[args.config]
+    changed = [k for k, v in base.items() if getattr(args, k) not in (None, v)]
     for key, value in base.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if changed:  # the report says so
+        args.config += f" with {', '.join(k.replace('_', '-') for k in changed)} changed"
     if args.d_ff is None:
         args.d_ff = 4 * args.d_model
     if args.d_model % args.heads:
         p.error(f"--d-model {args.d_model} is not divisible by --heads {args.heads}")
+    if args.profile and args.backend == "cupy":
+        p.error("--profile times host-side calls; on the GPU those are kernel launches "
+                "(use Nsight Systems for a device timeline)")
     args.warmup = max(args.warmup, 1)
     return args
 
@@ -156,20 +218,7 @@ def set_thread_env(n: int) -> None:
         os.environ[var] = str(n)
 
 
-# ---------------------------------------------------------------------------- FLOPs, memory
-
-
-def linear_weights(a: argparse.Namespace) -> int:
-    """N_lin: the entries of every weight matrix a token is multiplied by."""
-    d, f = a.d_model, a.d_ff
-    return a.layers * (4 * d * d + 2 * d * f) + a.vocab * d
-
-
-def flops_per_step(a: argparse.Namespace) -> float:
-    """3 x (2 B T N_lin + L * 4 B T^2 d): see the module docstring."""
-    tokens = a.batch * a.context
-    forward = 2 * tokens * linear_weights(a) + a.layers * 4 * a.batch * a.context ** 2 * a.d_model
-    return 3.0 * forward
+# ---------------------------------------------------------------------------- memory, batches
 
 
 def peak_rss_mib() -> float:
@@ -199,6 +248,19 @@ def make_batches(a: argparse.Namespace) -> list:
 # ---------------------------------------------------------------------------- minilm
 
 
+def gpu_problem() -> str | None:
+    """Why ``--backend cupy`` cannot run here (one line), or None."""
+    try:
+        from minilm.backends.cupy_backend import import_cupy
+
+        import_cupy()
+    except ImportError as exc:
+        return str(exc)
+    except Exception as exc:  # a broken driver or toolkit
+        return f"CuPy does not work here ({type(exc).__name__}: {exc})"
+    return None
+
+
 class MinilmRunner:
     """A minilm GPT + AdamW; ``step(i)`` returns (loss, forward s, backward s, optim s)."""
 
@@ -209,31 +271,56 @@ class MinilmRunner:
 
         import minilm as ml
         from minilm import nn, optim
+        from minilm.amp import GradScaler, autocast
 
         if hasattr(ml, "set_num_threads"):
             ml.set_num_threads(a.threads)
         backend = ml.use_backend(a.backend) if a.backend else ml.current_backend()
-        self.label = f"minilm[{backend.name}]"
+        self.gpu = backend.xp is not np
+        self.label = f"minilm[{backend.name}]" + ("" if a.amp == "off" else f", {a.amp}")
+        self.sync = (lambda: None)
+        self.pool = None  # CuPy's pool, when minilm.cuda is not there to track the peak
+        self.pool_peak = 0
+        if self.gpu:
+            self.sync = backend.xp.cuda.Device().synchronize
+            try:
+                import minilm.cuda as mc
+
+                mc.reset_peak_memory_stats()  # tracking starts before the model exists
+            except (ImportError, AttributeError):
+                self.pool = backend.xp.get_default_memory_pool()
         ml.manual_seed(SEED)
         cfg = nn.GPTConfig(vocab_size=a.vocab, context_length=a.context, n_layers=a.layers,
                            n_heads=a.heads, d_model=a.d_model, d_ff=a.d_ff, dropout=0.0,
                            tie_weights=True)
         self.model = nn.GPT(cfg).to(np.dtype(a.dtype))
+        if self.gpu:
+            self.model.to("cuda")  # a no-op for what use_backend("cupy") built there
         self.model.train()
         if weights_out:  # the initial weights, for the PyTorch twin
             state = {k: t.numpy() for k, t in self.model.state_dict().items()}
             np.savez(weights_out, **state)
         groups = optim.param_groups_for_weight_decay(self.model, weight_decay=0.1)
         self.opt = optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.95), eps=1e-8)
-        self.batches = [(ml.Tensor(x), ml.Tensor(y)) for x, y in make_batches(a)]
+        self.autocast = (lambda: autocast(a.amp)) if a.amp != "off" else contextlib.nullcontext
+        self.scaler = GradScaler() if a.amp == "fp16" else None
+        move = (lambda t: t.to("cuda")) if self.gpu else (lambda t: t)
+        self.batches = [(move(ml.Tensor(x)), move(ml.Tensor(y))) for x, y in make_batches(a)]
         self.params = self.model.num_parameters()
         self.threaded = None  # minilm.train.batch_threads.threaded_backward, if used
         n = a._batch_threads or (ml.get_num_threads() if hasattr(ml, "get_num_threads") else 1)
-        if n > 1 and backend.xp is np:
+        if n > 1 and backend.xp is np and a.amp == "off":
             from minilm.train.batch_threads import threaded_backward
 
             self.threaded, self.n_threads = threaded_backward, min(n, a.batch)
             self.label = f"minilm[{backend.name}, {self.n_threads} batch threads]"
+
+    def _mark(self) -> float:
+        """Wait for the device (and sample the pool without minilm.cuda); the time."""
+        self.sync()
+        if self.pool is not None:
+            self.pool_peak = max(self.pool_peak, self.pool.used_bytes())
+        return time.perf_counter()
 
     def step(self, i: int) -> tuple:
         ids, targets = self.batches[i % len(self.batches)]
@@ -246,115 +333,34 @@ class MinilmRunner:
             self.opt.zero_grad()
             t3 = time.perf_counter()
             return loss, t2 - t0, 0.0, t3 - t2
-        t0 = time.perf_counter()
-        _, loss = self.model(ids, targets)
-        t1 = time.perf_counter()
-        loss.backward()
-        t2 = time.perf_counter()
-        self.opt.step()
+        t0 = self._mark()
+        with self.autocast():
+            _, loss = self.model(ids, targets)
+        t1 = self._mark()
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        t2 = self._mark()
+        if self.scaler is not None:
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            self.opt.step()
         self.opt.zero_grad()
-        t3 = time.perf_counter()
+        t3 = self._mark()
         return float(loss.item()), t1 - t0, t2 - t1, t3 - t2
 
+    def gpu_memory(self) -> dict:
+        if not self.gpu:
+            return {}
+        import cupy
 
-# ---------------------------------------------------------------------------- PyTorch twin
+        reserved = cupy.get_default_memory_pool().total_bytes() / 2**20
+        if self.pool is not None:
+            return {"peak_gpu_mib": self.pool_peak / 2**20, "reserved_gpu_mib": reserved,
+                    "gpu_mem_source": "CuPy pool.used_bytes(), sampled after each part"}
+        import minilm.cuda as mc
 
-
-def build_torch_gpt(torch, a: argparse.Namespace):
-    """The same GPT in PyTorch, parameter names matching minilm's state_dict."""
-    nn, F = torch.nn, torch.nn.functional
-
-    class Attention(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.qkv = nn.Linear(a.d_model, 3 * a.d_model)
-            self.out_proj = nn.Linear(a.d_model, a.d_model)
-
-        def forward(self, x):
-            B, T, D = x.shape
-            q, k, v = self.qkv(x).split(D, dim=-1)
-            q, k, v = (t.view(B, T, a.heads, D // a.heads).transpose(1, 2) for t in (q, k, v))
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-            return self.out_proj(y.transpose(1, 2).reshape(B, T, D))
-
-    class MLP(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.fc = nn.Linear(a.d_model, a.d_ff)
-            self.proj = nn.Linear(a.d_ff, a.d_model)
-
-        def forward(self, x):
-            return self.proj(F.gelu(self.fc(x)))  # exact GELU, as minilm's default
-
-    class Block(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.ln1 = nn.LayerNorm(a.d_model)
-            self.attn = Attention()
-            self.ln2 = nn.LayerNorm(a.d_model)
-            self.mlp = MLP()
-
-        def forward(self, x):
-            x = x + self.attn(self.ln1(x))
-            return x + self.mlp(self.ln2(x))
-
-    class GPT(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.tok_emb = nn.Embedding(a.vocab, a.d_model)
-            self.pos_emb = nn.Embedding(a.context, a.d_model)
-            self.blocks = nn.ModuleList(Block() for _ in range(a.layers))
-            self.ln_f = nn.LayerNorm(a.d_model)
-            self.head = nn.Linear(a.d_model, a.vocab, bias=False)
-            self.head.weight = self.tok_emb.weight  # tied
-
-        def forward(self, ids, targets):
-            B, T = ids.shape
-            x = self.tok_emb(ids) + self.pos_emb(torch.arange(T))
-            for block in self.blocks:
-                x = block(x)
-            logits = self.head(self.ln_f(x))
-            return logits, F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(-1))
-
-    return GPT()
-
-
-class TorchRunner:
-    name = "torch"
-
-    def __init__(self, a: argparse.Namespace, weights_in: str | None = None) -> None:
-        import numpy as np
-        import torch
-
-        torch.set_num_threads(a.threads)
-        self.torch = torch
-        self.label = "torch"
-        dtype = {"float32": torch.float32, "float64": torch.float64}[a.dtype]
-        self.model = build_torch_gpt(torch, a).to(dtype)
-        if weights_in:
-            with np.load(weights_in) as z:
-                state = {k: torch.from_numpy(z[k].copy()) for k in z.files}
-            self.model.load_state_dict(state)
-        self.model.train()
-        decay, rest = [], []
-        for _, p in self.model.named_parameters():  # tied head listed once, as in minilm
-            (decay if p.ndim >= 2 else rest).append(p)
-        groups = [{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}]
-        self.opt = torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.95), eps=1e-8)
-        self.batches = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in make_batches(a)]
-        self.params = sum(p.numel() for p in self.model.parameters())
-
-    def step(self, i: int) -> tuple:
-        ids, targets = self.batches[i % len(self.batches)]
-        t0 = time.perf_counter()
-        _, loss = self.model(ids, targets)
-        t1 = time.perf_counter()
-        loss.backward()
-        t2 = time.perf_counter()
-        self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
-        t3 = time.perf_counter()
-        return float(loss.item()), t1 - t0, t2 - t1, t3 - t2
+        return {"peak_gpu_mib": mc.max_memory_allocated() / 2**20, "reserved_gpu_mib": reserved,
+                "gpu_mem_source": "minilm.cuda.max_memory_allocated"}
 
 
 # ---------------------------------------------------------------------------- worker process
@@ -362,7 +368,8 @@ class TorchRunner:
 
 def worker(a: argparse.Namespace) -> None:
     """Line protocol on stdin/stdout: the worker builds its model, answers ``ready``,
-    then ``run K`` (K timed steps) until ``quit`` (its peak RSS). One JSON line each."""
+    then ``run K`` (K timed steps) until ``quit`` (its peak RSS and GPU memory). One
+    JSON line each."""
     out = sys.stdout
     sys.stdout = sys.stderr  # anything else printed must not break the protocol
 
@@ -382,13 +389,23 @@ def worker(a: argparse.Namespace) -> None:
     if a._worker == "minilm":
         runner = MinilmRunner(a, weights_out=a._weights)
     else:
-        runner = TorchRunner(a, weights_in=a._weights)
+        from _gpt_twin import TorchRunner
+
+        runner = TorchRunner(a, make_batches(a), weights_in=a._weights,
+                             compiled=a._worker == "torch-compile")
     build_s = time.perf_counter() - t0
     first = runner.step(0)
     for i in range(1, a.warmup):
         runner.step(i)
-    send({"label": runner.label, "params": runner.params, "build_s": build_s,
-          "first_step_s": sum(first[1:]), "loss_step1": first[0], "rss_start_mib": rss_start})
+    info = {"label": runner.label, "kind": runner.name, "params": runner.params,
+            "build_s": build_s, "first_step_s": sum(first[1:]), "loss_step1": first[0],
+            "rss_start_mib": rss_start}
+    if a.backend == "cupy":
+        import cupy
+
+        info["gpu_name"] = cupy.cuda.runtime.getDeviceProperties(
+            cupy.cuda.Device().id)["name"].decode()
+    send(info)
     i = a.warmup
     for line in sys.stdin:
         cmd = line.split()
@@ -400,7 +417,8 @@ def worker(a: argparse.Namespace) -> None:
             times.append(parts)
             i += 1
         send({"times": times, "loss": loss})
-    send({"peak_rss_mib": peak_rss_mib(), "rss_end_mib": current_rss_mib()})
+    send({"peak_rss_mib": peak_rss_mib(), "rss_end_mib": current_rss_mib(),
+          **runner.gpu_memory()})
 
 
 class Worker:
@@ -446,129 +464,31 @@ class Worker:
         self.proc.wait()
 
 
-# ---------------------------------------------------------------------------- sgemm peak
-
-
-class SgemmProbe:
-    """GFLOP/s of a 2048^3 matmul in the run's dtype (sgemm for float32, dgemm for
-    float64) into a preallocated output, sampled on demand."""
-
-    def __init__(self, dtype: str = "float32", n: int = 2048) -> None:
-        import numpy as np
-
-        rng = np.random.default_rng(0)
-        self.np = np
-        self.name = "sgemm" if dtype == "float32" else "dgemm"
-        self.a = rng.standard_normal((n, n)).astype(dtype)
-        self.b = rng.standard_normal((n, n)).astype(dtype)
-        self.c = np.empty((n, n), dtype=dtype)
-        self.n = n
-        self.samples: list = []
-        np.matmul(self.a, self.b, out=self.c)  # warm up (thread pool start, page faults)
-
-    def sample(self, k: int = 2) -> None:
-        for _ in range(k):
-            t0 = time.perf_counter()
-            self.np.matmul(self.a, self.b, out=self.c)
-            self.samples.append(2 * self.n ** 3 / (time.perf_counter() - t0) / 1e9)
-
-    @property
-    def gflops(self) -> float:
-        return statistics.median(self.samples)
-
-
-# ---------------------------------------------------------------------------- report
-
-
-def summarize(info: dict, times: list, a: argparse.Namespace, peak: float) -> dict:
-    fwd, bwd, opt = (statistics.median(t[j] for t in times) for j in range(3))
-    step = statistics.median(sum(t) for t in times)
-    gflops = flops_per_step(a) / step / 1e9
-    return {
-        "label": info["label"], "params": info["params"], "tokens_per_s": a.batch * a.context / step,
-        "step_ms": step * 1e3, "forward_ms": fwd * 1e3, "backward_ms": bwd * 1e3,
-        "optimizer_ms": opt * 1e3, "first_step_ms": info["first_step_s"] * 1e3,
-        "gflops": gflops, "of_peak": gflops / peak, "peak_rss_mib": info.get("peak_rss_mib"),
-        "rss_start_mib": info["rss_start_mib"], "loss_step1": info["loss_step1"],
-        "loss_last": info.get("loss_last"), "steps": len(times),
-        "fastest_step_ms": min(sum(t) for t in times) * 1e3,
-    }
-
-
-def machine_line() -> str:
-    import numpy as np
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    blas = ""
-    try:
-        cfg = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-        blas = f" ({cfg.get('name', '')} {cfg.get('version', '')})"
-    except Exception:  # older NumPy: no dict mode
-        pass
-    return (f"{platform.machine()}, {os.cpu_count()} CPUs ({cpu}), {platform.system()}; "
-            f"python {platform.python_version()}; numpy {np.__version__}{blas}")
-
-
-def print_report(a: argparse.Namespace, rows: list, probe: SgemmProbe, extra: str) -> None:
-    tokens = a.batch * a.context
-    print(f"machine: {machine_line()}{extra}")
-    print(f"config: {a.layers} layers, {a.heads} heads, d_model {a.d_model}, d_ff {a.d_ff}, "
-          f"context {a.context}, batch {a.batch}, vocab {a.vocab}, {a.dtype}, tied head, "
-          f"AdamW (wd 0.1 on matrices), {a.threads} threads")
-    print(f"params: {rows[0]['params']:,}; linear weights N_lin {linear_weights(a):,}; "
-          f"FLOPs/step {flops_per_step(a) / 1e9:.1f} G ({flops_per_step(a) / tokens / 1e6:.1f} "
-          "MFLOP/token, full T x T attention)")
-    print(f"timed: {a.steps} steps after {a.warmup} warmup, medians; frameworks alternate "
-          f"every {a.block} steps, each in its own process")
-    lo, hi = min(probe.samples), max(probe.samples)
-    print(f"{probe.name} peak: {probe.gflops:.1f} GFLOP/s (2048^3 {a.dtype} np.matmul, median of "
-          f"{len(probe.samples)} samples through the run, range {lo:.0f}-{hi:.0f})\n")
-    fmt = [("tokens/s", "tokens_per_s", "{:,.0f}"), ("ms / step", "step_ms", "{:.1f}"),
-           ("fastest step ms", "fastest_step_ms", "{:.1f}"),
-           ("  forward", "forward_ms", "{:.1f}"), ("  backward", "backward_ms", "{:.1f}"),
-           ("  optimizer", "optimizer_ms", "{:.1f}"), ("first step ms", "first_step_ms", "{:.0f}"),
-           ("GFLOP/s", "gflops", "{:.1f}"), (f"of {probe.name} peak", "of_peak", "{:.0%}"),
-           ("peak RSS MiB", "peak_rss_mib", "{:.0f}"), ("RSS at start MiB", "rss_start_mib", "{:.0f}"),
-           ("loss at step 1", "loss_step1", "{:.6f}"), ("loss at last step", "loss_last", "{:.6f}")]
-    width = max(14, *(len(r["label"]) + 2 for r in rows))
-    print(f"{'':20s}" + "".join(f"{r['label']:>{width}s}" for r in rows))
-    for title, key, f in fmt:
-        cells = "".join(f"{f.format(r[key]) if r[key] is not None else '-':>{width}s}"
-                        for r in rows)
-        print(f"{title:20s}{cells}")
-    if rows[-1]["label"] == "torch":
-        t = rows[-1]
-        print()
-        for m in rows[:-1]:
-            print(f"{m['label']} / torch: tokens/s {m['tokens_per_s'] / t['tokens_per_s']:.2f}x, "
-                  f"peak RSS {m['peak_rss_mib'] / t['peak_rss_mib']:.2f}x, RSS growth "
-                  f"{(m['peak_rss_mib'] - m['rss_start_mib']):.0f} vs "
-                  f"{(t['peak_rss_mib'] - t['rss_start_mib']):.0f} MiB")
-    base = next((r for r in rows if "@" in r["label"]), None)
-    if base is not None:
-        print(f"{rows[0]['label']} / {base['label']}: tokens/s "
-              f"{rows[0]['tokens_per_s'] / base['tokens_per_s']:.2f}x (medians), "
-              f"{base['fastest_step_ms'] / rows[0]['fastest_step_ms']:.2f}x (fastest steps: "
-              "the least disturbed on a shared machine)")
+# ---------------------------------------------------------------------------- compare
 
 
 def compare(a: argparse.Namespace) -> None:
+    gpu = a.backend == "cupy"
+    if gpu:
+        why = gpu_problem()
+        if why is not None:
+            sys.exit(f"bench/gpt_train.py --backend cupy: no GPU to run on: {why}")
     kinds = ["minilm"]
     extra = ""
     if a.compare_torch:
         try:
             import torch
 
-            kinds.append("torch")
-            extra = f"; torch {torch.__version__}"
+            if gpu and not torch.cuda.is_available():
+                print("(PyTorch sees no CUDA device here: minilm only)")
+            else:
+                kinds += ["torch"] + (["torch-compile"] if a.torch_compile else [])
+                extra = f"; torch {torch.__version__}"
         except ImportError:
             print("(PyTorch does not import here: minilm only)")
-    probe = SgemmProbe(a.dtype)
+    elif a.torch_compile:
+        print("(--torch-compile needs --compare-torch: minilm only)")
+    probe = SgemmProbe(a.dtype, device=gpu, amp=a.amp)
     probe.sample()
     with tempfile.TemporaryDirectory() as tmp:
         weights = os.path.join(tmp, "init.npz")
@@ -590,108 +510,25 @@ def compare(a: argparse.Namespace) -> None:
         for w in workers:
             w.close()
     probe.sample()
+    probe.close()
     rows = [summarize(w.info, w.times, a, probe.gflops) for w in workers]
     print_report(a, rows, probe, extra)
     if a.json:
         Path(a.json).write_text(json.dumps({"config": {k: getattr(a, k) for k in (
-            "layers", "heads", "d_model", "d_ff", "context", "batch", "vocab", "dtype",
-            "threads", "steps", "warmup")}, f"{probe.name}_gflops": probe.samples, "results": rows},
-            indent=2))
+            "config", "layers", "heads", "d_model", "d_ff", "context", "batch", "vocab",
+            "dtype", "amp", "backend", "threads", "steps", "warmup")},
+            f"{probe.name}_gflops": probe.samples, "results": rows}, indent=2))
 
 
 # ---------------------------------------------------------------------------- profile
-
-
-# op category of each timed name (Function class or backend kernel), first match wins
-CATEGORIES = [
-    ("linear layers (BLAS GEMMs)", ("Linear.", "Matmul.", "Einsum.")),
-    ("attention kernels (batched GEMMs)", ("attention",)),
-    ("softmax / norm / loss", ("softmax", "Softmax", "norm", "Norm", "cross_entropy",
-                               "CrossEntropy", "ScaledDotProductAttention")),
-    ("elementwise (GELU, adds, dropout)", ("gelu", "Gelu", "erf", "dropout", "Dropout", "Add.",
-                                           "Sub.", "Mul.", "Div.", "Neg.", "Exp.", "Tanh.")),
-    ("copies (embedding, split, reshape)", ("mbedding", "Split", "Reshape", "Permute", "Cat.",
-                                            "Stack", "Getitem", "Unbind", "Expand")),
-]
-NOT_KERNELS = {"seed", "get_rng_state", "set_rng_state", "asarray", "to_numpy"}
-
-
-def category_of(name: str) -> str:
-    for cat, keys in CATEGORIES:
-        if any(k in name for k in keys):
-            return cat
-    return "other ops"
-
-
-class OpProfiler:
-    """Exclusive wall time of every Function.forward/backward and backend kernel: each
-    timed call subtracts the time of the timed calls nested in it (a kernel called by a
-    Function is charged to the kernel, not twice)."""
-
-    def __init__(self) -> None:
-        self.excl: dict = defaultdict(float)
-        self.calls: dict = defaultdict(int)
-        self.stack: list = []
-        self.active = False
-        self.undo: list = []
-
-    def wrap(self, name: str, fn):
-        prof = self
-
-        def timed(*args, **kwargs):
-            if not prof.active:
-                return fn(*args, **kwargs)
-            prof.stack.append(0.0)
-            t0 = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                dt = time.perf_counter() - t0
-                prof.excl[name] += dt - prof.stack.pop()
-                prof.calls[name] += 1
-                if prof.stack:
-                    prof.stack[-1] += dt
-
-        return timed
-
-    def install(self, backend) -> None:
-        from minilm.autograd import Function
-
-        todo, seen = [Function], set()
-        while todo:
-            cls = todo.pop()
-            for sub in cls.__subclasses__():
-                if sub not in seen:
-                    seen.add(sub)
-                    todo.append(sub)
-        for cls in seen:
-            for kind in ("forward", "backward"):
-                raw = cls.__dict__.get(kind)
-                if raw is None:
-                    continue
-                wrapper = type(raw) if isinstance(raw, (staticmethod, classmethod)) else staticmethod
-                fn = raw.__func__ if isinstance(raw, (staticmethod, classmethod)) else raw
-                setattr(cls, kind, wrapper(self.wrap(f"{cls.__name__}.{kind}", fn)))
-                self.undo.append((cls, kind, raw))
-        for name in dir(type(backend)):
-            attr = getattr(backend, name)
-            if name.startswith("_") or name in NOT_KERNELS or not callable(attr):
-                continue
-            setattr(backend, name, self.wrap(name, attr))  # instance attribute shadows
-            self.undo.append((backend, name, None))
-
-    def uninstall(self) -> None:
-        for obj, name, raw in reversed(self.undo):
-            if raw is None:
-                delattr(obj, name)
-            else:
-                setattr(obj, name, raw)
 
 
 def profile(a: argparse.Namespace) -> None:
     """Per step: the exclusive time of every timed name, grouped by category; the
     medians over the profiled steps are printed (a burst of load from another process
     spoils a step or two, not the medians)."""
+    from _gpt_profile import OpProfiler, category_of
+
     import minilm as ml
 
     runner = MinilmRunner(a)
@@ -750,7 +587,8 @@ def main() -> None:
         "--layers", str(args.layers), "--heads", str(args.heads), "--d-model", str(args.d_model),
         "--d-ff", str(args.d_ff), "--context", str(args.context), "--batch", str(args.batch),
         "--vocab", str(args.vocab), "--dtype", args.dtype, "--warmup", str(args.warmup),
-        "--threads", str(args.threads)] + (["--backend", args.backend] if args.backend else []) \
+        "--threads", str(args.threads), "--amp", args.amp] \
+        + (["--backend", args.backend] if args.backend else []) \
         + (["--tune-malloc"] if args.tune_malloc else [])
     if args.profile:
         profile(args)
