@@ -54,6 +54,18 @@ _BLOCK = 256  # threads per block of the elementwise kernels
 _MAX_GRID = 2**31 - 1
 
 
+def _half_gemms_accumulate_in_float32() -> None:
+    """Ask CuPy for float32 accumulation in float16 matrix products (CUBLAS_COMPUTE_32F,
+    what autocast's arithmetic assumes), through its compute-type setting (a private
+    module: if it moves, CuPy's default stays, which may accumulate in half)."""
+    try:
+        from cupy._core import _routines_linalg as linalg
+
+        linalg.set_compute_type(numpy.float16, linalg.COMPUTE_TYPE_FP32)
+    except (ImportError, AttributeError):
+        pass
+
+
 def _is_last(dim: int, ndim: int) -> bool:
     return ndim >= 1 and dim in (-1, ndim - 1)
 
@@ -92,6 +104,9 @@ class CupyBackend(NumpyBackend):
 
             xp = import_cupy()
             kernels = CudaKernels(xp)
+            _half_gemms_accumulate_in_float32()
+            # autocast("float16") runs linear as cuBLAS half GEMMs; CuPy has no bfloat16
+            self.native_low_precision = {"float16": numpy.float16}
         self.xp = xp
         self.kernels = kernels  # a KernelLauncher, or None: the references run
         if xp is not numpy:

@@ -50,6 +50,9 @@ class NumpyBackend:
 
     name = "numpy"
     device = "cpu"  # where its arrays live ("cuda" for the CuPy backend)
+    #: autocast dtype -> the array dtype this backend computes it in natively (linear
+    #: runs real half GEMMs then); empty: the rounding is emulated (functional/autocast.py)
+    native_low_precision: dict = {}
     default_seed = 0
     #: scaled_dot_product_attention(is_causal=True) without mask or dropout runs the
     #: ``causal_attention`` kernels (no T x T array kept) for sequences at least this

@@ -31,7 +31,7 @@ import numpy as np
 from ..autograd import Function
 from ..tensor import Tensor
 
-__all__ = ["autocast_dtype", "round_to", "round_to_low_precision"]
+__all__ = ["autocast_dtype", "native_linear", "round_to", "round_to_low_precision"]
 
 LOW_DTYPES = ("float16", "bfloat16")
 
@@ -101,3 +101,59 @@ def round_to_low_precision(x: Any) -> Any:
     if dtype is None or not isinstance(x, Tensor) or x.dtype.kind != "f":
         return x
     return RoundTo.apply(x, dtype=dtype)
+
+
+class NativeLowLinear(Function):
+    """``linear`` inside autocast on a backend with real low-precision GEMMs (the CuPy
+    backend in float16: cuBLAS on tensor cores, float32 accumulation):
+    y = float(half(x) half(W)^T) + half(b), rounded to half;  with h = half(g):
+    dx = float(h half(W)), dW = float(h^T half(x)), db = half(sum h).
+    The same numbers as the emulated path (``round_to`` around ``linear``) but for the
+    order of the float32 sums and one more rounding (the product is written in half
+    before the bias is added); the half copies of x and W are what is kept for the
+    backward (half the memory of float32)."""
+
+    @staticmethod
+    def forward(ctx, x, w, b=None, *, low):
+        if w.ndim != 2 or x.ndim == 0 or x.shape[-1] != w.shape[1]:
+            raise ValueError(f"linear: input shape {x.shape} does not match weight shape "
+                             f"{w.shape} (expected input (..., {w.shape[1] if w.ndim == 2 else '?'}))")
+        ctx.low, ctx.out_dtype, ctx.has_bias = low, x.dtype, b is not None
+        rows = 1
+        for n in x.shape[:-1]:
+            rows *= n
+        x16 = x.reshape(rows, x.shape[-1]).astype(low)
+        w16 = w.astype(low)
+        ctx.save_for_backward(x16, w16)
+        ctx.x_shape = x.shape
+        y = ctx.xp.matmul(x16, w16.T)
+        if b is not None:
+            y = (y.astype(ctx.out_dtype) + b.astype(low).astype(ctx.out_dtype)).astype(low)
+        return y.astype(ctx.out_dtype).reshape(x.shape[:-1] + (w.shape[0],))
+
+    @staticmethod
+    def backward(ctx, g):
+        x16, w16 = ctx.saved
+        h = g.reshape(x16.shape[0], w16.shape[0]).astype(ctx.low)
+        xp, out = ctx.xp, ctx.out_dtype
+        gx = xp.matmul(h, w16).astype(out).reshape(ctx.x_shape) if ctx.needs_input_grad[0] \
+            else None
+        gw = xp.matmul(h.T, x16).astype(out) if ctx.needs_input_grad[1] else None
+        if not ctx.has_bias:
+            return gx, gw
+        gb = None
+        if ctx.needs_input_grad[2]:
+            gb = h.astype(out).sum(axis=0).astype(ctx.low).astype(out)
+        return gx, gw, gb
+
+
+def native_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor | None:
+    """Inside autocast, ``linear`` in the backend's own low-precision dtype when it has
+    one for the autocast dtype (``backend.native_low_precision``); None otherwise (the
+    caller then emulates the rounding)."""
+    dtype = _state.dtype
+    native = getattr(x.backend, "native_low_precision", {}).get(dtype)
+    if native is None or x.dtype.kind != "f" or weight.dtype != x.dtype:
+        return None
+    args = (x, weight) if bias is None else (x, weight, bias)
+    return NativeLowLinear.apply(*args, low=native)

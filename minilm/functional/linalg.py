@@ -13,7 +13,7 @@ from typing import Any
 from ..autograd import Function
 from ..tensor import Tensor
 from ._util import unbroadcast
-from .autocast import autocast_dtype, round_to_low_precision
+from .autocast import autocast_dtype, native_linear, round_to_low_precision
 
 __all__ = ["einsum", "linear", "matmul"]
 
@@ -148,6 +148,9 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """y = x W^T + b (PyTorch's layout: weight is (out_features, in_features)). Inside
     ``minilm.amp.autocast`` x, W, b and y are rounded to its dtype (functional/autocast.py)."""
     if autocast_dtype() is not None:
+        y = native_linear(x, weight, bias)  # real half GEMMs where the backend has them
+        if y is not None:
+            return y
         low = round_to_low_precision
         args = (low(x), low(weight)) if bias is None else (low(x), low(weight), low(bias))
         return low(LinearFunction.apply(*args))
