@@ -472,7 +472,7 @@ def compare(a: argparse.Namespace) -> None:
     if gpu:
         why = gpu_problem()
         if why is not None:
-            sys.exit(f"bench/gpt_train.py --backend cupy: no GPU to run on: {why}")
+            sys.exit(f"bench/gpt_train.py --backend cupy: cannot run here: {why}")
     kinds = ["minilm"]
     extra = ""
     if a.compare_torch:

@@ -3,6 +3,9 @@ reference. Every test here is marked ``gpu``; the whole directory is skipped, wi
 reason, unless CuPy imports and sees a device (``import_cupy``). Run it on a machine
 with a GPU with ``pytest -m gpu tests/gpu`` (tools/gpu_check.sh does, on a lent one).
 
+``MINILM_GPU_REQUIRED=1`` (tools/gpu_check.sh sets it) turns that skip into an error:
+on the machine lent for the check, a suite that skipped everything would pass unseen.
+
 Test modules here import nothing from CuPy at module level: they get it from the
 ``cp`` fixture, so that collecting them on a machine without CuPy is harmless.
 
@@ -40,6 +43,8 @@ HERE = Path(__file__).resolve().parent
 
 
 def pytest_collection_modifyitems(config, items):
+    if WHY_NO_GPU and os.environ.get("MINILM_GPU_REQUIRED") == "1":
+        raise pytest.UsageError(f"gpu suite: MINILM_GPU_REQUIRED=1 but {WHY_NO_GPU}")
     skip = pytest.mark.skip(reason=f"gpu suite: {WHY_NO_GPU}") if WHY_NO_GPU else None
     for item in items:
         if HERE in Path(str(item.fspath)).resolve().parents:
