@@ -96,31 +96,38 @@ def test_adamw_steps_equal_the_cpu_run(cp, gpu, clip):
                if hasattr(v, "ndim") and v.ndim)
 
 
+# The embedding backward sums rows with atomic adds, whose order is not fixed: two runs
+# of the same steps may differ in the last bits of the embedding gradient. Float64 runs
+# are compared to REPEAT instead of bit for bit; everything else is deterministic.
+REPEAT = 1e-12
+
+
 def test_training_on_the_device_is_repeatable(cp, gpu):
-    """Same seed, same steps (dropout drawn on the device included): the same bits."""
+    """Same seed, same steps, dropout drawn on the device: the same masks, hence the
+    same losses and parameters (to the order of the atomic adds)."""
     x, y = batch(1)
     runs = []
     for _ in range(2):
-        m = gpt("float32", dropout=0.1).to("cuda")
+        m = gpt("float64", dropout=0.1).to("cuda")
         ml.manual_seed(5)
         runs.append((steps(m, adamw(m), x.to("cuda"), y.to("cuda")),
                      [p.numpy() for p in m.parameters()]))
-    assert runs[0][0] == runs[1][0]
+    np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=REPEAT)
     for a, b in zip(runs[0][1], runs[1][1]):
-        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, b, rtol=REPEAT, atol=REPEAT)
 
 
 def test_checkpoint_round_trip_cpu_and_device_is_exact(cp, gpu, tmp_path):
-    """Device -> file -> CPU and CPU -> file -> device give the very same bits; the
-    device run resumed from its checkpoint continues exactly as the run that never
-    stopped."""
+    """Device -> file -> CPU and CPU -> file -> device give the very same bits (weights
+    and optimizer moments); the device run resumed from its checkpoint continues as the
+    run that never stopped (to the order of the atomic adds, REPEAT)."""
     x, y = batch(1)
     dx, dy = x.to("cuda"), y.to("cuda")
-    dev = gpt("float32").to("cuda")
+    dev = gpt("float64").to("cuda")
     opt = adamw(dev)
     steps(dev, opt, dx, dy, n=2)
     save_training_state(tmp_path / "d.safetensors", dev, opt, extra={"step": 2})
-    cpu = gpt("float32", seed=9)
+    cpu = gpt("float64", seed=9)
     cpu_opt = adamw(cpu)
     assert load_training_state(tmp_path / "d.safetensors", cpu, cpu_opt)["step"] == 2
     for (name, p), q in zip(dev.named_parameters(), cpu.parameters(), strict=True):
@@ -134,16 +141,16 @@ def test_checkpoint_round_trip_cpu_and_device_is_exact(cp, gpu, tmp_path):
                 assert type(cpu_state[i][k]) is np.ndarray
                 np.testing.assert_array_equal(cp.asnumpy(v), cpu_state[i][k], err_msg=k)
     save_training_state(tmp_path / "h.safetensors", cpu, cpu_opt)
-    back = gpt("float32", seed=7).to("cuda")
+    back = gpt("float64", seed=7).to("cuda")
     back_opt = adamw(back)
     load_training_state(tmp_path / "h.safetensors", back, back_opt)
     for p, q in zip(back.parameters(), dev.parameters(), strict=True):
         assert on_device(cp, p)
         np.testing.assert_array_equal(p.numpy(), q.numpy())
-    np.testing.assert_array_equal(steps(back, back_opt, dx, dy, n=2),
-                                  steps(dev, opt, dx, dy, n=2))
+    np.testing.assert_allclose(steps(back, back_opt, dx, dy, n=2),
+                               steps(dev, opt, dx, dy, n=2), rtol=REPEAT)
     for p, q in zip(back.parameters(), dev.parameters(), strict=True):
-        np.testing.assert_array_equal(p.numpy(), q.numpy())
+        np.testing.assert_allclose(p.numpy(), q.numpy(), rtol=REPEAT, atol=REPEAT)
 
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 60
