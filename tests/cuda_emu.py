@@ -3,8 +3,9 @@
 The CUDA source (minilm/backends/_cuda_source.py) is compiled as C++20 by g++ with a
 prelude that gives the CUDA built-ins a CPU meaning:
 
-- a launch runs the grid's blocks one after another; each block is ``blockDim.x`` real
-  threads (``std::thread``), with ``threadIdx`` / ``blockIdx`` thread-local;
+- a launch runs the grid's blocks one after another on ``blockDim.x`` real threads
+  (``std::thread``), with ``threadIdx`` / ``blockIdx`` thread-local and a barrier
+  between blocks;
 - ``__syncthreads()`` is a ``std::barrier`` over the block's threads, ``__shared__``
   is ``static`` (one block runs at a time, so that is the block's shared memory);
 - ``__shfl_xor_sync(mask, v, m)``: every thread of the block publishes v, waits on the
@@ -67,15 +68,19 @@ template <typename T> T atomicAdd(T* a, T v) {
 }
 static void emu_launch(unsigned gx, unsigned gy, unsigned bx, const std::function<void()>& f) {
     gridDim = {gx, gy, 1}; blockDim = {bx, 1, 1};
-    for (unsigned y = 0; y < gy; ++y)
-        for (unsigned x = 0; x < gx; ++x) {
-            std::barrier<> bar(bx);
-            emu_barrier = &bar;
-            std::vector<std::thread> threads;
-            for (unsigned t = 0; t < bx; ++t)
-                threads.emplace_back([&, t, x, y] { threadIdx = {t, 0, 0}; blockIdx = {x, y, 0}; f(); });
-            for (auto& th : threads) th.join();
-        }
+    std::barrier<> bar(bx);
+    emu_barrier = &bar;
+    std::vector<std::thread> threads;
+    for (unsigned t = 0; t < bx; ++t)
+        threads.emplace_back([&, t] {
+            for (unsigned y = 0; y < gy; ++y)
+                for (unsigned x = 0; x < gx; ++x) {
+                    threadIdx = {t, 0, 0}; blockIdx = {x, y, 0};
+                    f();
+                    bar.arrive_and_wait();  // the block is done before the next starts
+                }
+        });
+    for (auto& th : threads) th.join();
 }
 """
 
