@@ -105,9 +105,10 @@ def _subst(ptype: str, ctype: str) -> str:
     return " ".join(ctype if w == "T" else w for w in ptype.split())
 
 
-def build_library(directory: str | None = None) -> str:
-    """Compile the emulation into a shared library (cached by the source's hash)."""
-    source = PRELUDE + CUDA_SOURCE + _wrappers(kernel_signatures())
+def build_library(directory: str | None = None, cuda_source: str = CUDA_SOURCE) -> str:
+    """Compile the emulation of ``cuda_source`` into a shared library (cached by the
+    source's hash)."""
+    source = PRELUDE + cuda_source + _wrappers(kernel_signatures(cuda_source))
     digest = hashlib.sha256(source.encode()).hexdigest()[:16]
     directory = directory or os.path.join(tempfile.gettempdir(), "minilm-cuda-emu")
     os.makedirs(directory, exist_ok=True)

@@ -334,6 +334,19 @@ def test_launcher_refuses_wrong_arrays(pair):
         fused.kernels("softmax_fwd", np.float16, 2, 32, x, x, 2, 3, 0)
 
 
+def test_emulation_catches_a_broken_reduction():
+    """The check can fail: with the block reduction combining only the first warp's
+    value, a softmax over rows that take several warps no longer equals the reference."""
+    from cuda_emu import EmuLauncher, build_library
+
+    broken = CUDA_SOURCE.replace("v = lane < nwarps ? shared[lane] : none;",
+                                 "v = lane < 1 ? shared[lane] : none;")
+    assert broken != CUDA_SOURCE
+    fused = CupyBackend(xp=np, kernels=EmuLauncher(build_library(cuda_source=broken)))
+    x = data(0, (2, 300), np.float64)
+    assert not np.allclose(fused.softmax(x, -1), CupyBackend(xp=np).softmax(x, -1))
+
+
 def test_unfused_cases_fall_back_to_the_reference(pair):
     """float16, a softmax over another dim, mixed dtypes: the reference runs."""
     fused, ref = pair
