@@ -334,7 +334,7 @@ def test_launcher_refuses_wrong_arrays(pair):
         fused.kernels("softmax_fwd", np.float16, 2, 32, x, x, 2, 3, 0)
 
 
-def test_emulation_catches_a_broken_reduction():
+def test_emulation_catches_a_broken_reduction(pair):
     """The check can fail: with the block reduction combining only the first warp's
     value, a softmax over rows that take several warps no longer equals the reference."""
     from cuda_emu import EmuLauncher, build_library
