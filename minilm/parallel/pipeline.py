@@ -72,6 +72,7 @@ import numpy as np
 
 from .. import functional as F
 from ..autograd import checkpoint, no_grad
+from ..backends import is_device_array, to_host
 from ..nn.module import Module, ModuleDict
 from ..tensor import Tensor
 from .comm import Communicator, Request
@@ -195,9 +196,7 @@ class PipelineStage(Module):
         an activation, or the logits (b, T, vocab) on the last stage."""
         c = self.config
         if self.is_first:
-            if not isinstance(x, Tensor):
-                x = Tensor(np.asarray(x))
-            x = self.embed(x)
+            x = self.embed(_on_stage(x, self))
         for block in self.blocks.values():
             if c.checkpoint_activations and self.training:
                 x = checkpoint(block, x)
@@ -209,8 +208,7 @@ class PipelineStage(Module):
 
     def loss(self, logits: Tensor, targets: Any, n_tokens: int) -> Tensor:
         """Summed token loss of a micro-batch divided by the valid tokens of the batch."""
-        if not isinstance(targets, Tensor):
-            targets = Tensor(np.asarray(targets))
+        targets = _on_stage(targets, self)
         lg, tg = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
         if self.loss_fn is not None:
             total = self.loss_fn(lg, tg)
@@ -243,8 +241,7 @@ def build_stage(model: Module, comm: Communicator | None = None, **kwargs: Any) 
 
 
 def _host(a: Any) -> np.ndarray:
-    a = a if isinstance(a, np.ndarray) else a.get()  # CuPy -> host for MPI
-    return np.ascontiguousarray(a)
+    return np.ascontiguousarray(to_host(a))  # a device array: a host copy, for MPI
 
 
 def _like(buf: np.ndarray, stage: PipelineStage) -> Any:
@@ -252,8 +249,21 @@ def _like(buf: np.ndarray, stage: PipelineStage) -> Any:
     return buf if xp is np else xp.asarray(buf)
 
 
+def _on_stage(a: Any, stage: PipelineStage) -> Tensor:
+    """Token ids or targets (an array or a Tensor, on the host or the device) as a
+    Tensor where the stage's parameters are."""
+    data = a.data if isinstance(a, Tensor) else a
+    xp = next(stage.parameters()).backend.xp
+    if xp is np:
+        return a if isinstance(a, Tensor) and not is_device_array(data) else \
+            Tensor(np.asarray(to_host(data)))
+    if is_device_array(data):
+        return a if isinstance(a, Tensor) else Tensor(data)
+    return Tensor(xp.asarray(np.asarray(data)))  # host -> device
+
+
 def _rows(a: Any, lo: int, hi: int) -> Tensor:
-    data = a.data if isinstance(a, Tensor) else np.asarray(a)
+    data = a.data if isinstance(a, Tensor) else (a if hasattr(a, "shape") else np.asarray(a))
     return Tensor(data[lo:hi])
 
 
@@ -285,7 +295,7 @@ def run_pipeline(stage: PipelineStage, inputs: Any, targets: Any, schedule: str 
     grad_buf = stage._buffers_for("grad", act_shape, dtype, 1)[0] if not stage.is_last else None
     n_tokens = 0
     if stage.is_last:
-        tg = targets.data if isinstance(targets, Tensor) else np.asarray(targets)
+        tg = to_host(targets.data if isinstance(targets, Tensor) else targets)
         n_tokens = int((tg != stage.ignore_index).sum())
     inputs_of: dict = {}   # micro-batch -> received activation Tensor (requires grad)
     outputs_of: dict = {}  # micro-batch -> stage output Tensor (or loss on the last stage)
@@ -417,7 +427,7 @@ def evaluate(stage: PipelineStage, inputs: Any, targets: Any, micro_batches: int
     buf = stage._buffers_for("act", act_shape, dtype, 1)[0] if not stage.is_first else None
     n_tokens = 0
     if stage.is_last:
-        tg = targets.data if isinstance(targets, Tensor) else np.asarray(targets)
+        tg = to_host(targets.data if isinstance(targets, Tensor) else targets)
         n_tokens = int((tg != stage.ignore_index).sum())
     total = 0.0
     was_training = stage.training
@@ -488,7 +498,7 @@ def tied_state_dict(state_dict: dict, tied: bool) -> dict:
     emb = out["tok_emb.weight"]
     head = out.get("head.weight", emb)
     if head is not emb:
-        e, h = (np.asarray(a.data if isinstance(a, Tensor) else a) for a in (emb, head))
+        e, h = (to_host(a.data if isinstance(a, Tensor) else a) for a in (emb, head))
         if e.shape != h.shape or not np.array_equal(e, h):
             raise ValueError(
                 f"tied_state_dict: head.weight {h.shape} {h.dtype} differs from "

@@ -59,6 +59,7 @@ from typing import Any
 import numpy as np
 
 from ..autograd import enable_grad, no_grad
+from ..backends import is_device_array
 from ..nn.module import Parameter
 from ..optim.optimizer import Optimizer
 from ..tensor import Tensor
@@ -105,7 +106,7 @@ class ZeroRedundancyOptimizer(Optimizer):
             raise TypeError(f"ZeroRedundancyOptimizer: all parameters must share one dtype, got "
                             f"{sorted(str(d) for d in dtypes)}")
         for p in self._flat:
-            if not isinstance(p.data, np.ndarray):
+            if is_device_array(p.data) or not isinstance(p.data, np.ndarray):
                 raise TypeError("ZeroRedundancyOptimizer: parameters must be NumPy (host) "
                                 f"arrays, got {type(p.data).__module__}.{type(p.data).__name__}")
         self.dtype = dtypes.pop()

@@ -278,3 +278,22 @@ def test_two_ranks_stage_device_buffers_over_real_mpi():
     assert out == {"allreduce": [3.0, 6.0], "bcast": [1.0, 2.0], "allgather": [1.0, 2.0],
                    "reduce_scatter": [3.0], "recv": [1.0, 1.0], "ddp_same_grads": True,
                    "on_device": True}
+
+
+def test_zero_refuses_device_parameters(dev):
+    from minilm import nn
+    from minilm.optim import AdamW
+    from minilm.parallel import ZeroRedundancyOptimizer
+
+    model = nn.Linear(3, 2).to("cuda")
+    with pytest.raises(TypeError, match="NumPy \\(host\\) arrays"):
+        ZeroRedundancyOptimizer(model.parameters(), AdamW, Communicator(None), lr=1e-3)
+
+
+@pytest.mark.parametrize("dp,tp,pp,micro", [(2, 1, 1, 1), (1, 2, 1, 1), (1, 1, 2, 2)])
+def test_engine_trains_a_device_model_like_one_cpu_process(dp, tp, pp, micro):
+    """`minilm train --dp/--tp/--pp` with the model on the device: every collective
+    staged, the same losses and parameters as one CPU process (float64, 1e-9)."""
+    out = run_mpi(2, "scripts.gpu_engine", str(dp), str(tp), str(pp), str(micro))
+    assert out["loss_err"] <= 1e-9 and out["param_err"] <= 1e-9, out
+    assert not out["missing"] and out["on_device"] and not out["cuda_aware"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...autograd import Function
+from ...backends import is_device_array
 from ...tensor import Tensor
 from ..comm import Communicator
 from .mappings import _allreduce
@@ -75,7 +76,8 @@ def vocab_parallel_cross_entropy(local_logits: Tensor, target: Tensor, comm: Com
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     if not isinstance(target, Tensor):
-        target = Tensor(np.asarray(target), backend=local_logits.backend)
+        target = Tensor(target if is_device_array(target) else np.asarray(target),
+                        backend=local_logits.backend)
     if local_logits.dtype.kind != "f":
         raise TypeError(f"{op}: logits must be floating point, got {local_logits.dtype}")
     if target.dtype.kind not in "iu":

@@ -29,7 +29,7 @@ import numpy as np
 
 from ... import functional as F
 from ...autograd import Function
-from ...backends import backend_for_array
+from ...backends import backend_for_array, is_device_array
 from ...nn.attention import KVCache, MultiHeadAttention
 from ...nn.layers import Embedding, Linear
 from ...nn.module import Module, Parameter
@@ -82,7 +82,7 @@ def merge_shards(shards: Any, dim: int, fused: int = 1) -> Any:
 
 
 def _xp_of(a: Any) -> Any:
-    return np if isinstance(a, np.ndarray) else backend_for_array(a).xp
+    return backend_for_array(a).xp if is_device_array(a) else np
 
 
 def _gather_full(a: Any, dim: int, fused: int, comm: Communicator) -> Any:

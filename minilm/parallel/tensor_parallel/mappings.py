@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ...autograd import Function
+from ...backends import is_device_array, to_host
 from ...tensor import Tensor
 from ..comm import Communicator
 
@@ -39,9 +40,9 @@ __all__ = [
 
 
 def _host_copy(a: Any) -> np.ndarray:
-    if isinstance(a, np.ndarray):
-        return np.array(a, order="C", copy=True)
-    return np.ascontiguousarray(a.get())  # cupy -> host (a fresh array)
+    if is_device_array(a):
+        return np.ascontiguousarray(to_host(a))  # device -> host (a fresh array)
+    return np.array(a, order="C", copy=True)
 
 
 def _like(h: np.ndarray, xp: Any) -> Any:
