@@ -287,7 +287,7 @@ class MinilmRunner:
                 import minilm.cuda as mc
 
                 mc.reset_peak_memory_stats()  # tracking starts before the model exists
-            except (ImportError, AttributeError):
+            except (ImportError, AttributeError, RuntimeError):
                 self.pool = backend.xp.get_default_memory_pool()
         ml.manual_seed(SEED)
         cfg = nn.GPTConfig(vocab_size=a.vocab, context_length=a.context, n_layers=a.layers,
