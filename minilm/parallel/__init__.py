@@ -12,7 +12,7 @@ from .comm import (
     world,
 )
 from .data_parallel import DataParallel, LocalSGD
-from .gpu import cuda_aware_mpi, local_rank, select_device
+from .gpu import cuda_aware_mpi, local_rank, select_device, setup_rank_device
 from .tensor_parallel import (
     ColumnParallelLinear,
     RowParallelLinear,
@@ -32,7 +32,7 @@ from .zero import Zero1Optimizer, ZeroRedundancyOptimizer
 
 __all__ = ["Communicator", "ProcessGrid", "Request", "install_abort_handler", "is_mpi_run",
            "world"]
-__all__ += ["cuda_aware_mpi", "local_rank", "select_device"]
+__all__ += ["cuda_aware_mpi", "local_rank", "select_device", "setup_rank_device"]
 __all__ += ["DataParallel", "LocalSGD", "Zero1Optimizer", "ZeroRedundancyOptimizer"]
 __all__ += ["ColumnParallelLinear", "RowParallelLinear", "TensorParallelGPT",
             "VocabParallelEmbedding", "copy_to_tp_region", "full_state_dict",

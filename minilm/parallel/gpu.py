@@ -8,8 +8,10 @@ GPU ``r % count``::
     node A: world ranks 0 1 2 3 -> local ranks 0 1 2 3 -> cupy.cuda.Device(0 1 2 3)
     node B: world ranks 4 5 6 7 -> local ranks 0 1 2 3 -> cupy.cuda.Device(0 1 2 3)
 
-``select_device(world())`` does this; call it on every rank (it is a collective) *before* the
-CuPy backend or any device array is created, so that nothing lands on GPU 0 first.
+``select_device(world())`` does this (``setup_rank_device(backend, world())``: only for
+the cupy backend in a job of several processes); call it on every rank (it is a
+collective) *before* the CuPy backend or any device array is created, so that nothing
+lands on GPU 0 first.
 
 Collectives on device arrays. MPI reads and writes memory through pointers; a plain MPI
 library only understands host pointers. So by default ``Communicator`` *stages* a
@@ -41,7 +43,8 @@ import numpy as np
 
 from ..backends import backend_for_array, is_device_array, to_host
 
-__all__ = ["cuda_aware_mpi", "local_rank", "select_device", "stage", "synchronize"]
+__all__ = ["cuda_aware_mpi", "local_rank", "select_device", "setup_rank_device", "stage",
+           "synchronize"]
 
 ENV_CUDA_AWARE = "MINILM_CUDA_AWARE_MPI"
 
@@ -93,6 +96,17 @@ def select_device(comm: Any, cupy: Any = None) -> int:
     device = local_rank(comm) % count
     cupy.cuda.Device(device).use()
     return device
+
+
+def setup_rank_device(backend: str | None, comm: Any, cupy: Any = None) -> int | None:
+    """What ``minilm train`` calls before selecting its backend: ``select_device(comm)``
+    when ``backend`` (default: ``MINILM_BACKEND``) is ``"cupy"`` and ``comm`` has more
+    than one process; the device chosen, or None (nothing done). A collective over
+    ``comm`` in the first case: every rank calls it with the same backend."""
+    backend = backend or os.environ.get("MINILM_BACKEND")
+    if backend != "cupy" or comm.size < 2:
+        return None
+    return select_device(comm, cupy)
 
 
 def synchronize(array: Any) -> None:

@@ -234,6 +234,25 @@ def test_select_device_is_the_local_rank_modulo_the_device_count(local, count, w
     assert cupy.cuda.used == [want]
 
 
+class _Ranks(_Local):
+    def __init__(self, rank: int, size: int) -> None:
+        super().__init__(rank)
+        self.size = size
+
+
+def test_setup_rank_device_only_for_cupy_with_several_processes(monkeypatch):
+    monkeypatch.delenv("MINILM_BACKEND", raising=False)
+    cupy = _Cupy(2)
+    assert pgpu.setup_rank_device("numba", _Ranks(3, 4), cupy=cupy) is None
+    assert pgpu.setup_rank_device("cupy", _Ranks(0, 1), cupy=cupy) is None  # one process
+    assert pgpu.setup_rank_device(None, _Ranks(3, 4), cupy=cupy) is None
+    assert cupy.cuda.used == []
+    assert pgpu.setup_rank_device("cupy", _Ranks(3, 4), cupy=cupy) == 1
+    monkeypatch.setenv("MINILM_BACKEND", "cupy")
+    assert pgpu.setup_rank_device(None, _Ranks(2, 4), cupy=cupy) == 0
+    assert cupy.cuda.used == [1, 0]
+
+
 def test_select_device_without_a_device():
     with pytest.raises(RuntimeError, match="no CUDA device"):
         pgpu.select_device(_Local(0), cupy=_Cupy(0))
