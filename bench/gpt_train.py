@@ -95,10 +95,9 @@ twin), so the times are the device's, not the launch queue's. Extra rows:
 - the GEMM peak is a cuBLAS product through CuPy in the parent process (8192^3, float32;
   float16 for the autocast runs) instead of NumPy's sgemm.
 
-Neither side uses TF32 for float32 products (CuPy's and PyTorch's defaults). PyTorch's
-SDPA picks its fused (flash / memory-efficient) attention kernels on the GPU, as a
-PyTorch user gets them. Without CuPy or a device, ``--backend cupy`` exits at once with
-one line saying why.
+Neither side uses TF32 for float32 products (CuPy's and PyTorch's defaults); PyTorch's
+SDPA picks its fused attention kernels on the GPU, as a PyTorch user gets them. Without
+CuPy or a device, ``--backend cupy`` exits at once with one line saying why.
 """
 
 from __future__ import annotations
@@ -254,10 +253,8 @@ def gpu_problem() -> str | None:
         from minilm.backends.cupy_backend import import_cupy
 
         import_cupy()
-    except ImportError as exc:
-        return str(exc)
-    except Exception as exc:  # a broken driver or toolkit
-        return f"CuPy does not work here ({type(exc).__name__}: {exc})"
+    except Exception as exc:  # ImportError (no CuPy, no device), a broken driver
+        return str(exc) if isinstance(exc, ImportError) else f"{type(exc).__name__}: {exc}"
     return None
 
 
