@@ -9,6 +9,7 @@ through the object it is handed."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +176,10 @@ def train(model_cfg: GPTConfig, cfg: TrainConfig, resume: bool = False,
         model_cfg, cfg, extra = _resume_settings(model_cfg, cfg, given)
         if int(extra["step"]) >= cfg.max_steps:
             return None, {"step": int(extra["step"]), "max_steps": cfg.max_steps}
+    if (cfg.backend or os.environ.get("MINILM_BACKEND")) == "cupy":
+        from .parallel import setup_rank_device, world
+
+        setup_rank_device(cfg.backend, world())  # under mpiexec: one GPU per rank
     if cfg.backend:
         backends.use_backend(cfg.backend)
     backends.tune_allocator()  # reuse freed activation memory (see docs/performance.md)

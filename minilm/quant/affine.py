@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from ..backends import backend_for_array, is_device_array
 from ..tensor import Tensor
 
 __all__ = ["BITS", "GRANULARITIES", "qrange", "qparams_from_range", "quantize", "dequantize",
@@ -185,8 +186,11 @@ def pack_int4(q: Any) -> np.ndarray:
 
 def unpack_int4(packed: Any, n: int) -> np.ndarray:
     """The int8 values :func:`pack_int4` stored (sign-extended nibbles), the first ``n``
-    of the last dim (n must be 2·bytes or 2·bytes − 1)."""
-    packed = np.asarray(packed)
+    of the last dim (n must be 2·bytes or 2·bytes − 1); a device (CuPy) array is
+    unpacked on the device."""
+    xp = backend_for_array(packed).xp if is_device_array(packed) else np
+    if xp is np:
+        packed = np.asarray(packed)
     if packed.dtype != np.uint8:
         raise TypeError(f"unpack_int4: expected a uint8 array, got {packed.dtype}")
     if packed.ndim == 0:
@@ -195,7 +199,7 @@ def unpack_int4(packed: Any, n: int) -> np.ndarray:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 2 * m - 1 <= n <= 2 * m:
         raise ValueError(f"unpack_int4: n={n!r} does not fit {m} packed bytes "
                          f"(expected {max(2 * m - 1, 0)} or {2 * m})")
-    out = np.empty(packed.shape[:-1] + (2 * m,), np.int8)
+    out = xp.empty(packed.shape[:-1] + (2 * m,), np.int8)
     out[..., 0::2] = (packed & 0xF).astype(np.int8)
     out[..., 1::2] = (packed >> 4).astype(np.int8)
     out = (out ^ 8) - np.int8(8)  # sign-extend a nibble: 0..7 stay, 8..15 → −8..−1
