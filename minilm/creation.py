@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .backends import current_backend, get_backend
+from .backends import current_backend, get_backend, is_device_array
 from .tensor import Tensor, dtype_of
 
 __all__ = [
@@ -44,7 +44,8 @@ def _wrap(array: Any, requires_grad: bool) -> Tensor:
 
 
 def tensor(data: Any, dtype: Any = None, requires_grad: bool = False, backend: Any = None) -> Tensor:
-    """A new tensor holding a copy of ``data`` (nested lists, scalars or arrays).
+    """A new tensor holding a copy of ``data`` (nested lists, scalars or arrays), on
+    ``backend`` (default: the current one; a device array's own when it is one).
     Python floats give float32, ints int64, bools bool; arrays keep their dtype.
 
     Only numbers go in: a string, None or other object anywhere in ``data``, or an
@@ -55,7 +56,9 @@ def tensor(data: Any, dtype: Any = None, requires_grad: bool = False, backend: A
     ``minilm.stack``, which keeps the graph)."""
     if isinstance(data, Tensor):
         data = data.data
-    b = _backend(backend) if backend is not None or not hasattr(data, "dtype") else None
+    # a copy goes to the current backend (the GPU after use_backend("cupy"), as PyTorch's
+    # default device); a device array with no backend given stays on its device
+    b = _backend(backend) if backend is not None or not is_device_array(data) else None
     t = Tensor(data, dtype=dtype, backend=b)
     if t.data is data:
         t.data = t.data.copy()

@@ -68,7 +68,7 @@ def gradcheck(
     for i in checked:
         inputs[i].grad = None
     if diff_outs:
-        backward(diff_outs, [Tensor(v) for v in vs])
+        backward(diff_outs, [Tensor(o.backend.asarray(v)) for o, v in zip(diff_outs, vs)])
     analytic = {i: (inputs[i].grad.numpy().copy() if inputs[i].grad is not None
                     else np.zeros(inputs[i].shape)) for i in checked}
     for i in checked:

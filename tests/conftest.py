@@ -19,6 +19,8 @@ is present; on a machine without one it is simply not among the parameters.
 
 ``fake_gpu`` (device_fixture.py) registers the CuPy backend on ``fake_cupy``, a
 host-memory CuPy stand-in, for tests of the device path on a machine without a GPU.
+With ``MINILM_FAKE_CUPY=1`` the ``backend`` fixture also runs each op test on it
+(``fake_cupy``), the way it would run on a GPU.
 """
 
 import os
@@ -53,6 +55,8 @@ def _cupy_backend_loads() -> bool:
 
 BACKENDS = ["numpy", "numba"] + (
     [pytest.param("cupy", marks=pytest.mark.gpu)] if _cupy_backend_loads() else [])
+if os.environ.get("MINILM_FAKE_CUPY") == "1":  # the op tests on the CuPy stand-in too
+    BACKENDS.append("fake_cupy")
 
 
 @pytest.fixture(autouse=True)
@@ -68,6 +72,9 @@ def _seed_and_reference_backend():
 def backend(request, _seed_and_reference_backend):
     """The op under test runs on this backend (``minilm.use_backend``): NumPy arrays
     belong to it (numpy / numba); for cupy, new tensors are created on the GPU."""
+    if request.param == "fake_cupy":
+        request.getfixturevalue("fake_gpu")
+        return minilm.use_backend("cupy")
     try:
         return minilm.use_backend(request.param)
     except ImportError as exc:

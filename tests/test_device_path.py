@@ -198,6 +198,77 @@ def test_gpt_with_dropout_trains_on_the_device():
     assert all(np.isfinite(losses))
 
 
+@pytest.mark.parametrize("make", [
+    lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
+    lambda ps: optim.Adam(ps, lr=1e-2), lambda ps: optim.Adagrad(ps, lr=0.1),
+    lambda ps: optim.RMSprop(ps, lr=1e-2, momentum=0.5), lambda ps: optim.Adamax(ps, lr=1e-2),
+], ids=["sgd", "adam", "adagrad", "rmsprop", "adamax"])
+def test_every_optimizer_steps_on_the_device_as_on_cpu(make):
+    x, y = ids(1), ids(2)
+    runs = []
+    for m, (a, b) in ((gpt(), (x, y)), (gpt().to("cuda"), (x.to("cuda"), y.to("cuda")))):
+        opt = make(list(m.parameters()))
+        ema = optim.EMA(m, decay=0.9)
+        sched = optim.lr_scheduler.CosineWithWarmup(opt, warmup_steps=1, total_steps=3)
+        for _ in range(3):
+            m(a, b)[1].backward()
+            optim.clip_grad_value_(m.parameters(), 0.05)
+            opt.step()
+            opt.zero_grad()
+            sched.step()
+            ema.update()
+        runs.append((m, ema))
+    (cpu, cpu_ema), (dev, dev_ema) = runs
+    for (name, p), q in zip(dev.named_parameters(), cpu.parameters(), strict=True):
+        assert on_device(p) and on_device(dev_ema.shadow[name])
+        np.testing.assert_allclose(p.numpy(), q.numpy(), rtol=1e-10, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(dev_ema.shadow[name].get(), cpu_ema.shadow[name],
+                                   rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+def test_activation_checkpointing_on_the_device_equals_the_cpu_run():
+    x, y = ids(1), ids(2)
+    cpu = gpt()
+    cpu.config.checkpoint_activations = True
+    cpu(x, y)[1].backward()
+    dev = gpt().to("cuda")
+    dev.config.checkpoint_activations = True
+    dev(x.to("cuda"), y.to("cuda"))[1].backward()
+    for name, g in grads(dev).items():
+        np.testing.assert_allclose(g, grads(cpu)[name], rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("positional", ["learned", "sinusoidal", "rope"])
+def test_models_built_on_the_device_backend_have_everything_there(positional):
+    """Built after use_backend("cupy"): parameters and buffers (RoPE tables, sinusoids)
+    are device arrays, and ids given as host arrays are uploaded."""
+    ml.use_backend("cupy")
+    m = GPT(GPTConfig(vocab_size=13, context_length=12, n_layers=1, n_heads=2, d_model=8,
+                      positional=positional))
+    for name, t in m.state_dict().items():
+        assert on_device(t), name
+    for name, t in m.named_buffers():
+        assert on_device(t), name
+    logits, loss = m(np.zeros((2, 5), dtype=np.int64), np.ones((2, 5), dtype=np.int64))
+    assert on_device(logits) and on_device(loss)
+
+
+def test_generate_and_beam_search_on_the_device_equal_the_cpu_run():
+    from minilm.train.generation import beam_search, generate
+
+    cpu, dev = gpt(), gpt().to("cuda")
+    prompt = np.array([[1, 2, 3], [4, 5, 6]])
+    for kw in ({"temperature": 0}, {"temperature": 1.0, "top_k": 5, "seed": 3},
+               {"temperature": 0, "use_cache": False}):
+        want = generate(cpu, prompt, 12, **kw)  # past the context: the cache is rebuilt
+        got = generate(dev, prompt, 12, **kw)
+        np.testing.assert_array_equal(got, want)
+    want = beam_search(cpu, [1, 2, 3], 11, beam_width=3)
+    got = beam_search(dev, [1, 2, 3], 11, beam_width=3)
+    assert [s.tolist() for s, _ in got] == [s.tolist() for s, _ in want]
+    np.testing.assert_allclose([sc for _, sc in got], [sc for _, sc in want], rtol=1e-10)
+
+
 # ---------------------------------------------------------------------- checkpoints
 def test_checkpoint_from_the_device_loads_on_cpu_and_back_exactly(tmp_path):
     x, y = ids(1), ids(2)

@@ -72,9 +72,10 @@ def _dim_for_index(op: str, x: Tensor, dim: int) -> int:
 
 
 def _raw_index_part(i: Any, xp: Any) -> Any:
-    """One component of an index: Tensors and lists become arrays of ``xp``."""
+    """One component of an index: Tensors and lists become arrays of ``xp`` (a host
+    index of a device tensor is uploaded, as PyTorch takes a CPU index for a CUDA tensor)."""
     if isinstance(i, Tensor):
-        return i.data
+        i = i.data
     if isinstance(i, list):
         arr = xp.asarray([_raw_index_part(e, xp) for e in i])
         return arr.astype(np.int64) if arr.size == 0 and arr.dtype.kind == "f" else arr

@@ -29,6 +29,7 @@ import numpy as np
 
 from .. import functional as F
 from ..autograd import Function
+from ..backends import current_backend
 from ..tensor import Tensor
 from .layers import Dropout, Linear
 from .module import Module
@@ -109,8 +110,11 @@ class RotaryEmbedding(Module):
         ang = np.arange(max_positions, dtype=np.float64)[:, None] * inv[None, :]
         ang = np.concatenate([ang, ang], axis=1)  # (T, d): same angle for both halves
         self.head_dim, self.max_positions = head_dim, max_positions
-        self.register_buffer("cos", Tensor(np.cos(ang).astype(np.float32)), persistent=False)
-        self.register_buffer("sin", Tensor(np.sin(ang).astype(np.float32)), persistent=False)
+        be = current_backend()  # where the parameters of a model built now are
+        self.register_buffer("cos", Tensor(np.cos(ang).astype(np.float32), backend=be),
+                             persistent=False)
+        self.register_buffer("sin", Tensor(np.sin(ang).astype(np.float32), backend=be),
+                             persistent=False)
 
     def forward(self, x: Tensor, offset: int = 0) -> Tensor:
         """x: (B, H, T, d) at positions offset .. offset+T-1."""

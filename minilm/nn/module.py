@@ -15,9 +15,22 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..autograd import RemovableHandle, no_grad
+from ..backends import current_backend
 from ..tensor import Tensor, dtype_of
 
-__all__ = ["IncompatibleKeys", "Module", "ModuleDict", "ModuleList", "Parameter", "Sequential"]
+__all__ = ["IncompatibleKeys", "Module", "ModuleDict", "ModuleList", "Parameter", "Sequential",
+           "model_backend"]
+
+
+def model_backend(module: Any) -> Any:
+    """The backend of ``module``'s first parameter (or buffer): where its inputs must
+    live and its dropout draws. The current backend for a module holding neither."""
+    for t in module.parameters():
+        return t.backend
+    for _, t in module.named_buffers():
+        if t is not None:
+            return t.backend
+    return current_backend()
 
 
 class Parameter(Tensor):

@@ -34,6 +34,7 @@ import numpy as np
 
 from .. import functional as F
 from ..autograd import checkpoint
+from ..backends import current_backend
 from ..tensor import Tensor
 from . import init
 from .attention import KVCache, MultiHeadAttention, RotaryEmbedding, sinusoidal_positions
@@ -215,8 +216,8 @@ class GPT(Module):
             self.pos_emb = Embedding(c.context_length, c.d_model)
         elif c.positional == "sinusoidal":
             self.register_buffer("pos_table", Tensor(
-                sinusoidal_positions(c.context_length, c.d_model).astype(np.float32)),
-                persistent=False)
+                sinusoidal_positions(c.context_length, c.d_model).astype(np.float32),
+                backend=current_backend()), persistent=False)
         else:
             rope = RotaryEmbedding(c.d_model // c.n_heads, c.context_length)
             self.rope = rope

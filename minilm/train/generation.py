@@ -18,6 +18,7 @@ from ..autograd import no_grad
 from ..backends.threads import one_thread
 from ..nn.attention import KVCache
 from ..nn.decode import decode_step, supports_fast_decode
+from ..nn.module import model_backend
 from ..tensor import Tensor
 
 __all__ = ["beam_search", "filter_logits", "generate", "sample_next"]
@@ -68,13 +69,14 @@ def _last_logits(model: Any, ids: np.ndarray, cache: KVCache | None,
     passed ``nn.decode.supports_fast_decode``) only the last position's logits are
     computed, and a one-token step with a cache runs ``decode_step`` (no Tensors, no
     graph); otherwise the model's forward."""
+    ids_on = Tensor(ids, backend=model_backend(model))  # sampling is on the host
     if fast:
         if cache is not None and ids.shape[1] == 1 and cache.length > 0:
             logits = decode_step(model, ids[:, 0], cache)
         else:
-            logits = model(Tensor(ids), cache=cache, last_only=True).numpy()[:, -1, :]
+            logits = model(ids_on, cache=cache, last_only=True).numpy()[:, -1, :]
     else:
-        logits = model(Tensor(ids), cache=cache).numpy()[:, -1, :]
+        logits = model(ids_on, cache=cache).numpy()[:, -1, :]
     if vocab_limit is not None and vocab_limit < logits.shape[-1]:
         logits = logits.copy()
         logits[:, vocab_limit:] = -np.inf  # padding rows of the embedding: never emitted

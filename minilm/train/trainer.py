@@ -55,10 +55,11 @@ import numpy as np
 from .. import optim
 from ..amp import GradScaler, autocast
 from ..autograd import no_grad
-from ..backends import current_backend, get_num_threads
+from ..backends import get_num_threads
 from ..backends.threads import thread_map
 from ..data._io import atomic_write_bytes
 from ..data.prefetch import device_batches
+from ..nn.module import model_backend
 from ..nn.transformer import GPT
 from ..tensor import Tensor
 from .batch_threads import _overflow_quiet, loss_terms, threaded_backward
@@ -105,13 +106,6 @@ class NonFiniteLoss(FloatingPointError):
         super().__init__(f"{what} became {value} at step {step} (lr {lr:.3g}); the "
                          f"parameters were not updated and {kept}; lower --lr, set "
                          "--grad-clip, or pass --skip-nonfinite to skip such steps")
-
-
-def model_backend(model: Any) -> Any:
-    """The backend of ``model``'s parameters (where its inputs must live and its dropout
-    draws); the current backend for a model without parameters."""
-    p = next(iter(model.parameters()), None)
-    return current_backend() if p is None else p.backend
 
 
 def model_batch_loss(model: Any, x: Any, y: Any) -> float:
