@@ -297,6 +297,28 @@ def test_checkpoint_from_the_device_loads_on_cpu_and_back_exactly(tmp_path):
     np.testing.assert_array_equal(more_dev, more_cpu)
 
 
+def test_state_dicts_load_across_devices_in_memory():
+    x, y = ids(1), ids(2)
+    dev = gpt().to("cuda")
+    _, dev_opt = train_steps(dev, x.to("cuda"), y.to("cuda"))
+    cpu = gpt(seed=5)
+    cpu_opt = optim.AdamW(cpu.parameters(), lr=1e-2, weight_decay=0.1)
+    cpu.load_state_dict(dev.state_dict())
+    cpu_opt.load_state_dict(dev_opt.state_dict())
+    for (name, p), q in zip(dev.named_parameters(), cpu.parameters(), strict=True):
+        assert type(q.data) is np.ndarray, name
+        np.testing.assert_array_equal(q.numpy(), p.numpy(), err_msg=name)
+    for s in cpu_opt.state.values():
+        assert all(type(v) is np.ndarray for v in s.values() if hasattr(v, "ndim") and v.ndim)
+    back = gpt(seed=6).to("cuda")
+    back_opt = optim.AdamW(back.parameters(), lr=1e-2, weight_decay=0.1)
+    back.load_state_dict(cpu.state_dict())
+    back_opt.load_state_dict(cpu_opt.state_dict())
+    assert all(on_device(p) for p in back.parameters())
+    np.testing.assert_array_equal(_steps_with(back, back_opt, x.to("cuda"), y.to("cuda")),
+                                  _steps_with(cpu, cpu_opt, x, y))
+
+
 def _steps_with(m, opt, x, y, steps=2):
     out = []
     for _ in range(steps):

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..autograd import RemovableHandle, no_grad
-from ..backends import current_backend
+from ..backends import current_backend, is_device_array, to_host
 from ..tensor import Tensor, dtype_of
 
 __all__ = ["IncompatibleKeys", "Module", "ModuleDict", "ModuleList", "Parameter", "Sequential",
@@ -421,9 +421,10 @@ def _state_array(src: Any, key: str, target: Tensor, owner: str) -> Any:
     in; a non-numeric value is a TypeError naming ``key``."""
     arr = src.data if isinstance(src, Tensor) else src
     xp = target.backend.xp
-    if not isinstance(arr, xp.ndarray):  # lists, scalars, or across backends: via host memory
+    across = is_device_array(arr) != (xp is not np)  # host -> device or device -> host
+    if across or not isinstance(arr, xp.ndarray):  # lists, scalars, other backends: via host
         try:
-            host = arr.get() if hasattr(arr, "get") and hasattr(arr, "dtype") else np.asarray(arr)
+            host = to_host(arr)
         except (ValueError, TypeError) as e:
             raise TypeError(f"load_state_dict into {owner}: value for {key!r} is not an array "
                             f"({type(src).__name__}: {e})") from None

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..autograd import enable_grad, no_grad
+from ..backends import is_device_array, to_host
 from ..tensor import Tensor
 
 __all__ = ["Optimizer", "param_groups_for_weight_decay", "required"]
@@ -256,14 +257,14 @@ def _load_value(where: str, index: int, key: str, value: Any, p: Tensor) -> Any:
         return value
     shape = tuple(getattr(value, "shape", np.shape(value)))
     if shape == ():
-        arr = np.asarray(value.get() if hasattr(value, "get") else value)
+        arr = to_host(value)
         return int(arr) if arr.dtype.kind in "iub" else float(arr)
     if shape != p.shape:
         raise ValueError(f"{where}: state {key!r} of parameter {index} has shape {shape}, "
                          f"the parameter has shape {p.shape}")
     xp = p.backend.xp
-    if hasattr(value, "get") and xp is np:  # a CuPy array loaded into a NumPy optimizer
-        value = value.get()
+    if xp is np and is_device_array(value):  # a device array loaded into a CPU optimizer
+        value = to_host(value)
     return xp.array(value, dtype=p.dtype, copy=True)
 
 
