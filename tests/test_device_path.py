@@ -25,6 +25,12 @@ from minilm.cli import main as cli
 from minilm.data import CharTokenizer, DataLoader, RandomWindowBatches, split_tokens
 from minilm.data.prefetch import device_batches
 from minilm.nn import GPT, GPTConfig
+from minilm.nn.bert import (
+    BertConfig,
+    BertForMaskedLM,
+    BertForSequenceClassification,
+    SentenceEncoder,
+)
 from minilm.train.config import TrainConfig
 from minilm.train.trainer import Trainer
 from minilm.train.training_state import load_training_state, save_training_state
@@ -267,6 +273,48 @@ def test_generate_and_beam_search_on_the_device_equal_the_cpu_run():
     got = beam_search(dev, [1, 2, 3], 11, beam_width=3)
     assert [s.tolist() for s, _ in got] == [s.tolist() for s, _ in want]
     np.testing.assert_allclose([sc for _, sc in got], [sc for _, sc in want], rtol=1e-10)
+
+
+def test_bert_classifier_and_mlm_on_the_device_equal_the_cpu_run():
+    cfg = BertConfig(vocab_size=11, hidden_size=4, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=6, max_position_embeddings=8, hidden_dropout_prob=0.0,
+                     attention_probs_dropout_prob=0.0)
+    x = np.array([[2, 3, 4, 0], [5, 6, 0, 0]])
+    mask = [[1, 1, 1, 0], [1, 1, 0, 0]]  # a list: put on the model's device by the model
+    labels = np.array([[-100, 3, -100, -100], [5, -100, -100, -100]])
+    for make, target in ((lambda: BertForSequenceClassification(cfg, 3), np.array([0, 2])),
+                         (lambda: BertForMaskedLM(cfg), labels)):
+        runs = []
+        for to in ("cpu", "cuda"):
+            ml.manual_seed(0)
+            m = make().double().to(to)
+            logits, loss = m(x, mask, labels=target)
+            loss.backward()
+            runs.append((m, logits, loss))
+        (cpu, lc, c), (dev, ld, d) = runs
+        assert on_device(ld) and on_device(d)
+        np.testing.assert_allclose(d.item(), c.item(), rtol=1e-10)
+        for (name, p), q in zip(dev.named_parameters(), cpu.parameters(), strict=True):
+            np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-10, atol=1e-12,
+                                       err_msg=name)
+    ml.manual_seed(0)
+    enc = SentenceEncoder(BertForSequenceClassification(cfg, 3).bert.double().to("cuda"))
+    e = enc(x, mask)
+    assert on_device(e) and e.shape == (2, 4)
+
+
+def test_distillation_step_on_the_device_equals_the_cpu_run():
+    from minilm.train.distill import distill_step
+
+    x, y = ids(1).numpy(), ids(2).numpy()  # host arrays: put on the student's device
+    losses = []
+    for to in ("cpu", "cuda"):
+        teacher, student = gpt(seed=1).to(to), gpt(seed=2).to(to)
+        opt = optim.AdamW(student.parameters(), lr=1e-2)
+        losses.append([distill_step(teacher, student, x, y, opt, grad_clip=1.0)
+                       for _ in range(2)])
+        assert all(on_device(p) == (to == "cuda") for p in student.parameters())
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-10)
 
 
 # ---------------------------------------------------------------------- checkpoints

@@ -29,12 +29,13 @@ import numpy as np
 
 from .. import functional as F
 from ..autograd import no_grad
+from ..backends import to_host
 from ..backends.threads import thread_map
 from ..tensor import Tensor
 from . import init
 from .attention import MultiHeadAttention
 from .layers import Dropout, Embedding, LayerNorm, Linear
-from .module import Module, ModuleList, Parameter
+from .module import Module, ModuleList, Parameter, model_backend
 from .transformer import MLP
 
 __all__ = [
@@ -132,14 +133,14 @@ class BertConfig:
         return cls(**kwargs)
 
 
-def _padding_mask(attention_mask: Any, shape: tuple) -> Any:
+def _padding_mask(attention_mask: Any, shape: tuple, backend: Any) -> Any:
     """The key padding mask (B, T), True at padding, of a (B, T) ``attention_mask``
-    (1 = real token, 0 = padding), or None when there is no padding."""
+    (1 = real token, 0 = padding) as an array of ``backend`` (the model's), or None when
+    there is no padding."""
     if attention_mask is None:
         return None
     m = attention_mask.data if isinstance(attention_mask, Tensor) else attention_mask
-    if not hasattr(m, "shape"):  # lists; NumPy and CuPy arrays are kept on their device
-        m = np.asarray(m)
+    m = backend.asarray(m) if backend.xp is not np else to_host(m)
     if tuple(m.shape) != tuple(shape):
         raise ValueError(f"BertModel: attention_mask {tuple(m.shape)} does not match "
                          f"input_ids {tuple(shape)}")
@@ -147,8 +148,9 @@ def _padding_mask(attention_mask: Any, shape: tuple) -> Any:
     return pad if pad.any() else None
 
 
-def _ids(x: Any, what: str) -> Tensor:
-    t = x if isinstance(x, Tensor) else Tensor(np.asarray(x, dtype=np.int64))
+def _ids(x: Any, what: str, backend: Any) -> Tensor:
+    """Token ids (a Tensor, or an array / list put on ``backend``) as a (B, T) Tensor."""
+    t = x if isinstance(x, Tensor) else Tensor(x, dtype=np.int64, backend=backend)
     if t.ndim == 1:
         t = t.reshape(1, -1)
     if t.ndim != 2:
@@ -259,13 +261,14 @@ class BertModel(Module):
 
     def forward(self, input_ids: Any, attention_mask: Any = None,
                 token_type_ids: Any = None, pool: bool = True) -> tuple:
-        input_ids = _ids(input_ids, "input_ids")
+        be = model_backend(self)
+        input_ids = _ids(input_ids, "input_ids", be)
         if token_type_ids is not None:
-            token_type_ids = _ids(token_type_ids, "token_type_ids")
+            token_type_ids = _ids(token_type_ids, "token_type_ids", be)
             if token_type_ids.shape != input_ids.shape:
                 raise ValueError(f"BertModel: token_type_ids {token_type_ids.shape} does not "
                                  f"match input_ids {input_ids.shape}")
-        kpm = _padding_mask(attention_mask, input_ids.shape)
+        kpm = _padding_mask(attention_mask, input_ids.shape, be)
         h = self.encoder(self.embeddings(input_ids, token_type_ids), key_padding_mask=kpm)
         return h, (self.pooler(h) if pool and self.pooler is not None else None)
 
@@ -318,7 +321,7 @@ class BertForMaskedLM(Module):
         logits = F.linear(z, self.decoder_weight, self.decoder_bias)
         if labels is None:
             return logits
-        labels = _ids(labels, "labels")
+        labels = _ids(labels, "labels", logits.backend)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
                                ignore_index=-100)
         return logits, loss
@@ -348,7 +351,8 @@ class BertForSequenceClassification(Module):
         logits = self.classifier(self.dropout(pooled))
         if labels is None:
             return logits
-        labels = labels if isinstance(labels, Tensor) else Tensor(np.asarray(labels, np.int64))
+        labels = labels if isinstance(labels, Tensor) else \
+            Tensor(labels, dtype=np.int64, backend=logits.backend)
         return logits, F.cross_entropy(logits, labels.reshape(-1))
 
 
@@ -418,7 +422,7 @@ class SentenceEncoder(Module):
                 token_type_ids: Any = None) -> Tensor:
         """Pooled (and, with ``normalize``, unit-length) embeddings (B, H) of a padded
         batch; differentiable (for fine-tuning)."""
-        input_ids = _ids(input_ids, "input_ids")
+        input_ids = _ids(input_ids, "input_ids", model_backend(self))
         if attention_mask is None:
             attention_mask = np.ones(input_ids.shape, dtype=np.int64)
         h, _ = self.bert(input_ids, attention_mask, token_type_ids, pool=False)
@@ -439,7 +443,7 @@ class SentenceEncoder(Module):
         def one(rows: list) -> None:
             with no_grad():
                 e = self.forward(*inputs(rows)).data
-            out[rows] = np.asarray(e.get() if hasattr(e, "get") else e, np.float32)
+            out[rows] = to_host(e).astype(np.float32, copy=False)
 
         try:
             thread_map(one, row_batches, threads)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..autograd import no_grad
+from ..backends import is_device_array, to_host
 from ..tensor import Tensor
 
 __all__ = ["EMA"]
@@ -148,8 +149,8 @@ class EMA:
                 raise ValueError(f"EMA.load_state_dict: shadow {k} has shape {tuple(arr.shape)}, "
                                  f"expected {tuple(self.shadow[k].shape)}")
             xp = self._params[k].backend.xp
-            if hasattr(arr, "get") and xp is np:
-                arr = arr.get()
+            if xp is np and is_device_array(arr):
+                arr = to_host(arr)
             new[k] = xp.array(arr, dtype=self.shadow[k].dtype, copy=True)
         self.shadow = new
         self.decay = float(state_dict.get("decay", self.decay))

@@ -23,21 +23,23 @@ import numpy as np
 from .. import functional as F
 from .. import optim
 from ..autograd import no_grad
+from ..nn.module import model_backend
 from ..tensor import Tensor
 from .trainer import Trainer
 
 __all__ = ["DistillTrainer", "distill", "distill_step", "teacher_kl"]
 
 
-def _ids(a: Any) -> Tensor:
-    return a if isinstance(a, Tensor) else Tensor(np.asarray(a))
+def _ids(a: Any, model: Any) -> Tensor:
+    """Token ids as a Tensor: a Tensor as it is, an array / list on ``model``'s backend."""
+    return a if isinstance(a, Tensor) else Tensor(a, backend=model_backend(model))
 
 
 def distill_step(teacher: Any, student: Any, x: Any, y: Any, optimizer: Any, T: float = 2.0,
                  alpha: float = 0.5, grad_clip: float | None = None) -> float:
     """One optimizer step of ``student`` on the distillation loss of batch (x, y);
     returns the loss. The teacher runs in eval mode without a graph."""
-    x, y = _ids(x), _ids(y)
+    x, y = _ids(x, student), _ids(y, student)
     was = teacher.training
     teacher.eval()
     try:
@@ -97,7 +99,7 @@ def teacher_kl(teacher: Any, student: Any, batches: Iterable, T: float = 1.0,
         for i, (x, _) in enumerate(batches):
             if max_batches is not None and i >= max_batches:
                 break
-            x = _ids(x)
+            x = _ids(x, student)
             z_t, z_s = teacher(x), student(x)
             c = z_s.shape[-1]
             kl = F.kl_div(F.log_softmax(z_s.reshape(-1, c) / T, dim=-1),
@@ -127,7 +129,7 @@ class DistillTrainer(Trainer):
         teacher.eval()
 
     def _micro_loss(self, x: Any, y: Any) -> Any:
-        x, y = _ids(x), _ids(y)
+        x, y = _ids(x, self.model), _ids(y, self.model)
         with no_grad():
             z_t = self.teacher(x)
         c = self.config

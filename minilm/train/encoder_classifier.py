@@ -35,7 +35,7 @@ import numpy as np
 from .. import functional as F
 from .. import optim
 from ..autograd import no_grad
-from ..backends import manual_seed
+from ..backends import manual_seed, to_host
 from ..nn.bert import BertConfig, BertModel, mean_pool, pad_batch
 from ..nn.layers import Dropout, Linear
 from ..nn.module import Module
@@ -48,7 +48,7 @@ MODES = ("probe", "full", "llrd")
 
 def _host(v: Any) -> np.ndarray:
     a = v.data if isinstance(v, Tensor) else v
-    return np.asarray(a.get() if hasattr(a, "get") else a)
+    return to_host(a)
 
 
 def load_encoder(init: str) -> tuple:

@@ -69,7 +69,7 @@ from ..nn.bert import (
     pad_batch,
 )
 from ..nn.layers import Linear
-from ..nn.module import Module, ModuleList
+from ..nn.module import Module, ModuleList, model_backend
 from ..tensor import Tensor
 
 __all__ = ["DistillConfig", "DistillStudent", "default_layer_map", "embedding_distill_loss",
@@ -195,8 +195,9 @@ class DistillStudent(Module):
 def encoder_states(bert: BertModel, input_ids: Any, attention_mask: Any) -> list:
     """[h^(0), h^(1), ..., h^(L)]: the embedding output and each block's output (B, T, H)
     of ``bert`` on a padded batch (``attention_mask`` 1 at real tokens)."""
-    ids = _ids(input_ids, "input_ids")
-    kpm = _padding_mask(attention_mask, ids.shape)
+    be = model_backend(bert)
+    ids = _ids(input_ids, "input_ids", be)
+    kpm = _padding_mask(attention_mask, ids.shape, be)
     h = bert.embeddings(ids)
     states = [h]
     for layer in bert.encoder.layers:

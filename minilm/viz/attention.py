@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..autograd import no_grad
+from ..backends import to_host
 from ..nn.attention import MultiHeadAttention, build_attention_mask
 from ..tensor import Tensor
 
@@ -30,7 +31,7 @@ __all__ = ["attention_maps", "attention_probs", "attend", "plot_attention"]
 
 def _np(a: Any) -> np.ndarray:
     a = a.data if isinstance(a, Tensor) else a
-    return np.asarray(a.get() if hasattr(a, "get") else a)
+    return to_host(a)
 
 
 def _qkv_heads(module: MultiHeadAttention, x: Tensor) -> tuple:
