@@ -129,9 +129,10 @@ def evaluate_loss(model: Any, batches: Any, max_batches: int | None = None,
     its perplexity exp(loss). ``batch_loss(x, y)`` gives one batch's mean loss (default:
     ``model(x, y)``'s; a process grid passes its engine's, reduced over the grid).
 
-    With the default, the batches are spread over threads (``thread_map``: whole
-    batches to whole threads, kernels single-threaded) and summed in order; a
-    ``batch_loss`` runs them one by one in this thread (it may talk to other ranks)."""
+    With the default on a CPU backend, the batches are spread over threads
+    (``thread_map``: whole batches to whole threads, kernels single-threaded) and summed
+    in order; on a device, and with a ``batch_loss`` (it may talk to other ranks), they
+    run one by one in this thread."""
     was_training = model.training
     model.eval()
     batches = itertools.islice(batches, max_batches)
@@ -141,8 +142,10 @@ def evaluate_loss(model: Any, batches: Any, max_batches: int | None = None,
             return model_batch_loss(model, *xy), loss_terms(xy[1])
 
     try:
-        if batch_loss is None:
+        if batch_loss is None and model_backend(model).xp is np:
             results = thread_map(one, batches)
+        elif batch_loss is None:
+            results = [one(xy) for xy in batches]
         else:
             results = [(batch_loss(x, y), loss_terms(y)) for x, y in batches]
     finally:
