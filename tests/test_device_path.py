@@ -317,6 +317,32 @@ def test_distillation_step_on_the_device_equals_the_cpu_run():
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-10)
 
 
+@pytest.mark.parametrize("kind", ["cnn", "transformer", "lstm"])
+def test_text_classifiers_on_the_device_equal_the_cpu_run(kind):
+    from minilm.nn.classifiers import RNNClassifier, TextCNN, TransformerEncoderClassifier
+
+    make = {"cnn": lambda: TextCNN(20, 3, 6, num_filters=4, kernel_sizes=(2, 3), dropout=0),
+            "transformer": lambda: TransformerEncoderClassifier(20, 3, max_len=8, d_model=8,
+                                                                n_heads=2, n_layers=1,
+                                                                dropout=0),
+            "lstm": lambda: RNNClassifier(20, 3, 6, 5, cell="lstm", dropout=0)}[kind]
+    x = [[1, 2, 3, 4, 0], [5, 6, 7, 0, 0]]
+    mask = np.array(x) > 0
+    out = []
+    for to in ("cpu", "cuda"):
+        ml.manual_seed(0)
+        m = make().double().to(to)
+        loss = F.cross_entropy(m(x, mask), ml.tensor([0, 2]).to(to))
+        loss.backward()
+        out.append((m, loss))
+    (cpu, c), (dev, d) = out
+    assert on_device(d)
+    np.testing.assert_allclose(d.item(), c.item(), rtol=1e-10)
+    for (name, p), q in zip(dev.named_parameters(), cpu.parameters(), strict=True):
+        np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-9, atol=1e-12,
+                                   err_msg=name)
+
+
 # ---------------------------------------------------------------------- checkpoints
 def test_checkpoint_from_the_device_loads_on_cpu_and_back_exactly(tmp_path):
     x, y = ids(1), ids(2)
@@ -394,15 +420,16 @@ def test_device_batches_converts_tuples_and_dicts():
     assert same[0][0] is batches[0][0]  # a CPU backend: passed through
 
 
-def trainer_on_device(tmp_path, **kw):
+def trainer_on_device(tmp_path, to="cuda", **kw):
     ml.manual_seed(0)
     tok = CharTokenizer.train(TEXT)
     train, val = split_tokens(np.asarray(tok.encode(TEXT), dtype=np.uint16), 0.1)
     model = GPT(GPTConfig(vocab_size=tok.vocab_size, context_length=16, n_layers=1, n_heads=2,
-                          d_model=16, dropout=0.1)).to("cuda")
-    cfg = TrainConfig(out_dir=str(tmp_path), batch_size=3, grad_accum_steps=2, max_steps=4,
-                      warmup_steps=1, eval_interval=2, eval_batches=2, ckpt_interval=2,
-                      log_interval=1, progress=False, plot=False, lr=3e-3, grad_clip=0.5, **kw)
+                          d_model=16, dropout=0.1)).to(to)
+    kw = {"max_steps": 4, **kw}
+    cfg = TrainConfig(out_dir=str(tmp_path), batch_size=3, grad_accum_steps=2, warmup_steps=1,
+                      eval_interval=2, eval_batches=2, ckpt_interval=2, log_interval=1,
+                      progress=False, plot=False, lr=3e-3, grad_clip=0.5, **kw)
     loader = DataLoader(RandomWindowBatches(train, 3, 16, rng=7), prefetch=2)
     return Trainer(model, loader, val, cfg, tokenizer=tok)
 
@@ -435,6 +462,24 @@ def test_trainer_runs_end_to_end_on_the_device(tmp_path, amp, batches_seen):
     for p, q in zip(t.model.parameters(), t2.model.parameters(), strict=True):
         assert on_device(q)
         np.testing.assert_array_equal(q.numpy(), p.numpy())
+
+
+def test_a_cpu_run_resumes_on_the_device_and_back(tmp_path, capsys):
+    """The weights, moments and schedule continue exactly; the dropout stream cannot
+    (NumPy's PCG64 on the host, the counter generator on the device): a note says so."""
+    cpu = trainer_on_device(tmp_path, to="cpu")
+    cpu.fit()
+    dev = trainer_on_device(tmp_path)
+    dev.resume(tmp_path / "ckpt.safetensors")
+    assert "dropout" in capsys.readouterr().out
+    for p, q in zip(cpu.model.parameters(), dev.model.parameters(), strict=True):
+        assert on_device(q)
+        np.testing.assert_array_equal(q.numpy(), p.numpy())
+    dev.config.max_steps = 6
+    dev.fit()
+    back = trainer_on_device(tmp_path, to="cpu", max_steps=6)
+    back.resume(tmp_path / "ckpt.safetensors")
+    assert back.step == 6 and "dropout" in capsys.readouterr().out
 
 
 def test_cli_train_with_backend_cupy(tmp_path, batches_seen):

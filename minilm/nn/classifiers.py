@@ -31,26 +31,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from .. import functional as F
 from ..creation import empty
 from ..tensor import Tensor
 from . import init
 from .conv import Conv1d
 from .layers import Dropout, Embedding, LayerNorm, Linear
-from .module import Module, ModuleList, Parameter
+from .module import Module, ModuleList, Parameter, model_backend
 from .recurrent import GRU, LSTM
 from .transformer import TransformerBlock
 
 __all__ = ["DropConnectLinear", "RNNClassifier", "TextCNN", "TransformerEncoderClassifier"]
 
 
-def _ids_and_mask(name: str, ids: Any, mask: Any) -> tuple:
-    """ids as an integer Tensor (B, T) and mask as a bool array (B, T) on its backend,
-    or ValueError/TypeError naming the shapes."""
+def _ids_and_mask(name: str, ids: Any, mask: Any, model: Module) -> tuple:
+    """ids as an integer Tensor (B, T) (an array or list goes to ``model``'s backend) and
+    mask as a bool array (B, T) on the ids' backend, or ValueError/TypeError naming the
+    shapes."""
     if not isinstance(ids, Tensor):
-        ids = Tensor(np.asarray(ids))
+        ids = Tensor(ids, backend=model_backend(model))
     if ids.ndim == 1:
         ids = ids.reshape(1, -1)
     if ids.ndim != 2 or ids.dtype.kind not in "iu":
@@ -95,7 +94,7 @@ class TextCNN(Module):
 
     def features(self, ids: Any, mask: Any = None) -> Tensor:
         """The pooled features (B, num_filters * len(kernel_sizes)) before dropout."""
-        ids, m = _ids_and_mask("TextCNN", ids, mask)
+        ids, m = _ids_and_mask("TextCNN", ids, mask, self)
         e = self.embedding(ids)                                      # (B, T, d)
         e = e * Tensor._make(m[..., None].astype(e.dtype))           # padding -> 0
         x = e.transpose(1, 2)                                        # (B, d, T)
@@ -158,7 +157,7 @@ class TransformerEncoderClassifier(Module):
         """(hidden states (B, T', d) after the final LayerNorm, bool mask (B, T')), with
         T' = T + 1 and the [CLS] slot first for ``pooling="cls"``."""
         name = type(self).__name__
-        ids, m = _ids_and_mask(name, ids, mask)
+        ids, m = _ids_and_mask(name, ids, mask, self)
         B, T = ids.shape
         x = self.tok_emb(ids)
         if self.cls is not None:
@@ -212,7 +211,7 @@ class RNNClassifier(Module):
         self.head = Linear(hidden_size * (2 if bidirectional else 1), num_classes)
 
     def forward(self, ids: Any, mask: Any = None) -> Tensor:
-        ids, m = _ids_and_mask("RNNClassifier", ids, mask)
+        ids, m = _ids_and_mask("RNNClassifier", ids, mask, self)
         lengths = m.sum(axis=1)
         out, _ = self.rnn(self.embed(ids), lengths=lengths)
         w = Tensor(m.astype(out.dtype)[..., None])

@@ -235,13 +235,27 @@ class Trainer:
                             f"{was} to match)")
         if Path(path).name == CKPT_NAME:
             self._last_ckpt = (Path(path), self.step)
-        model_backend(self.model).set_rng_state(rng)
+        self._set_rng_state(rng)
         self.loader.load_state_dict(extra["rng"]["loader"])
         log = self.out / LOG_NAME
         if self.is_main and log.exists():  # drop rows logged after the checkpoint (redone)
             keep = [line for line, row in _parse_log(log) if row.get("step", 0) <= self.step]
             # rewritten atomically: a kill leaves the old log or the new one, never half
             atomic_write_bytes(log, (line.encode() + b"\n" for line in keep))
+
+    def _set_rng_state(self, state: Any) -> None:
+        """Continue the dropout stream of the checkpoint; one written on another kind of
+        backend (NumPy's generator on the host, the counter generator on a GPU) cannot
+        be continued: the generator stays as seeded, and a note says so."""
+        backend = model_backend(self.model)
+        try:
+            backend.set_rng_state(state)
+        except (ValueError, TypeError, KeyError):
+            if self.is_main:
+                kind = state.get("bit_generator") if isinstance(state, dict) else "?"
+                _say(self._bar, f"resume: the checkpoint's dropout generator ({kind}) is not "
+                                f"the {backend.name} backend's; dropout continues from this "
+                                "run's seed (weights, optimizer and data continue exactly)")
 
     # ------------------------------------------------------------------ hooks
     def _write_checkpoint(self, path: Path, extra: dict) -> None:
