@@ -54,7 +54,7 @@ _TRAIN_FLAGS = {
     "early-stopping-patience": (int, "stop after this many evaluations without improvement"),
     "log-interval": (int, "steps between log lines"),
     "seed": (int, "random seed"),
-    "backend": (str, "numpy | numba"),
+    "backend": (str, "numpy | numba | cupy (the GPU: pip install 'minilm[cuda]')"),
     "dtype": (str, "float32 | float64"),
     "amp": (str, "mixed precision: off | fp16 (dynamic loss scaling) | bf16 (matmuls in "
                  "low precision, master weights float32; docs/gpu.md)"),
@@ -252,6 +252,7 @@ def _info(args: argparse.Namespace) -> int:
 
     print(f"current backend: {minilm.current_backend().name} ({backend_reason()})")
     print(f"available backends: {', '.join(minilm.available_backends())}")
+    print(f"cuda: {minilm.cuda.describe()}")
     try:
         from threadpoolctl import threadpool_info
 

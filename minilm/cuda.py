@@ -33,7 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 __all__ = [
-    "current_device", "device_count", "empty_cache", "is_available", "max_memory_allocated",
+    "current_device", "describe", "device_count", "empty_cache", "is_available", "max_memory_allocated",
     "memory_allocated", "memory_reserved", "reset_peak_memory_stats", "set_device",
     "synchronize",
 ]
@@ -70,6 +70,17 @@ def is_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def describe() -> str:
+    """One line for ``minilm info``: the devices and CuPy's version, or why there are
+    none."""
+    try:
+        cupy = _load()
+    except ImportError as exc:
+        return f"no CUDA device ({exc}); {_INSTALL}"
+    n = int(cupy.cuda.runtime.getDeviceCount())
+    return f"{n} CUDA device{'s' if n != 1 else ''} (CuPy {getattr(cupy, '__version__', '?')})"
 
 
 def device_count() -> int:

@@ -26,6 +26,7 @@ def _no_cupy():
 def test_without_cupy_nothing_is_available_and_the_rest_says_why():
     assert minilm.cuda is mc
     assert mc.is_available() is False and mc.device_count() == 0
+    assert mc.describe() == "no CUDA device (CuPy is not installed); pip install 'minilm[cuda]'"
     for name in FUNCS:
         with pytest.raises(RuntimeError, match=rf"^minilm\.cuda\.{name}: no CUDA device \(CuPy "
                                                r"is not installed\); pip install 'minilm\[cuda\]'$"):
@@ -109,6 +110,7 @@ def gpu(monkeypatch):
 
 def test_devices(gpu):
     assert mc.is_available() and mc.device_count() == 2 and mc.current_device() == 0
+    assert mc.describe() == "2 CUDA devices (CuPy ?)"
     mc.set_device(1)
     assert mc.current_device() == 1
     for bad in (2, -1, "1", True):

@@ -448,7 +448,7 @@ def batches_seen(monkeypatch):
     return seen
 
 
-@pytest.mark.parametrize("amp", ["off", "fp16"])
+@pytest.mark.parametrize("amp", ["off", "fp16", "bf16"])
 def test_trainer_runs_end_to_end_on_the_device(tmp_path, amp, batches_seen):
     t = trainer_on_device(tmp_path, amp=amp)
     last = t.fit()
