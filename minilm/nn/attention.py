@@ -197,7 +197,8 @@ def build_attention_mask(xp: Any, q_len: int, k_len: int, causal: bool = True,
     """Bool mask, True where query i (at position offset + i) may attend to key j.
 
     causal: j <= offset + i; window w: j > offset + i - w (each query sees its last w
-    keys, itself included); key_padding_mask (B, k_len), True at padding: never attended.
+    keys, itself included); key_padding_mask (B, k_len), True at padding: never attended
+    (a host array or list is uploaded to ``xp``'s device).
     Returns shape (q_len, k_len), or (B, 1, q_len, k_len) with padding."""
     qpos = xp.arange(q_len)[:, None] + offset
     kpos = xp.arange(k_len)[None, :]
@@ -209,7 +210,7 @@ def build_attention_mask(xp: Any, q_len: int, k_len: int, causal: bool = True,
         if not causal:
             mask &= kpos < qpos + window
     if key_padding_mask is not None:
-        mask = mask[None, None] & ~key_padding_mask[:, None, None, :]
+        mask = mask[None, None] & ~xp.asarray(key_padding_mask)[:, None, None, :]
     return mask
 
 

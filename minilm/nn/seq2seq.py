@@ -28,10 +28,11 @@ import numpy as np
 
 from .. import functional as F
 from ..autograd import no_grad
+from ..backends import current_backend
 from ..tensor import Tensor
 from .attention import KVCache, MultiHeadAttention, RotaryEmbedding, sinusoidal_positions
 from .layers import Dropout, Embedding, LayerNorm, Linear
-from .module import Module, ModuleList
+from .module import Module, ModuleList, model_backend
 from .recurrent import LSTM
 from .transformer import MLP, TransformerBlock
 
@@ -232,7 +233,7 @@ class DecoderBlock(Module):
         xp = h.backend.xp
         s = xp.matmul(q, xp.swapaxes(k.data, -1, -2)) / math.sqrt(a.head_dim)  # (B, H, T, S)
         if memory_padding is not None:
-            s = xp.where(memory_padding[:, None, None, :], -xp.inf, s)
+            s = xp.where(xp.asarray(memory_padding)[:, None, None, :], -xp.inf, s)
         return Tensor._make(F.softmax(Tensor._make(s), dim=-1).data.mean(axis=1)).numpy()
 
 
@@ -277,7 +278,8 @@ class TransformerSeq2Seq(_Seq2SeqDecoding, Module):
             self.tgt_pos = Embedding(max_tgt_len, d_model)
         elif positional == "sinusoidal":
             table = sinusoidal_positions(max(max_src_len, max_tgt_len), d_model)
-            self.register_buffer("pos_table", Tensor(table.astype(np.float32)),
+            self.register_buffer("pos_table", Tensor(table.astype(np.float32),
+                                                     backend=current_backend()),
                                  persistent=False)
         else:
             rope = RotaryEmbedding(d_model // n_heads, max(max_src_len, max_tgt_len))
@@ -298,7 +300,7 @@ class TransformerSeq2Seq(_Seq2SeqDecoding, Module):
     def _embed(self, emb: Embedding, pos: str, ids: np.ndarray, offset: int = 0) -> Tensor:
         """E[ids] plus the positions offset .. offset+L-1 (none for RoPE), then dropout."""
         L = ids.shape[1]
-        x = emb(Tensor(ids))
+        x = emb(Tensor(ids, backend=emb.weight.backend))  # host ids onto the model's device
         if self.positional == "learned":
             x = x + getattr(self, pos)(Tensor._make(x.backend.xp.arange(offset, offset + L)))
         elif self.positional == "sinusoidal":
@@ -426,29 +428,32 @@ class LSTMSeq2Seq(_Seq2SeqDecoding, Module):
 
     def _begin(self, src: np.ndarray, mask: np.ndarray) -> dict:
         """Encode: the state every decoder step reads and updates."""
-        x = self.drop(self.src_emb(Tensor(src)))
+        be = model_backend(self)
+        x = self.drop(self.src_emb(Tensor(src, backend=be)))
         enc, (h_n, _) = self.encoder(x, mask=None if mask.all() else mask)
         D = 2 if self.encoder.bidirectional else 1
         last = F.cat([h_n[h_n.shape[0] - D + d] for d in range(D)], dim=-1)  # top layer
         B, L, H = src.shape[0], self.decoder_layers, self.hidden_size
         s0 = F.tanh(self.bridge(last)).reshape(B, L, H).transpose(0, 1)
-        zeros = Tensor(np.zeros((B, H), dtype=enc.dtype))
+        zeros = Tensor(be.xp.zeros((B, H), dtype=enc.dtype))
         return {"enc": enc, "keys": self.attn_h(enc), "mask": mask,
-                "h": s0, "c": Tensor(np.zeros((L, B, H), dtype=enc.dtype)), "o": zeros}
+                "h": s0, "c": Tensor(be.xp.zeros((L, B, H), dtype=enc.dtype)), "o": zeros}
 
     def attend(self, s: Tensor, keys: Tensor, enc: Tensor, mask: np.ndarray) -> tuple:
         """Additive attention: alpha (B, S) and context c (B, enc_dim) for the decoder
         state ``s`` (B, H), ``keys`` = W_h h (B, S, A), encoder states ``enc`` (B, S, E)."""
         e = self.attn_v(F.tanh(F.unsqueeze(self.attn_s(s), 1) + keys)).squeeze(-1)  # (B, S)
         if not mask.all():
-            e = F.masked_fill(e, ~mask, -math.inf)
+            e = F.masked_fill(e, e.backend.asarray(~mask), -math.inf)
         alpha = F.softmax(e, dim=-1)
         context = F.matmul(F.unsqueeze(alpha, 1), enc).squeeze(1)
         return alpha, context
 
     def _advance(self, state: dict, tokens: Any) -> tuple:
         """One decoder step on token ids (B,): updates ``state``; logits (B, V), alpha."""
-        y = self.drop(self.tgt_emb(tokens if isinstance(tokens, Tensor) else Tensor(tokens)))
+        if not isinstance(tokens, Tensor):
+            tokens = Tensor(tokens, backend=self.tgt_emb.weight.backend)
+        y = self.drop(self.tgt_emb(tokens))
         h, c = state["h"], state["c"]
         alpha, context = self.attend(h[h.shape[0] - 1], state["keys"], state["enc"],
                                      state["mask"])
@@ -465,7 +470,7 @@ class LSTMSeq2Seq(_Seq2SeqDecoding, Module):
         attention weights alpha (B, T, S)."""
         src = _ids(src_ids, "LSTMSeq2Seq")
         mask = _src_mask(src, src_mask, self.pad_id, "LSTMSeq2Seq")
-        tgt = Tensor(_ids(tgt_in_ids, "LSTMSeq2Seq"))
+        tgt = Tensor(_ids(tgt_in_ids, "LSTMSeq2Seq"), backend=model_backend(self))
         state = self._begin(src, mask)
         logits, alphas = [], []
         for t in range(tgt.shape[1]):
