@@ -482,7 +482,7 @@ def test_a_cpu_run_resumes_on_the_device_and_back(tmp_path, capsys):
     assert back.step == 6 and "dropout" in capsys.readouterr().out
 
 
-def test_cli_train_with_backend_cupy(tmp_path, batches_seen):
+def test_cli_train_with_backend_cupy(tmp_path, batches_seen, monkeypatch):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(TEXT)
     config = tmp_path / "run.toml"
@@ -496,3 +496,19 @@ def test_cli_train_with_backend_cupy(tmp_path, batches_seen):
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 3 and np.isfinite(rows[-1]["val_loss"])
     assert len(batches_seen) == 3 and all(on_device(x) and on_device(y) for x, y in batches_seen)
+    # sampling and evaluation of the run with the GPU selected (MINILM_BACKEND=cupy)
+    ml.use_backend("cupy")
+    devices = set()
+    forward = GPT.forward
+
+    def spy(self, *args, **kw):
+        devices.add(self.tok_emb.weight.device)
+        return forward(self, *args, **kw)
+
+    monkeypatch.setattr(GPT, "forward", spy)
+    assert cli(["sample", "--out-dir", str(out), "--prompt", "the ", "--max-new-tokens", "8",
+                "--checkpoint", "last"]) == 0
+    assert cli(["sample", "--out-dir", str(out), "--prompt", "the ", "--max-new-tokens", "4",
+                "--beam", "2"]) == 0
+    assert cli(["eval", "--out-dir", str(out), "--batch-size", "2", "--max-batches", "2"]) == 0
+    assert devices == {"cuda"}
