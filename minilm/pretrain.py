@@ -80,7 +80,8 @@ def pretrain_mlm(model_cfg: BertConfig, cfg: TrainConfig, options: MLMOptions,
             raise ValueError(f"--resume: {ckpt} is not an MLM run (written by minilm train?); "
                              "resume it with the command that made it")
         saved = TrainConfig.from_dict(extra["train_config"])
-        cfg = dataclasses.replace(saved, max_steps=cfg.max_steps, progress=cfg.progress)
+        cfg = dataclasses.replace(saved, max_steps=cfg.max_steps, progress=cfg.progress,
+                                  backend=cfg.backend)  # where to run: a launch setting
         if cfg.max_steps < int(extra["step"]):
             raise ValueError(f"--max-steps {cfg.max_steps} is below the checkpoint's step "
                              f"{extra['step']}")
@@ -254,6 +255,8 @@ def add_pretrain_mlm_parser(sub: Any) -> None:
     g.add_argument("--log-interval", type=int, default=10)
     g.add_argument("--seed", type=int, default=1337)
     g.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    g.add_argument("--backend", default=None, help="numpy | numba | cupy (the GPU) "
+                                                   "(default: MINILM_BACKEND or numba)")
     p.add_argument("--dp", type=int, default=1, help="data-parallel processes (run under "
                                                      "mpiexec -n DP)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out-dir")
@@ -279,7 +282,8 @@ def _pretrain_mlm(args: argparse.Namespace) -> int:
                       warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
                       beta2=0.999, eval_interval=args.eval_interval,
                       ckpt_interval=args.ckpt_interval, log_interval=args.log_interval,
-                      seed=args.seed, progress=not args.no_progress, dtype=args.dtype)
+                      seed=args.seed, progress=not args.no_progress, dtype=args.dtype,
+                      backend=args.backend)
     options = MLMOptions(mlm_probability=args.mask_prob, whole_word=args.whole_word,
                          mask_seed=args.seed, context_length=args.context_length)
     trainer, last = pretrain_mlm(model_cfg, cfg, options, vocab=args.vocab,

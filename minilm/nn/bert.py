@@ -31,6 +31,7 @@ from .. import functional as F
 from ..autograd import no_grad
 from ..backends import to_host
 from ..backends.threads import thread_map
+from ..creation import zeros
 from ..tensor import Tensor
 from . import init
 from .attention import MultiHeadAttention
@@ -305,7 +306,7 @@ class BertForMaskedLM(Module):
         self.bert = BertModel(config, add_pooling_layer=False)
         self.transform = Linear(config.hidden_size, config.hidden_size)
         self.transform_norm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.decoder_bias = Parameter(np.zeros(config.vocab_size, dtype=np.float32))
+        self.decoder_bias = Parameter(zeros(config.vocab_size))  # on the current backend
         init_bert_weights(self.transform, config)
 
     @property

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from .. import functional as F
+from ..creation import ones, zeros
 from ..tensor import Tensor
 from .classifiers import _ids_and_mask
 from .layers import Dropout, Linear
@@ -55,12 +56,12 @@ class GPTClassifier(Module):
         self.dropout = Dropout(dropout)
         d = self.trunk.config.d_model
         self.head = Linear(d, num_classes)
-        self.register_buffer("shift", Tensor(np.zeros(d, dtype=np.float32)))
-        self.register_buffer("scale", Tensor(np.ones(d, dtype=np.float32)))
+        self.register_buffer("shift", zeros(d))  # on the current backend, as the head
+        self.register_buffer("scale", ones(d))
 
     def features(self, ids: Any, mask: Any = None) -> Tensor:
         """The mean of the trunk's final hidden states over real tokens, (B, d)."""
-        ids, m = _ids_and_mask("GPTClassifier", ids, mask)
+        ids, m = _ids_and_mask("GPTClassifier", ids, mask, self)
         g = self.trunk
         if ids.shape[1] > g.config.context_length:
             raise ValueError(f"GPTClassifier: {ids.shape[1]} tokens (ids shape {ids.shape}) "

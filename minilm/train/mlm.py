@@ -26,6 +26,7 @@ import numpy as np
 from ..autograd import no_grad
 from ..data.batches import RandomWindowBatches
 from ..data.masking import IGNORE_INDEX, DynamicMasking, mask_tokens
+from ..nn.module import model_backend
 from ..tensor import Tensor
 from .trainer import Trainer
 
@@ -176,9 +177,11 @@ class MLMTrainer(Trainer):
         mine = self._rows(labels)
         here = int((mine != IGNORE_INDEX).sum())
         if here == 0:  # nothing masked in my rows: a zero loss that still has a graph
-            logits = self.replica(Tensor(self._rows(x)))
+            logits = self.replica(Tensor(self._rows(x), backend=model_backend(self.model)))
             return (logits * 0.0).sum()
-        _, loss = self.replica(Tensor(self._rows(x)), labels=Tensor(mine))
+        be = model_backend(self.model)
+        _, loss = self.replica(Tensor(self._rows(x), backend=be),
+                               labels=Tensor(mine, backend=be))
         return loss * (self.comm.size * here / max(total, 1))
 
     @no_grad()
@@ -203,7 +206,7 @@ class MLMTrainer(Trainer):
                 k = int((labels != IGNORE_INDEX).sum())
                 if k == 0:
                     continue
-                _, loss = self.model(Tensor(inputs), labels=Tensor(labels))
+                _, loss = self.model(inputs, labels=labels)  # onto the model's backend
                 total += float(loss.item()) * k
                 count += k
         finally:

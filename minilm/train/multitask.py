@@ -43,6 +43,7 @@ import numpy as np
 from .. import nn, optim
 from ..autograd import no_grad
 from ..backends import manual_seed
+from ..creation import zeros
 from ..functional import cross_entropy
 from ..tensor import Tensor
 from .continual import char_vocab, encode, text_shards
@@ -80,7 +81,7 @@ class MultiTaskLoss(nn.Module):
         if len(self.weights) != n_tasks:
             raise ValueError(f"MultiTaskLoss: {len(self.weights)} weights for {n_tasks} tasks")
         if mode == "uncertainty":
-            self.log_vars = nn.Parameter(np.zeros(n_tasks))
+            self.log_vars = nn.Parameter(zeros(n_tasks, dtype="float64"))  # current backend
 
     def forward(self, losses: list) -> Tensor:
         if len(losses) != self.n_tasks:
