@@ -46,8 +46,9 @@ import numpy as np
 
 from .. import nn, optim
 from ..autograd import no_grad
-from ..backends import manual_seed
+from ..backends import manual_seed, to_host
 from ..data import random_windows
+from ..nn.module import model_backend
 from ..tensor import Tensor
 
 __all__ = [
@@ -170,8 +171,8 @@ def ewc_penalty(params: Sequence[Tensor], fisher: Sequence[Any], star: Sequence[
     parameters (gradient lambda F_i (theta_i - theta*_i))."""
     total = None
     for p, f, s in zip(params, fisher, star):
-        d = p - Tensor(np.asarray(s, dtype=p.dtype))
-        term = (Tensor(np.asarray(f, dtype=p.dtype)) * d * d).sum()
+        d = p - Tensor(to_host(s).astype(p.dtype), backend=p.backend)
+        term = (Tensor(to_host(f).astype(p.dtype), backend=p.backend) * d * d).sum()
         total = term if total is None else total + term
     if total is None:
         raise ValueError("ewc_penalty: no parameters")
@@ -183,7 +184,8 @@ def ewc_penalty(params: Sequence[Tensor], fisher: Sequence[Any], star: Sequence[
 
 def lm_loss(model: nn.Module, x: Any, y: Any) -> Tensor:
     """Mean next-token cross-entropy of ``model`` (a GPT: ``model(x, y) -> (logits, loss)``)."""
-    return model(Tensor(np.asarray(x)), Tensor(np.asarray(y)))[1]
+    be = model_backend(model)  # host batches onto the model's device
+    return model(Tensor(to_host(x), backend=be), Tensor(to_host(y), backend=be))[1]
 
 
 def mean_loss(model: nn.Module, xy: tuple[np.ndarray, np.ndarray], batch_size: int = 32) -> float:

@@ -50,6 +50,8 @@ import numpy as np
 from .. import functional as F
 from .. import nn, optim
 from ..autograd import no_grad
+from ..backends import to_host
+from ..nn.module import model_backend
 from ..tensor import Tensor
 
 __all__ = [
@@ -103,9 +105,9 @@ def make_discriminator(in_dim: int = 2, hidden: int = 64, depth: int = 2) -> nn.
 
 def sample(G: nn.Module, n: int, z_dim: int, rng: np.random.Generator) -> np.ndarray:
     """n generated points G(z), z ~ N(0, I), as a NumPy array (no graph)."""
-    z = Tensor(rng.standard_normal((n, z_dim)).astype(np.float32))
+    z = Tensor(rng.standard_normal((n, z_dim)).astype(np.float32), backend=model_backend(G))
     with no_grad():
-        return np.asarray(G(z).numpy())
+        return G(z).numpy()
 
 
 # ---------------------------------------------------------------------------- losses
@@ -116,24 +118,25 @@ def discriminator_loss(D: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
     detached so that no gradient reaches the generator."""
     s_real = D(real)
     s_fake = D(fake.detach())
-    ones = np.ones(s_real.shape, dtype=np.float32)
-    zeros = np.zeros(s_fake.shape, dtype=np.float32)
-    return (F.binary_cross_entropy_with_logits(s_real, Tensor(ones))
-            + F.binary_cross_entropy_with_logits(s_fake, Tensor(zeros)))
+    xp = s_real.backend.xp  # the targets on the scores' device
+    ones = Tensor(xp.ones(s_real.shape, dtype=np.float32))
+    zeros = Tensor(xp.zeros(s_fake.shape, dtype=np.float32))
+    return (F.binary_cross_entropy_with_logits(s_real, ones)
+            + F.binary_cross_entropy_with_logits(s_fake, zeros))
 
 
 def generator_loss(D: nn.Module, fake: Tensor) -> Tensor:
     """The non-saturating L_G = BCE(D(G(z)), 1) = mean -log sigma(D(G(z)));
     d L / d s = -(1 - sigma(s)) / n per sample."""
     s = D(fake)
-    return F.binary_cross_entropy_with_logits(s, Tensor(np.ones(s.shape, dtype=s.dtype)))
+    return F.binary_cross_entropy_with_logits(s, Tensor(s.backend.xp.ones(s.shape, s.dtype)))
 
 
 def saturating_generator_loss(D: nn.Module, fake: Tensor) -> Tensor:
     """The minimax L_G = mean log(1 - sigma(D(G(z)))) = -BCE(D(G(z)), 0);
     d L / d s = -sigma(s) / n per sample (vanishes when D rejects the fakes)."""
     s = D(fake)
-    return -F.binary_cross_entropy_with_logits(s, Tensor(np.zeros(s.shape, dtype=s.dtype)))
+    return -F.binary_cross_entropy_with_logits(s, Tensor(s.backend.xp.zeros(s.shape, s.dtype)))
 
 
 # ---------------------------------------------------------------------------- training
@@ -143,9 +146,10 @@ def d_step(G: nn.Module, D: nn.Module, opt_d: Any, real: np.ndarray,
            rng: np.random.Generator, z_dim: int = 2) -> float:
     """One discriminator step on L_D; G(z) is computed without a graph, so G's
     parameters get no gradient. Returns L_D."""
-    x = Tensor(np.asarray(real, dtype=np.float32))
+    be = model_backend(D)  # host data and noise onto the models' device
+    x = Tensor(to_host(real).astype(np.float32), backend=be)
     with no_grad():
-        fake = G(Tensor(rng.standard_normal((len(x), z_dim)).astype(np.float32)))
+        fake = G(Tensor(rng.standard_normal((len(x), z_dim)).astype(np.float32), backend=be))
     loss = discriminator_loss(D, x, fake)
     loss.backward()
     opt_d.step()
@@ -158,7 +162,8 @@ def g_step(G: nn.Module, D: nn.Module, opt_g: Any, n: int, rng: np.random.Genera
     """One generator step on the non-saturating L_G. The backward pass goes through
     D (and fills D's .grad); only ``opt_g`` steps, then D's gradients are cleared so
     that none leaks into the next D step. Returns L_G."""
-    fake = G(Tensor(rng.standard_normal((n, z_dim)).astype(np.float32)))
+    z = rng.standard_normal((n, z_dim)).astype(np.float32)
+    fake = G(Tensor(z, backend=model_backend(G)))
     loss = generator_loss(D, fake)
     loss.backward()
     opt_g.step()

@@ -42,9 +42,10 @@ import numpy as np
 
 from .. import nn, optim
 from ..autograd import no_grad
-from ..backends import manual_seed
+from ..backends import manual_seed, to_host
 from ..creation import zeros
 from ..functional import cross_entropy
+from ..nn.module import model_backend
 from ..tensor import Tensor
 from .continual import char_vocab, encode, text_shards
 
@@ -129,10 +130,11 @@ class MultiTaskModel(nn.Module):
 
 def task_losses(model: MultiTaskModel, x: Any, y_lm: Any, y_cls: Any) -> dict:
     """{"lm": mean next-character cross-entropy, "cls": mean 2-way cross-entropy}."""
-    lm_logits, cls_logits = model(Tensor(np.asarray(x)))
+    be = model_backend(model)  # host batches onto the model's device
+    lm_logits, cls_logits = model(Tensor(to_host(x), backend=be))
     B, T, V = lm_logits.shape
-    lm = cross_entropy(lm_logits.reshape(B * T, V), Tensor(np.asarray(y_lm).reshape(-1)))
-    cls = cross_entropy(cls_logits, Tensor(np.asarray(y_cls)))
+    lm = cross_entropy(lm_logits.reshape(B * T, V), Tensor(to_host(y_lm).reshape(-1), backend=be))
+    cls = cross_entropy(cls_logits, Tensor(to_host(y_cls), backend=be))
     return {"lm": lm, "cls": cls, "cls_logits": cls_logits}
 
 
