@@ -55,7 +55,7 @@ import numpy as np
 from .. import functional as F
 from .. import optim
 from ..autograd import no_grad
-from ..backends import manual_seed
+from ..backends import manual_seed, to_host
 from ..data._io import atomic_write_bytes
 from ..models.pretrained import expand_name_map
 from ..nn.bert import (
@@ -234,9 +234,9 @@ def layer_dropped_student(teacher: SentenceEncoder, num_layers: int = 3,
         if name.startswith("encoder.layers."):
             k = int(name.split(".")[2])
             rest = name.split(".", 3)[3]
-            state[name] = np.array(src[f"encoder.layers.{keep[k]}.{rest}"].data)
+            state[name] = to_host(src[f"encoder.layers.{keep[k]}.{rest}"].data).copy()
         else:
-            state[name] = np.array(src[name].data)
+            state[name] = to_host(src[name].data).copy()
     bert.load_state_dict(state)
     if teacher.bert.embeddings.word_embeddings.weight.dtype != np.float32:
         bert.double()
@@ -352,8 +352,8 @@ def teacher_targets(teacher: SentenceEncoder, batches: list, ids: list,
         b, m = pad_batch(ids, rows, pad)
         states = encoder_states(teacher.bert, b, m)
         u = normalize(mean_pool(states[-1], m)) if teacher.normalize else mean_pool(states[-1], m)
-        hid = [np.asarray(states[layer].data, np.float16) for layer in teacher_layers]
-        out.append((b, m, np.asarray(u.data, np.float32), hid))
+        hid = [to_host(states[layer].data).astype(np.float16) for layer in teacher_layers]
+        out.append((b, m, to_host(u.data).astype(np.float32), hid))
     return out
 
 
@@ -472,7 +472,8 @@ def time_encoders(encoders: dict, texts: Sequence[str], batch_size: int = 32,
 def hf_state_dict(bert: BertModel) -> dict:
     """The inverse of load_hf_state_dict: ``{Hugging Face name: float32 array}`` of a
     BertModel (the fused qkv split back into query / key / value rows)."""
-    own = {k: np.asarray(v.data, np.float32) for k, v in bert.state_dict().items()}
+    own = {k: to_host(v.data).astype(np.float32, copy=False)
+           for k, v in bert.state_dict().items()}
     out = {}
     table = expand_name_map(bert.config, pooler=bert.pooler is not None)
     for hf, (ml, part) in table.items():
