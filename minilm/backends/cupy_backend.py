@@ -137,7 +137,7 @@ class CupyBackend(NumpyBackend):
 
     def to_numpy(self, array: Any) -> numpy.ndarray:
         """A host copy of a device array (NumPy arrays are returned as they are)."""
-        if isinstance(array, numpy.ndarray):
+        if type(array) is numpy.ndarray:
             return array
         return self.xp.asnumpy(array)
 
