@@ -32,6 +32,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .backends.cupy_backend import find_cupy
+
 __all__ = [
     "current_device", "describe", "device_count", "empty_cache", "is_available", "max_memory_allocated",
     "memory_allocated", "memory_reserved", "reset_peak_memory_stats", "set_device",
@@ -43,17 +45,7 @@ _INSTALL = "pip install 'minilm[cuda]'"
 
 def _load() -> Any:
     """CuPy, or ImportError saying why there is no usable device."""
-    try:
-        import cupy
-    except ImportError:
-        raise ImportError("CuPy is not installed") from None
-    try:
-        count = cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:  # CUDARuntimeError: no driver, or one too old
-        raise ImportError(f"CuPy finds no usable CUDA device: {exc}") from None
-    if count < 1:
-        raise ImportError("CuPy sees no CUDA device")
-    return cupy
+    return find_cupy()
 
 
 def _cupy(op: str) -> Any:

@@ -178,7 +178,7 @@ def test_unavailable_backend_says_which():
     except ImportError:
         pass
     assert "cupy" not in ml.available_backends()
-    with pytest.raises(ImportError, match=r"CuPy is not installed .*pip install 'minilm\[cuda\]'"):
+    with pytest.raises(ImportError, match=r"CuPy is not installed.*pip install 'minilm\[cuda\]'"):
         ml.use_backend("cupy")
     assert ml.current_backend().name == "numpy"  # the failed switch changed nothing
 

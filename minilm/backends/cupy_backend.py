@@ -47,7 +47,7 @@ from ._cuda_kernels import row_threads
 from .counter_rng import CounterRng
 from .numpy_backend import NumpyBackend
 
-__all__ = ["CupyBackend", "import_cupy"]
+__all__ = ["CupyBackend", "find_cupy", "import_cupy"]
 
 _FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
 _BLOCK = 256  # threads per block of the elementwise kernels
@@ -74,21 +74,29 @@ def _blocks(n: int) -> int:
     return -(-int(n) // _BLOCK)
 
 
-def import_cupy() -> Any:
-    """CuPy, when it imports and sees a CUDA device; else ImportError saying what is
-    missing and how to get it."""
+def find_cupy() -> Any:
+    """CuPy, when it imports and sees a CUDA device; else ImportError saying which of
+    the two is missing (``minilm.cuda`` reports the same reasons)."""
     try:
         import cupy
-    except ImportError as exc:
-        raise ImportError(f"CuPy is not installed ({exc}); pip install 'minilm[cuda]' "
-                          "(cupy-cuda12x) on a machine with an NVIDIA GPU") from exc
+    except ImportError:
+        raise ImportError("CuPy is not installed") from None
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # CUDARuntimeError: no driver, or a driver too old
-        raise ImportError(f"CuPy imports but finds no usable CUDA device ({exc})") from exc
+        raise ImportError(f"CuPy finds no usable CUDA device: {exc}") from None
     if count < 1:
-        raise ImportError("CuPy imports but this machine has no CUDA device")
+        raise ImportError("CuPy sees no CUDA device")
     return cupy
+
+
+def import_cupy() -> Any:
+    """``find_cupy()``, its ImportError also saying how to get CuPy."""
+    try:
+        return find_cupy()
+    except ImportError as exc:
+        raise ImportError(f"{exc}; pip install 'minilm[cuda]' (cupy-cuda12x) on a machine "
+                          "with an NVIDIA GPU") from None
 
 
 class CupyBackend(NumpyBackend):
