@@ -48,8 +48,8 @@ __all__ = [
     "DTYPES", "LAYOUTS", "NO_BROADCAST", "arrays", "astype_like", "broadcastable_pair",
     "check_backward_f32", "check_forward", "check_grad", "check_op", "close", "dims_of",
     "directional_gradcheck", "examples", "kernel_arrays", "magnitudes", "readonly_strided",
-    "row_shapes", "shapes", "shifted", "small_floats", "tensors", "unshifted", "uses_kernels",
-    "views",
+    "on_backend", "row_shapes", "shapes", "shifted", "small_floats", "tensors", "unshifted",
+    "uses_kernels", "views",
 ]
 
 DTYPES = (np.float32, np.float64)
@@ -236,6 +236,14 @@ def readonly_strided(a: np.ndarray) -> np.ndarray:
         v[...] = a
     v.flags.writeable = False
     return v
+
+
+def on_backend(a: Any, requires_grad: bool = False, dtype: Any = None) -> Tensor:
+    """A Tensor of the host array ``a`` on the backend under test
+    (``minilm.current_backend()``, which the ``backend`` fixture selects): a plain
+    ``Tensor(np_array)`` stays on the CPU by design, and an op refuses to mix it with
+    the device tensors of a cupy run."""
+    return Tensor(a, requires_grad=requires_grad, dtype=dtype, backend=minilm.current_backend())
 
 
 @st.composite

@@ -19,7 +19,9 @@ import minilm as ml
 from minilm import functional as F
 from minilm.autograd import add_collected_grads, collect_grads
 from minilm.backends.threads import thread_rng
+from minilm.data.prefetch import device_batches
 from minilm.nn import GPT, GPTConfig
+from minilm.nn.module import model_backend
 from minilm.tensor import Tensor
 from minilm.train.batch_threads import loss_terms, split_rows, threaded_backward
 
@@ -77,7 +79,7 @@ def test_ignored_targets_weigh_slices_by_their_loss_terms(backend):
 
     def loss_fn(x, y):
         logits = model(x)
-        return F.cross_entropy(logits.reshape(-1, 23), Tensor(y.reshape(-1)),
+        return F.cross_entropy(logits.reshape(-1, 23), Tensor(y.reshape(-1), backend=backend),
                                ignore_index=-100)
 
     want, want_g = _plain(model, loss_fn, [(x, y)])
@@ -107,6 +109,11 @@ def test_dropout_is_repeatable_and_follows_the_backend_stream(backend):
     for n in runs[0][1]:
         np.testing.assert_array_equal(runs[0][1][n], runs[1][1][n], err_msg=n)
     assert runs[0][2] == runs[1][2]
+    if backend.xp is not np:
+        # thread_rng (a generator per worker) is a CPU-backend feature: on a device,
+        # thread_map runs the slices one at a time in the caller and dropout draws from
+        # the device's own generator; the step above must still be repeatable
+        return
     ml.manual_seed(5)
     seeds = backend.rng.integers(0, 2**63 - 1, size=2)  # what the step drew
     assert backend.get_rng_state() == runs[0][2]
@@ -164,8 +171,9 @@ def test_trainer_with_batch_threads_trains_like_one_thread(tmp_path, backend):
     runs = []
     for threads in (1, 2):
         t = _trainer(tmp_path / f"t{threads}", threads)
-        assert t._batch_threads() == threads
-        batches = iter(t.loader)
+        # row threads on the CPU backends only; on a device the plain loop (1)
+        assert t._batch_threads() == (threads if backend.xp is np else 1)
+        batches = device_batches(iter(t.loader), model_backend(t.model))  # as fit() does
         losses = [t.train_step(batches) for _ in range(4)]
         runs.append((losses, {n: p.numpy().copy() for n, p in t.model.named_parameters()}))
     np.testing.assert_allclose(runs[1][0], runs[0][0], rtol=1e-10)

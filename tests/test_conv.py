@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import NO_BROADCAST, arrays, check_op, examples, views
+from strategies import NO_BROADCAST, arrays, check_op, examples, on_backend, views
 
 import minilm
 import minilm.functional as F
@@ -265,7 +265,7 @@ def test_conv1d_module_shapes_and_init():
     assert np.abs(m.weight.numpy()).max() <= bound and np.abs(m.bias.numpy()).max() <= bound
     assert np.abs(m.weight.numpy()).max() > 0.8 * bound
     assert sorted(dict(m.named_parameters())) == ["bias", "weight"]
-    y = m(Tensor(np.random.default_rng(0).standard_normal((4, 6, 11)).astype(np.float32)))
+    y = m(on_backend(np.random.default_rng(0).standard_normal((4, 6, 11)).astype(np.float32)))
     assert y.shape == (4, 8, F.conv1d_output_length(11, 5, 2, 1)) and y.dtype == np.float32
     assert nn.Conv1d(2, 2, 3, bias=False).bias is None
     with pytest.raises(ValueError, match="groups"):

@@ -35,7 +35,7 @@ def _model(dtype, **kw):
     m = GPT(GPTConfig(**cfg)).to(np.dtype(dtype)).eval()
     rng = np.random.default_rng(1)  # biases and norms away from their 0 / 1 init
     for p in m.parameters():
-        p.data[...] += (0.1 * rng.standard_normal(p.shape)).astype(p.data.dtype)
+        p.data[...] += p.backend.asarray(0.1 * rng.standard_normal(p.shape), p.data.dtype)
     return m
 
 
@@ -44,6 +44,10 @@ def _model(dtype, **kw):
 @pytest.mark.parametrize("dtype, tol", [("float64", 1e-11), ("float32", 1e-5)])
 @pytest.mark.parametrize("batch", [1, 3])
 def test_decode_step_equals_the_forward_with_a_cache(backend, variant, dtype, tol, batch):
+    if backend.xp is not np:
+        pytest.skip("decode_step is the fast path on NumPy arrays, CPU-only by design: "
+                    "supports_fast_decode refuses a model on a device backend, whose "
+                    "steps take the general KV-cache path (checked below by generate)")
     m = _model(dtype, **variant)
     rng = np.random.default_rng(2)
     prompt = rng.integers(0, 29, (batch, 4))
@@ -68,13 +72,14 @@ def test_decode_step_equals_the_forward_with_a_cache(backend, variant, dtype, to
 
 def test_generate_with_the_fast_step_decodes_like_the_uncached_forward(backend):
     m = _model("float64", positional="rope")
+    assert supports_fast_decode(m) == (backend.xp is np)  # device: the general cache path
     prompt = np.random.default_rng(3).integers(0, 29, (2, 3))
     cached = generate(m, prompt, 9, temperature=0.0)
     plain = generate(m, prompt, 9, temperature=0.0, use_cache=False)
     np.testing.assert_array_equal(cached, plain)
     with ml.no_grad():
-        full = m(Tensor(prompt)).numpy()
-        last = m(Tensor(prompt), last_only=True).numpy()
+        full = m(Tensor(prompt, backend=backend)).numpy()
+        last = m(Tensor(prompt, backend=backend), last_only=True).numpy()
     assert last.shape == (2, 1, 29)
     np.testing.assert_allclose(last[:, 0], full[:, -1], rtol=1e-12)
 

@@ -17,6 +17,7 @@ from strategies import (
     close,
     kernel_arrays,
     magnitudes,
+    on_backend,
     readonly_strided,
     shapes,
     shifted,
@@ -199,13 +200,13 @@ def test_cross_entropy_kernel_sizes_and_large_logits(backend, data, dtype, offse
 def test_cross_entropy_probabilities(case, reduction, label_smoothing, data):
     x, _, w, _ = case
     p = data.draw(tensors(x.shape, lo=0.0, hi=1.0))
-    wt = None if w is None else Tensor(w)
+    wt = None if w is None else on_backend(w)
 
     def fn(inp, target):
         return F.cross_entropy(inp, target, weight=wt, reduction=reduction,
                                label_smoothing=label_smoothing)
 
-    xt = Tensor(x, requires_grad=True)
+    xt = on_backend(x, requires_grad=True)
     check_forward(fn, [xt, p], lambda a, b: np_soft_cross_entropy(a, b, w, reduction,
                                                                    label_smoothing))
     check_grad(fn, [xt, p])
@@ -332,8 +333,8 @@ POINTWISE = {
 def test_pointwise_losses(name, data, reduction):
     fn, ref, kink = POINTWISE[name]
     shape = data.draw(shapes(0, 3))
-    x = Tensor(jittered(data.draw(arrays(shape))), requires_grad=True)
-    t = Tensor(data.draw(arrays(shape)), requires_grad=True)
+    x = on_backend(jittered(data.draw(arrays(shape))), requires_grad=True)
+    t = on_backend(data.draw(arrays(shape)), requires_grad=True)
     d = x.numpy() - t.numpy()
     if kink is not None:  # finite differences across a kink are meaningless
         assume(np.all(np.abs(np.abs(d) - kink) > 1e-4))
@@ -483,12 +484,12 @@ def test_kl_div_zero_target_and_errors():
 @given(st.data(), REDUCTIONS, st.sampled_from([1.0, 0.5, 2.0]), st.booleans())
 def test_hinge_embedding_loss(data, reduction, margin, int_target):
     shape = data.draw(shapes(0, 3))
-    x = Tensor(jittered(data.draw(arrays(shape))), requires_grad=True)
+    x = on_backend(jittered(data.draw(arrays(shape))), requires_grad=True)
     assume(np.all(np.abs(margin - x.numpy()) > 1e-4))
     n = int(np.prod(shape))
     y = np.asarray(data.draw(st.lists(st.sampled_from([-1, 1]), min_size=n, max_size=n)))
     y = y.reshape(shape).astype(np.int64 if int_target else np.float64)
-    yt = Tensor(y)
+    yt = on_backend(y)
 
     def fn(a):
         return F.hinge_embedding_loss(a, yt, margin=margin, reduction=reduction)
@@ -497,7 +498,7 @@ def test_hinge_embedding_loss(data, reduction, margin, int_target):
                                                reduction))
     check_grad(fn, [x])
     with pytest.raises(ValueError, match="hinge_embedding_loss: input shape"):
-        F.hinge_embedding_loss(x, Tensor(np.ones(shape + (2,))))
+        F.hinge_embedding_loss(x, on_backend(np.ones(shape + (2,))))
 
 
 @given(st.data(), REDUCTIONS, st.sampled_from([1, 2]), st.sampled_from([1.0, 0.4]))
@@ -506,7 +507,7 @@ def test_multi_margin_loss(data, reduction, p, margin):
     batched = data.draw(st.booleans())
     n = data.draw(st.integers(1, 3))
     shape = (n, c) if batched else (c,)
-    x = Tensor(jittered(data.draw(arrays(shape))), requires_grad=True)
+    x = on_backend(jittered(data.draw(arrays(shape))), requires_grad=True)
     t = np.asarray(data.draw(st.lists(st.integers(0, c - 1), min_size=n, max_size=n)))
     t = t if batched else t[0]
     w = data.draw(st.none() | arrays((c,), 0.2, 2.0))
@@ -514,8 +515,8 @@ def test_multi_margin_loss(data, reduction, p, margin):
     h = margin - x2[np.arange(len(t2)), t2][:, None] + x2
     others = np.arange(c)[None, :] != t2[:, None]
     assume(np.all(np.abs(h[others]) > 1e-4))
-    tt = Tensor(t)
-    wt = None if w is None else Tensor(w)
+    tt = on_backend(t)
+    wt = None if w is None else on_backend(w)
 
     def fn(a):
         return F.multi_margin_loss(a, tt, p=p, margin=margin, weight=wt, reduction=reduction)

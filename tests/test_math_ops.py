@@ -15,6 +15,7 @@ from strategies import (
     close,
     directional_gradcheck,
     kernel_arrays,
+    on_backend,
     readonly_strided,
     row_shapes,
     shapes,
@@ -211,7 +212,7 @@ def test_where(data):
     a = data.draw(tensors(sa))
     b = data.draw(tensors(sb))
     cond = data.draw(arrays(sa, -1, 1)) > 0
-    check_op(lambda x, y: F.where(Tensor(cond), x, y), [a, b], lambda x, y: np.where(cond, x, y))
+    check_op(lambda x, y: F.where(on_backend(cond), x, y), [a, b], lambda x, y: np.where(cond, x, y))
 
 
 @given(data=st.data())
@@ -221,9 +222,9 @@ def test_masked_fill(data):
     mask = data.draw(arrays(sm, -1, 1)) > 0
     if np.broadcast_shapes(sx, sm) != x.shape:
         with pytest.raises(ValueError, match="masked_fill: mask of shape"):
-            F.masked_fill(x, Tensor(mask), -7.0)
+            F.masked_fill(x, on_backend(mask), -7.0)
         return
-    check_op(lambda t: t.masked_fill(Tensor(mask), -7.0), [x], lambda a: np.where(mask, -7.0, a))
+    check_op(lambda t: t.masked_fill(on_backend(mask), -7.0), [x], lambda a: np.where(mask, -7.0, a))
 
 
 def test_maximum_splits_gradient_on_ties():

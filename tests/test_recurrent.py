@@ -12,6 +12,7 @@ from strategies import examples
 import minilm as ml
 from minilm import nn
 from minilm.finite_diff import gradcheck_module as _gradcheck_module
+from minilm.nn.module import model_backend
 
 KINDS = ["rnn_tanh", "rnn_relu", "lstm", "gru"]
 
@@ -473,10 +474,11 @@ def _values_and_grads(m, x, lengths, state_kind):
     """Output, final states and the gradient of every parameter and of the input, for
     one loss that reads the output and the final states."""
     m.zero_grad()
-    x = ml.Tensor(x.copy(), requires_grad=True)
+    be = model_backend(m)  # the inputs live where the model does (the device for cupy)
+    x = ml.Tensor(x.copy(), requires_grad=True, backend=be)
     out, h_n, c_n = run(m, x, lengths=lengths)
     w = np.linspace(-1, 1, out.numel()).reshape(out.shape).astype(out.dtype)
-    loss = (out * ml.Tensor(w)).sum() + (h_n * h_n).sum()
+    loss = (out * ml.Tensor(w, backend=be)).sum() + (h_n * h_n).sum()
     if c_n is not None:
         loss = loss + c_n.sum() * 0.5
     loss.backward()
@@ -513,7 +515,7 @@ def test_fused_sequence_with_extreme_preactivations(kind, backend):
     rng = np.random.default_rng(4)
     m = make(kind, 2, 3).float()
     for p in m.parameters():
-        p.data[...] = rng.uniform(-20, 20, p.shape).astype(np.float32)
+        p.data[...] = p.backend.asarray(rng.uniform(-20, 20, p.shape), np.float32)
     x = rng.uniform(-3, 3, (5, 2, 2)).astype(np.float32)
     m.fused = False
     ref_vals, ref_grads = _values_and_grads(m, x, None, kind)

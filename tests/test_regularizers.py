@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import check_op, shapes, tensors
+from strategies import check_op, on_backend, shapes, tensors
 
 import minilm
 import minilm.functional as F
@@ -98,7 +98,7 @@ def test_drop_connect_gradient_uses_the_same_mask():
 def test_drop_connect_linear():
     minilm.manual_seed(0)
     m = nn.DropConnectLinear(6, 3, p=0.4).double()
-    x = Tensor(np.random.default_rng(1).standard_normal((10, 6)))
+    x = on_backend(np.random.default_rng(1).standard_normal((10, 6)))
     m.eval()
     np.testing.assert_allclose(m(x).numpy(), x.numpy() @ m.weight.numpy().T + m.bias.numpy())
     m.train()
@@ -119,7 +119,7 @@ def _logreg_data(seed=0):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((200, 8))
     y = (x[:, 0] - 2 * x[:, 1] + 0.3 * rng.standard_normal(200) > 0).astype(np.int64)
-    return Tensor(x), Tensor(y)
+    return on_backend(x), on_backend(y)
 
 
 def _train_logreg(lam, steps=300, lr=0.1, proximal=False):

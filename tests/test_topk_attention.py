@@ -79,7 +79,7 @@ def test_ties_at_the_kth_score_are_all_kept():
 
 def test_fused_paths_are_not_taken(backend):
     T = 600  # >= the Numba backend's flash_min_len (1 or 512)
-    x = Tensor(np.random.default_rng(3).standard_normal((1, T, 8)))
+    x = Tensor(np.random.default_rng(3).standard_normal((1, T, 8)), backend=backend)
     plain, topk = _mha(None), _mha(T)  # k >= T: the same numbers, never the fused kernel
     qkv = topk.qkv(x)
     assert topk._fused_causal(qkv, None, None) is False
