@@ -24,10 +24,11 @@ __all__ = ["IncompatibleKeys", "Module", "ModuleDict", "ModuleList", "Parameter"
 
 def model_backend(module: Any) -> Any:
     """The backend of ``module``'s first parameter (or buffer): where its inputs must
-    live and its dropout draws. The current backend for a module holding neither."""
-    for t in module.parameters():
+    live and its dropout draws. The current backend for a module holding neither, or
+    for a callable model that is not a Module (no ``parameters``)."""
+    for t in getattr(module, "parameters", tuple)():
         return t.backend
-    for _, t in module.named_buffers():
+    for _, t in getattr(module, "named_buffers", tuple)():
         if t is not None:
             return t.backend
     return current_backend()

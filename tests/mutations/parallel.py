@@ -316,7 +316,7 @@ class ReduceFromTPRegion(Function):
     Mutation(
         name="parallel trainer: resume does not restore the dropout RNG stream",
         file=LOOP,
-        old="current_backend().set_rng_state(rng)",
+        old="backend.set_rng_state(state)",
         new="pass",
         tests=[resume("dp2"), resume("tp2"), resume("pp2")],
     ),
