@@ -452,3 +452,45 @@ def uses_kernels(backend: Any, *names: str) -> Iterator[Counter]:
             setattr(mod, f"_{n}_kernel", k)
     missing = [n for n in names if not calls[n]]
     assert not missing, f"numba backend: kernel(s) {missing} never ran (fell back to NumPy)"
+
+
+# ------------------------------------------------------------ backend kernels vs the reference
+def kernel_shapes(min_dims: int = 1, max_dims: int = 3, max_side: int = 7,
+                  wide: Any = None) -> st.SearchStrategy:
+    """Small shapes whose last dim is sometimes wide (``wide``, a strategy of ints;
+    default 8..40: past the Numba kernels' 8 interleaved partial sums)."""
+    small = hnp.array_shapes(min_dims=min_dims, max_dims=max_dims, min_side=1, max_side=max_side)
+    if min_dims == 0:
+        return small
+    last = st.integers(8, 40) if wide is None else wide
+    lead = hnp.array_shapes(min_dims=min_dims - 1, max_dims=max_dims - 1, min_side=1, max_side=5)
+    return small | st.tuples(lead, last).map(lambda t: t[0] + (t[1],))
+
+
+def randn(rng: Any, shape: Any, dtype: Any, scale: float = 2.0) -> np.ndarray:
+    return (rng.standard_normal(shape) * scale).astype(dtype)
+
+
+def as64(a: Any) -> Any:
+    return a.astype(np.float64) if isinstance(a, np.ndarray) and a.dtype == np.float32 else a
+
+
+def as32(a: Any) -> Any:
+    return a.astype(np.float32) if isinstance(a, np.ndarray) and a.dtype == np.float64 else a
+
+
+def ref64(fn: Any, *args: Any) -> Any:
+    """``fn`` (a reference kernel) on float64 copies of float32 array arguments, its
+    results cast to the dtypes the reference gives on the float32 arguments (float32,
+    except what the contract makes float64: the attention's lse); float64 arguments
+    are passed as they are."""
+    if not any(isinstance(a, np.ndarray) and a.dtype == np.float32 for a in args):
+        return fn(*args)
+    out, low = fn(*(as64(a) for a in args)), fn(*args)
+
+    def cast(o: Any, like: Any) -> Any:
+        return o.astype(like.dtype) if isinstance(o, np.ndarray) else o
+
+    if isinstance(out, tuple):
+        return tuple(cast(o, lo) for o, lo in zip(out, low, strict=True))
+    return cast(out, low)

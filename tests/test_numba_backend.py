@@ -33,7 +33,8 @@ except ImportError as exc:  # a broken or missing install must not pass as a ski
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from strategies import uses_kernels
+from strategies import as32, as64, randn, ref64, uses_kernels
+from strategies import kernel_shapes as shapes
 
 import minilm as ml
 from minilm.backends import _default_backend_name, get_backend
@@ -52,40 +53,8 @@ def ref():
     return get_backend("numpy")
 
 
-def shapes(min_dims=1, max_dims=3, max_side=7):
-    """Small shapes whose last dim is sometimes 8..40: the kernels reduce rows in 8
-    interleaved partial sums and handle the remainder apart."""
-    small = hnp.array_shapes(min_dims=min_dims, max_dims=max_dims, min_side=1, max_side=max_side)
-    if min_dims == 0:
-        return small
-    wide = st.tuples(hnp.array_shapes(min_dims=min_dims - 1, max_dims=max_dims - 1, min_side=1,
-                                      max_side=5), st.integers(8, 40)).map(lambda t: t[0] + (t[1],))
-    return small | wide
-
-
-def randn(rng, shape, dtype, scale=2.0):
-    return (rng.standard_normal(shape) * scale).astype(dtype)
-
-
 def rtol_of(dtype):
     return 1e-12 if np.dtype(dtype) == np.float64 else 1e-5
-
-
-def _as64(a):
-    return a.astype(np.float64) if isinstance(a, np.ndarray) and a.dtype == np.float32 else a
-
-
-def _as32(a):
-    return a.astype(np.float32) if isinstance(a, np.ndarray) and a.dtype == np.float64 else a
-
-
-def ref64(fn, *args):
-    """``fn`` (a reference kernel) on float64 copies of float32 array arguments, its
-    results cast back to float32; float64 arguments are passed as they are."""
-    if not any(isinstance(a, np.ndarray) and a.dtype == np.float32 for a in args):
-        return fn(*args)
-    out = fn(*(_as64(a) for a in args))
-    return tuple(_as32(o) for o in out) if isinstance(out, tuple) else _as32(out)
 
 
 def close(got, want, dtype=None, rtol=None):
@@ -205,7 +174,7 @@ def test_attention_dropout_is_consistent(nb, ref, dtype, seed, data):
     assert drop.shape == p.shape and drop.dtype == p.dtype
     keep_value = 0.0 if pdrop == 1.0 else dtype(1.0 / (1.0 - pdrop))
     assert np.all((drop == 0) | (drop == keep_value))
-    close(out, _as32(np.matmul(_as64(p_r) * drop, _as64(v))) if dtype == np.float32
+    close(out, as32(np.matmul(as64(p_r) * drop, as64(v))) if dtype == np.float32
           else np.matmul(p_r * drop, v))
     g = randn(rng, out.shape, dtype)
     with uses_kernels(nb, "softmax_backward"):

@@ -26,7 +26,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from strategies import examples
+from strategies import as32, as64, examples, kernel_shapes, randn, ref64
 
 from minilm.backends.interface import KERNELS
 
@@ -39,45 +39,11 @@ SEEDS = st.integers(0, 2**32 - 1)
 
 def shapes(min_dims=1, max_dims=3, max_side=7):
     """Small shapes whose last dim is sometimes 8..300 (past a warp, past a block)."""
-    small = hnp.array_shapes(min_dims=min_dims, max_dims=max_dims, min_side=1, max_side=max_side)
-    if min_dims == 0:
-        return small
-    wide = st.tuples(hnp.array_shapes(min_dims=min_dims - 1, max_dims=max_dims - 1, min_side=1,
-                                      max_side=5),
-                     st.integers(8, 40) | st.integers(250, 300)).map(lambda t: t[0] + (t[1],))
-    return small | wide
-
-
-def randn(rng, shape, dtype, scale=2.0):
-    return (rng.standard_normal(shape) * scale).astype(dtype)
+    return kernel_shapes(min_dims, max_dims, max_side, wide=st.integers(8, 40) | st.integers(250, 300))
 
 
 def rtol_of(dtype):
     return 1e-12 if np.dtype(dtype) == np.float64 else 2e-5
-
-
-def _as64(a):
-    return a.astype(np.float64) if isinstance(a, np.ndarray) and a.dtype == np.float32 else a
-
-
-def _as32(a):
-    return a.astype(np.float32) if isinstance(a, np.ndarray) and a.dtype == np.float64 else a
-
-
-def ref64(fn, *args):
-    """``fn`` (a reference kernel) on float64 copies of float32 arguments, its results
-    cast to the dtypes the reference gives on the float32 arguments (float32, except
-    what the contract makes float64: the attention's lse)."""
-    if not any(isinstance(a, np.ndarray) and a.dtype == np.float32 for a in args):
-        return fn(*args)
-    out, low = fn(*(_as64(a) for a in args)), fn(*args)
-
-    def cast(o, like):
-        return o.astype(like.dtype) if isinstance(o, np.ndarray) else o
-
-    if isinstance(out, tuple):
-        return tuple(cast(o, lo) for o, lo in zip(out, low))
-    return cast(out, low)
 
 
 def on_device(cp, a):
@@ -209,7 +175,7 @@ def test_attention_dropout_is_consistent(cp, gpu, ref, dtype, seed, data):
     assert drop.shape == p.shape and drop.dtype == p.dtype
     keep_value = 0.0 if pdrop == 1.0 else dtype(1.0 / (1.0 - pdrop))
     assert np.all((drop == 0) | (drop == keep_value))
-    close(out, _as32(np.matmul(_as64(p_r) * drop, _as64(v))) if dtype == np.float32
+    close(out, as32(np.matmul(as64(p_r) * drop, as64(v))) if dtype == np.float32
           else np.matmul(p_r * drop, v))
     g = randn(rng, out.shape, dtype)
     check(cp, gpu, ref, "attention_backward", g, q, k, v, p, drop, 0.5)
