@@ -22,6 +22,7 @@ import pytest
 
 import minilm
 from minilm import nn
+from minilm.backends import to_host
 from minilm.backends.interface import REFERENCES
 from minilm.nn.transformer import GPT, GPTConfig
 from minilm.quant.affine import pack_int4, quantize_weight
@@ -90,8 +91,9 @@ def test_weight_only_kernel_matches_reference(backend, bits, xshape, N, group_si
     x = rng.standard_normal(xshape).astype(np.float32)
     bias = rng.standard_normal(N).astype(np.float32)
     name = f"linear_int{bits}_weight"
-    got = getattr(backend, name)(x, qt.q, scale, zero, gs, bias)
-    want = REFERENCES[name](backend, x, qt.q, scale, zero, gs, bias)
+    args = [backend.asarray(a) for a in (x, qt.q, scale, zero)]  # on the backend under test
+    got = to_host(getattr(backend, name)(*args, gs, backend.asarray(bias)))
+    want = to_host(REFERENCES[name](backend, *args, gs, backend.asarray(bias)))
     assert got.shape == xshape[:-1] + (N,) and got.dtype == np.float32
     q = qt.int_values().astype(np.float64)
     s = np.repeat(scale, gs, axis=1).astype(np.float64)
@@ -117,14 +119,14 @@ def test_quantized_linear_is_the_dequantized_layer(backend, bits, group_size, sy
     assert ql.qweight.dtype == (np.uint8 if bits == 4 else np.int8)
     x = minilm.randn(2, 5, 64, requires_grad=True)
     y = ql(x)
-    w_hat = ql.dequantized_weight()
-    ref = x.numpy() @ w_hat.T + lin.bias.data
+    w_hat = to_host(ql.dequantized_weight())
+    ref = x.numpy() @ w_hat.T + lin.bias.numpy()
     np.testing.assert_allclose(y.numpy(), ref, rtol=1e-5, atol=1e-5)
     y_float = lin(x).numpy()
     rel = np.linalg.norm(y.numpy() - y_float) / np.linalg.norm(y_float)
     assert rel < (0.01 if bits == 8 else 0.15), rel
     gy = _rng().standard_normal(y.shape).astype(np.float32)
-    y.backward(Tensor(gy))  # the input's gradient goes through the dequantized weight
+    y.backward(Tensor(gy, backend=backend))  # the input's gradient: the dequantized weight
     np.testing.assert_allclose(x.grad.numpy(), gy @ w_hat, rtol=1e-5, atol=1e-5)
 
 
@@ -150,7 +152,7 @@ def _tiny_gpt(seed=0, **kw):
 
 def test_quantize_model_replaces_linears_and_skips_the_tied_head(backend):
     model = _tiny_gpt()
-    ids = Tensor(_rng().integers(0, 50, (2, 10)))
+    ids = Tensor(_rng().integers(0, 50, (2, 10)), backend=backend)
     with minilm.no_grad():
         ref = model(ids).numpy()
     report = quantize_model(model, bits=8)
@@ -194,9 +196,9 @@ def test_w8a8_within_the_rounding_bound(backend):
     layer = W8A8Linear.from_linear(lin)
     x = _rng().standard_normal((3, 7, 64)).astype(np.float32) * \
         np.geomspace(0.01, 10, 7)[None, :, None].astype(np.float32)
-    y = layer(Tensor(x)).numpy()
-    yf = lin(Tensor(x)).numpy()
-    x2, w = np.abs(x.reshape(-1, 64)), np.abs(lin.weight.data)
+    y = layer(Tensor(x, backend=backend)).numpy()
+    yf = lin(Tensor(x, backend=backend)).numpy()
+    x2, w = np.abs(x.reshape(-1, 64)), np.abs(lin.weight.numpy())
     s_x = x2.max(axis=1, keepdims=True) / 127
     s_w = w.max(axis=1) / 127
     bound = x2 @ (s_w[:, None] / 2 * np.ones_like(w)).T + s_x / 2 * w.sum(1) + 64 * s_x * s_w / 4
@@ -213,19 +215,20 @@ def test_w8a8_per_token_beats_per_tensor_on_rows_of_different_scales(backend):
          np.geomspace(0.01, 1, 32)[:, None]).astype(np.float32)
     dyn, static = W8A8Linear.from_linear(lin, "token"), W8A8Linear.from_linear(lin, "tensor")
     with pytest.raises(RuntimeError, match="calibrate"):
-        static(Tensor(x))
+        static(Tensor(x, backend=backend))
     seq = nn.Sequential(static)
     scales = calibrate(seq, [x[:16], x[16:]], observer=MinMaxObserver)
     assert scales["0"] == pytest.approx(np.abs(x).max() / 127, rel=1e-6)
-    yf = lin(Tensor(x)).numpy()
-    e_dyn = np.linalg.norm(dyn(Tensor(x)).numpy() - yf)
-    e_static = np.linalg.norm(static(Tensor(x)).numpy() - yf)
+    xt = Tensor(x, backend=backend)
+    yf = lin(xt).numpy()
+    e_dyn = np.linalg.norm(dyn(xt).numpy() - yf)
+    e_static = np.linalg.norm(static(xt).numpy() - yf)
     assert e_dyn <= e_static and e_dyn < 0.5 * e_static, (e_dyn, e_static)
 
 
 def test_w8a8_gpt_static_and_dynamic_close_to_float(backend):
     model = _tiny_gpt(3)
-    ids = Tensor(_rng().integers(0, 50, (2, 12)))
+    ids = Tensor(_rng().integers(0, 50, (2, 12)), backend=backend)
     with minilm.no_grad():
         ref = model(ids).numpy()
     for act in ("token", "tensor"):
@@ -251,34 +254,35 @@ def _outlier_input(M=16, K=64, cols=(3, 17, 40), seed=2):
 
 def test_llm_int8_outlier_columns_go_through_float(backend):
     lin = _layer()
-    x = _outlier_input()
-    yf = lin(Tensor(x)).numpy()
+    x = Tensor(_outlier_input(), backend=backend)
+    yf = lin(x).numpy()
     w8 = W8A8Linear.from_linear(lin)
-    e_w8 = np.linalg.norm(w8(Tensor(x)).numpy() - yf)
+    e_w8 = np.linalg.norm(w8(x).numpy() - yf)
     # the float weight kept beside: only the regular columns' activations are rounded;
     # int8-only weights: the outlier columns also meet the weight's rounding (s_w / 2
     # per entry, times activations of 20-60), still far below rounding the activations
     for keep, bar in ((True, 0.1), (False, 0.5)):
         e_llm = np.linalg.norm(LLMInt8Linear.from_linear(lin, keep_float_weight=keep)(
-            Tensor(x)).numpy() - yf)
+            x).numpy() - yf)
         assert e_llm < bar * e_w8, (keep, e_llm, e_w8)
     llm = LLMInt8Linear.from_linear(lin)
-    llm(Tensor(x))
+    llm(x)
     assert llm.weight is None and llm.nbytes < W8A8Linear.from_linear(lin).nbytes + 1
     assert llm.outlier_fraction == 3 / 64
-    llm(Tensor(_rng().standard_normal((4, 64)).astype(np.float32)))  # no outliers
+    no_outliers = _rng().standard_normal((4, 64)).astype(np.float32)
+    llm(Tensor(no_outliers, backend=backend))
     assert llm.outlier_fraction == 0.0 and llm.outlier_fraction_running == 3 / 128
 
 
 def test_llm_int8_limits_threshold_inf_and_zero(backend):
     lin = _layer()
-    x = Tensor(_outlier_input().reshape(2, 8, 64))
+    x = Tensor(_outlier_input().reshape(2, 8, 64), backend=backend)
     w8 = W8A8Linear.from_linear(lin)(x).numpy()
     np.testing.assert_array_equal(LLMInt8Linear.from_linear(lin, np.inf)(x).numpy(), w8)
     llm0 = LLMInt8Linear.from_linear(lin, 0.0, keep_float_weight=True)
     yf = lin(x).numpy()
     # float32 products in another order: |Δ| <= 2 γ_K Σ|x||w| + rounding of y
-    A = np.abs(x.numpy()) @ np.abs(lin.weight.data).T
+    A = np.abs(x.numpy()) @ np.abs(lin.weight.numpy()).T
     np.testing.assert_array_less(np.abs(llm0(x).numpy() - yf),
                                  2 * 70 * U * A + 4 * U * np.abs(yf) + 1e-6)
     assert llm0.outlier_fraction == 1.0

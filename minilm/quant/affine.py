@@ -55,10 +55,25 @@ def _check_bits(bits: Any, where: str = "quantize") -> int:
     return int(bits)
 
 
+def _xp(*arrays: Any) -> Any:
+    """The array module to compute with: a device array's (CuPy) if any of ``arrays`` (or
+    a Tensor's data) lives on a device, else NumPy."""
+    for a in arrays:
+        a = a.data if isinstance(a, Tensor) else a
+        if is_device_array(a):
+            return backend_for_array(a).xp
+    return np
+
+
 def _float_array(x: Any, name: str, where: str) -> np.ndarray:
-    """The float ndarray behind ``x`` (an ndarray or a Tensor); anything else a TypeError."""
+    """The float array behind ``x`` (an ndarray, a device array or a Tensor); anything
+    else a TypeError. A device array stays on its device."""
     if isinstance(x, Tensor):
         x = x.data
+    if is_device_array(x):
+        if x.dtype.kind != "f":
+            raise TypeError(f"{where}: {name} must have a floating dtype, got {x.dtype}")
+        return x
     if not isinstance(x, np.ndarray) and not np.isscalar(x):
         raise TypeError(f"{where}: {name} must be a float NumPy array or Tensor, "
                         f"got {type(x).__name__}")
@@ -130,30 +145,34 @@ def qparams_from_range(xmin: Any, xmax: Any, bits: int, symmetric: bool
 
 def quantize(x: Any, scale: Any, zero: Any, bits: int, symmetric: bool) -> np.ndarray:
     """q = clamp(rint(x / s) + z, qmin, qmax) as int8 (np.rint rounds half to even).
-    ``scale`` and ``zero`` broadcast against x."""
+    ``scale`` and ``zero`` broadcast against x. On a device when any of them is there
+    (the others are uploaded)."""
     where = "quantize"
     bits = _check_bits(bits, where)
     x = _float_array(x, "x", where)
-    scale = np.asarray(scale)
-    if not (np.all(np.isfinite(scale)) and np.all(scale > 0)):
+    xp = _xp(x, scale, zero)
+    x, scale = xp.asarray(x), xp.asarray(scale)
+    if not (bool(xp.all(xp.isfinite(scale))) and bool(xp.all(scale > 0))):
         raise ValueError(f"{where}: scales must be positive and finite, got {scale}")
     qmin, qmax = qrange(bits, symmetric)
-    if not np.all(np.isfinite(x)):
+    if not bool(xp.all(xp.isfinite(x))):
         raise ValueError(f"{where}: x of shape {x.shape} holds NaN or inf")
     ctype = np.result_type(x.dtype, scale.dtype, np.float32)  # compute in float32 at least
     with np.errstate(over="ignore"):  # x / s past the float range is ±inf, clamped below
-        t = np.rint(x.astype(ctype, copy=False) / scale.astype(ctype, copy=False))
-    t += np.asarray(zero).astype(ctype)
-    return np.clip(t, qmin, qmax).astype(np.int8)
+        t = xp.rint(x.astype(ctype, copy=False) / scale.astype(ctype, copy=False))
+    t += xp.asarray(zero).astype(ctype)
+    return xp.clip(t, qmin, qmax).astype(np.int8)
 
 
 def dequantize(q: Any, scale: Any, zero: Any, dtype: Any = None) -> np.ndarray:
     """x̂ = s · (q − z), in ``dtype`` (default: the scale's float dtype). q − z is taken in
-    int32 so that int8 operands never wrap around."""
-    scale = np.asarray(scale)
+    int32 so that int8 operands never wrap around. On a device when any of q, scale,
+    zero is there (the others are uploaded)."""
+    xp = _xp(q, scale, zero)
+    scale = xp.asarray(scale)
     dtype = np.dtype(dtype) if dtype is not None else (
         scale.dtype if np.issubdtype(scale.dtype, np.floating) else np.dtype(np.float32))
-    diff = np.asarray(q).astype(np.int32) - np.asarray(zero).astype(np.int32)
+    diff = xp.asarray(q).astype(np.int32) - xp.asarray(zero).astype(np.int32)
     return (scale.astype(dtype) * diff.astype(dtype)).astype(dtype, copy=False)
 
 
@@ -326,7 +345,7 @@ class QuantizedTensor:
             return a
         if self.granularity == "channel":
             return a.reshape(-1, 1)
-        return np.repeat(a, self.group_size, axis=1)
+        return _xp(a).repeat(a, self.group_size, axis=1)
 
     def dequantize(self) -> np.ndarray:
         """x̂ = s · (q − z) as an array of the original shape and dtype."""

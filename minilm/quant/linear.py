@@ -40,9 +40,10 @@ from typing import Any
 import numpy as np
 
 from ..autograd import Function, no_grad
+from ..backends import backend_for_array, is_device_array, to_host
 from ..backends.interface import kernel
 from ..nn.layers import Linear
-from ..nn.module import Module
+from ..nn.module import Module, model_backend
 from ..tensor import Tensor
 from .affine import QuantizedTensor, qparams_from_range, quantize, quantize_weight, unpack_int4
 
@@ -69,9 +70,10 @@ def int8_matmul_kernel(be, a, b):
     return (a.astype(xp.int64) @ b.astype(xp.int64).T).astype(xp.int32)
 
 
-def _expand(a, N: int, K: int, group_size: int):
-    """(N, K / group_size) per-group parameters repeated to (N, K)."""
-    return np.repeat(a.reshape(N, K // group_size), group_size, axis=1)
+def _expand(xp, a, N: int, K: int, group_size: int):
+    """(N, K / group_size) per-group parameters repeated to (N, K) (``xp``: the array
+    module of the backend computing)."""
+    return xp.repeat(a.reshape(N, K // group_size), group_size, axis=1)
 
 
 def _check_groups(where: str, x, N: int, K: int, scale, zero, group_size: int) -> None:
@@ -91,8 +93,8 @@ def linear_int8_weight_kernel(be, x, q, scale, zero, group_size, bias):
     reference; the Numba kernel never builds Ŵ)."""
     N, K = q.shape
     _check_groups("linear_int8_weight", x, N, K, scale, zero, group_size)
-    s = _expand(scale, N, K, group_size).astype(x.dtype)
-    z = _expand(zero, N, K, group_size).astype(x.dtype)
+    s = _expand(be.xp, scale, N, K, group_size).astype(x.dtype)
+    z = _expand(be.xp, zero, N, K, group_size).astype(x.dtype)
     w = s * (q.astype(x.dtype) - z)
     y = x @ w.T
     return y if bias is None else y + bias.astype(x.dtype)
@@ -130,15 +132,22 @@ class QuantizedLinearFunction(Function):
 
 class _QuantLayer(Module):
     """What the quantized linears share: in/out sizes, the float bias buffer, the
-    forward through ``QuantizedLinearFunction`` and the byte count."""
+    forward through ``QuantizedLinearFunction`` and the byte count. The weight is
+    quantized on the host; every buffer is created on the float layer's backend (a
+    device Linear gives a device layer) and moves with ``Module.to``."""
 
     in_features: int
     out_features: int
 
     def _init_bias(self, linear: Linear) -> None:
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        bias = None if linear.bias is None else Tensor(np.array(linear.bias.data, copy=True))
+        bias = None if linear.bias is None else Tensor(linear.bias.data.copy())
         self.register_buffer("bias", bias)
+
+    @staticmethod
+    def _host_weight(linear: Linear) -> np.ndarray:
+        """The float weight as a host array (quantization runs on the host)."""
+        return to_host(linear.weight.data)
 
     def forward(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor):
@@ -171,11 +180,11 @@ class QuantizedLinear(_QuantLayer):
         self.bits, self.symmetric = qweight.bits, qweight.symmetric
         self.granularity = qweight.granularity
         self.group_size = qweight.group_size or self.in_features
-        self.register_buffer("qweight", Tensor(qweight.q))
-        self.register_buffer("scale", Tensor(qweight.scale))
+        be = model_backend(linear)  # the integers live where the float layer did
+        self.register_buffer("qweight", Tensor(qweight.q, backend=be))
+        self.register_buffer("scale", Tensor(qweight.scale, backend=be))
         # symmetric grids have z = 0 everywhere: nothing stored (saves 32 bits per scale)
-        self.register_buffer("zero", None if self.symmetric else Tensor(qweight.zero))
-        self._zeros = np.zeros(np.shape(qweight.scale), np.int32) if self.symmetric else None
+        self.register_buffer("zero", None if self.symmetric else Tensor(qweight.zero, backend=be))
 
     @classmethod
     def from_linear(cls, linear: Linear, bits: int = 8, group_size: int | None = None,
@@ -188,7 +197,7 @@ class QuantizedLinear(_QuantLayer):
             raise TypeError(f"QuantizedLinear.from_linear: expected an nn.Linear, got "
                             f"{type(linear).__name__}")
         gran = "channel" if group_size is None else "group"
-        qt = quantize_weight(linear.weight.data, bits=bits, symmetric=symmetric,
+        qt = quantize_weight(cls._host_weight(linear), bits=bits, symmetric=symmetric,
                              granularity=gran, group_size=group_size)
         return cls(qt, linear)
 
@@ -201,7 +210,11 @@ class QuantizedLinear(_QuantLayer):
             shape=(self.out_features, self.in_features), dtype=self.scale.data.dtype.name)
 
     def _zero(self) -> np.ndarray:
-        return self._zeros if self.zero is None else self.zero.data
+        """The zero points; for a symmetric grid zeros on the scales' backend (made per
+        call, so that they follow the buffers through ``Module.to``)."""
+        if self.zero is not None:
+            return self.zero.data
+        return self.scale.backend.xp.zeros(self.scale.shape, np.int32)
 
     def dequantized_weight(self) -> np.ndarray:
         return self.quantized_tensor().dequantize()
@@ -289,9 +302,17 @@ def quantize_model(model: Module, bits: int = 8, group_size: int | None = None,
 
 
 def per_token_scales(x2: np.ndarray) -> np.ndarray:
-    """s_x[m] = max_k |x[m, k]| / 127 (1 for an all-zero row), float32, shape (M, 1)."""
-    amax = np.abs(x2).max(axis=1, keepdims=True)
-    return qparams_from_range(-amax, amax, 8, True)[0].astype(np.float32)
+    """s_x[m] = max_k |x[m, k]| / 127 (1 for an all-zero row), float32, shape (M, 1);
+    a device array's on the device (qparams_from_range's symmetric 8-bit formula, with
+    a non-finite row left to ``quantize`` to refuse)."""
+    if not is_device_array(x2):
+        amax = np.abs(x2).max(axis=1, keepdims=True)
+        return qparams_from_range(-amax, amax, 8, True)[0].astype(np.float32)
+    xp = backend_for_array(x2).xp
+    dtype = np.dtype(np.float64 if x2.dtype == np.float64 else np.float32)
+    scale = (xp.abs(x2).max(axis=1, keepdims=True).astype(np.float64) / 127).astype(dtype)
+    scale = xp.where(scale > 0, xp.maximum(scale, np.finfo(dtype).tiny), 1).astype(dtype)
+    return scale.astype(np.float32)
 
 
 def w8a8_product(be, x2, x_scale, qw, w_scale, bias):
@@ -300,7 +321,7 @@ def w8a8_product(be, x2, x_scale, qw, w_scale, bias):
     product on ``be.int8_matmul``, one rescale."""
     qx = quantize(x2, x_scale, 0, 8, True)
     acc = be.int8_matmul(qx, qw)
-    y = acc.astype(np.float32) * np.asarray(x_scale, np.float32) * w_scale.astype(np.float32)
+    y = acc.astype(np.float32) * be.xp.asarray(x_scale, np.float32) * w_scale.astype(np.float32)
     y = y if bias is None else y + bias.astype(np.float32)
     return y.astype(x2.dtype, copy=False)
 
@@ -317,9 +338,11 @@ class W8A8Linear(_QuantLayer):
                              "'tensor' (static, calibrated)")
         self._init_bias(linear)
         self.act = act
-        qt = quantize_weight(linear.weight.data, bits=8, symmetric=True, granularity="channel")
-        self.register_buffer("qweight", Tensor(qt.q))
-        self.register_buffer("w_scale", Tensor(qt.scale.astype(np.float32)))
+        qt = quantize_weight(self._host_weight(linear), bits=8, symmetric=True,
+                             granularity="channel")
+        be = model_backend(linear)  # the integers live where the float layer did
+        self.register_buffer("qweight", Tensor(qt.q, backend=be))
+        self.register_buffer("w_scale", Tensor(qt.scale.astype(np.float32), backend=be))
         self.register_buffer("input_scale", None)  # set by calibrate (act="tensor")
         self.observer: Any = None  # while calibrating: sees every input, output is float
 
@@ -334,11 +357,12 @@ class W8A8Linear(_QuantLayer):
         """x times the int8 weight with x kept float (used while calibrating)."""
         N = self.out_features
         return be.linear_int8_weight(x, self.qweight.data, self.w_scale.data.reshape(N, 1),
-                                     np.zeros((N, 1), np.int32), self.in_features, self._bias())
+                                     be.xp.zeros((N, 1), np.int32), self.in_features,
+                                     self._bias())
 
     def _compute(self, be, x):
         if self.observer is not None:
-            self.observer.observe(x.reshape(-1, x.shape[-1]))
+            self.observer.observe(to_host(x.reshape(-1, x.shape[-1])))  # host statistics
             return self._float_activation(be, x)
         x2 = x.reshape(-1, self.in_features)
         if self.act == "token":
@@ -378,14 +402,16 @@ def calibrate(model: Module, batches: Iterable[Any], n: int | None = None,
             for batch in batches:
                 if n is not None and seen >= n:
                     break
-                model(batch if isinstance(batch, Tensor) else Tensor(np.asarray(batch)))
+                model(batch if isinstance(batch, Tensor)
+                      else Tensor(batch, backend=model_backend(model)))
                 seen += 1
         if seen == 0:
             raise ValueError("calibrate: no batches were given")
         scales = {}
         for name, m in layers.items():
             s, _ = m.observer.qparams(8, True)
-            m.input_scale = Tensor(np.asarray(s, np.float32).reshape(()))
+            m.input_scale = Tensor(np.asarray(s, np.float32).reshape(()),
+                                   backend=m.qweight.backend)
             scales[name] = float(m.input_scale.data)
     finally:
         for m in layers.values():

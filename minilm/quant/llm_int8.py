@@ -51,7 +51,7 @@ class LLMInt8Linear(W8A8Linear):
             raise ValueError(f"LLMInt8Linear: threshold must be >= 0, got {threshold}")
         self.threshold = threshold
         self.keep_float_weight = bool(keep_float_weight)
-        self.register_buffer("weight", Tensor(np.array(linear.weight.data, copy=True))
+        self.register_buffer("weight", Tensor(linear.weight.data.copy())  # on its backend
                              if self.keep_float_weight else None)
         self.outlier_fraction = 0.0
         self._outlier_cols = 0
@@ -68,14 +68,15 @@ class LLMInt8Linear(W8A8Linear):
         return self._outlier_cols / self._cols_seen if self._cols_seen else 0.0
 
     def _compute(self, be, x):
+        xp = be.xp
         x2 = x.reshape(-1, self.in_features)
-        outliers = np.abs(x2).max(axis=0) > self.threshold if x2.shape[0] else \
-            np.zeros(self.in_features, bool)
+        outliers = xp.abs(x2).max(axis=0) > self.threshold if x2.shape[0] else \
+            xp.zeros(self.in_features, bool)
         n_out = int(outliers.sum())
         self.outlier_fraction = n_out / self.in_features
         self._outlier_cols += n_out
         self._cols_seen += self.in_features
-        regular = np.where(outliers, x2.dtype.type(0), x2) if n_out else x2
+        regular = xp.where(outliers, x2.dtype.type(0), x2) if n_out else x2
         y = w8a8_product(be, regular, per_token_scales(regular), self.qweight.data,
                          self.w_scale.data, self._bias())
         if n_out:
