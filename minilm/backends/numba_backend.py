@@ -65,6 +65,7 @@ from ._numba_quant_kernels import (
 )
 from ._numba_rnn_kernels import gru_backward, gru_forward, lstm_backward, lstm_forward
 from ._numba_update_kernels import _adam_kernel, _embedding_backward_kernel, _sgd_kernel
+from .interface import low_matmul
 from .numpy_backend import NumpyBackend
 
 __all__ = ["NumbaBackend"]
@@ -223,24 +224,25 @@ class NumbaBackend(FlashAttention, NumpyBackend):
         return super().masked_softmax(x, keep, dim) if out is None else out[0]
 
     # ------------------------------------------------------------------ attention
-    def attention(self, q, k, v, keep, bias, scale: float, dropout_p: float = 0.0):
+    def attention(self, q, k, v, keep, bias, scale: float, dropout_p: float = 0.0, low=None):
         """NumpyBackend.attention with the two products on BLAS and scale + bias + mask +
         softmax + dropout fused into one pass over the scores."""
         if keep is not None and keep.dtype != np.bool_:
             keep = keep.astype(bool)
-        s = np.matmul(q, np.swapaxes(k, -1, -2))
+        s = low_matmul(np, q, np.swapaxes(k, -1, -2), low)
         fused = self._fused_masked_softmax(s, keep, bias, scale, dropout_p)
         if fused is None:
-            return super().attention(q, k, v, keep, bias, scale, dropout_p)
+            return super().attention(q, k, v, keep, bias, scale, dropout_p, low)
         p, drop, pd = fused
-        return np.matmul(p if pd is None else pd, v), p, drop
+        return low_matmul(np, p if pd is None else pd, v, low), p, drop
 
-    def attention_backward(self, g, q, k, v, p, drop, scale: float):
+    def attention_backward(self, g, q, k, v, p, drop, scale: float, low=None):
         """dV = Pd^T g and dP = g V^T on BLAS; dS = P (dP drop - sum(dP drop P)) in one
-        fused pass, in place on dP; dQ = dS K scale, dK = dS^T Q scale on BLAS."""
+        fused pass, in place on dP; dQ = dS K scale, dK = dS^T Q scale on BLAS (each
+        product in ``low`` when given: interface.low_matmul)."""
         pd = p if drop is None else p * drop
-        dv = np.matmul(np.swapaxes(pd, -1, -2), g)
-        dp = np.matmul(g, np.swapaxes(v, -1, -2))
+        dv = low_matmul(np, np.swapaxes(pd, -1, -2), g, low)
+        dp = low_matmul(np, g, np.swapaxes(v, -1, -2), low)
         arrays = (p, dp) if drop is None else (p, dp, drop)
         if not (dp.shape == p.shape and (drop is None or drop.shape == p.shape)
                 and _same_float(*arrays) and p.size and p.ndim >= 1):
@@ -252,9 +254,9 @@ class NumbaBackend(FlashAttention, NumpyBackend):
                                      _dummy(p.dtype, 2) if drop is None else _rows(drop),
                                      drop is not None)
             ds = dp
-        dq = np.matmul(ds, k)
+        dq = low_matmul(np, ds, k, low)
         dq *= dq.dtype.type(scale)
-        dk = np.matmul(np.swapaxes(ds, -1, -2), q)
+        dk = low_matmul(np, np.swapaxes(ds, -1, -2), q, low)
         dk *= dk.dtype.type(scale)
         return dq, dk, dv, ds
 
