@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..nn.module import Module
+from ..nn.module import Module, model_backend
 from ..nn.transformer import GPT, GPTConfig
 from ..quant import LLMInt8Linear, LowRankLinear, PruningMasks, QuantizedLinear, W8A8Linear
 from ..tensor import Tensor
@@ -134,7 +134,8 @@ def _restore_unset_buffers(model: Module, weights: dict) -> None:
         owner, _, buf = key.rpartition(".")
         m = modules.get(owner)
         if m is not None and buf in m._buffers and m._buffers[buf] is None:
-            m._buffers[buf] = Tensor(np.zeros_like(np.asarray(value)))
+            m._buffers[buf] = Tensor(np.zeros_like(np.asarray(value)),
+                                     backend=model_backend(m))  # the layer's backend
 
 
 def compressed_path(out_dir: str | os.PathLike, tag: str) -> Path:

@@ -38,7 +38,7 @@ from ..autograd import no_grad
 from ..backends import manual_seed, to_host
 from ..nn.bert import BertConfig, BertModel, mean_pool, pad_batch
 from ..nn.layers import Dropout, Linear
-from ..nn.module import Module
+from ..nn.module import Module, model_backend
 from ..tensor import Tensor
 
 __all__ = ["MODES", "EncoderTextClassifier", "load_encoder"]
@@ -118,7 +118,12 @@ class EncoderTextClassifier:
 
     def _batch(self, seqs: list, idx: Any) -> tuple:
         ids, mask = pad_batch(seqs, idx, self.tokenizer.pad_id)
-        return Tensor(ids), mask
+        return self._on_model(ids), mask
+
+    def _on_model(self, a: np.ndarray) -> Tensor:
+        """A host array as a Tensor on the model's backend (the device for a device
+        model)."""
+        return Tensor(a, backend=model_backend(self.model))
 
     def _order(self, seqs: list) -> list:
         """Batches of similar length (less padding), in a fixed order."""
@@ -199,11 +204,11 @@ class EncoderTextClassifier:
             total_loss = 0.0
             for idx in batches:
                 if frozen:
-                    logits = m.head(m.dropout(Tensor(feats[idx])))
+                    logits = m.head(m.dropout(self._on_model(feats[idx])))
                 else:
                     ids, mask = self._batch(seqs, idx)
                     logits = m(ids, mask)
-                loss = F.cross_entropy(logits, Tensor(y[idx]))
+                loss = F.cross_entropy(logits, self._on_model(y[idx]))
                 opt.zero_grad()
                 loss.backward()
                 if self.grad_clip > 0:
@@ -241,7 +246,8 @@ class EncoderTextClassifier:
         was = m.training
         m.eval()
         try:
-            return np.asarray(_host(m.head(Tensor(feats.astype(np.float32)))), np.float64)
+            return np.asarray(_host(m.head(self._on_model(feats.astype(np.float32)))),
+                              np.float64)
         finally:
             m.train(was)
 

@@ -53,6 +53,7 @@ from .. import functional as F
 from .. import nn, optim
 from ..backends import manual_seed
 from ..data import kfold_splits
+from ..nn.module import model_backend
 from ..tensor import Tensor
 
 __all__ = [
@@ -169,11 +170,13 @@ class StackingClassifier:
         return np.concatenate(list(np.log(np.clip(P, EPS, None))), axis=1).astype(np.float32)
 
     def fit(self, probs: Sequence[Any], y: Any) -> StackingClassifier:
-        z = Tensor(self.features(probs))
-        y_t = Tensor(np.asarray(y, dtype=np.int64))
+        feats = self.features(probs)
         C = _stack(probs).shape[2]
         manual_seed(self.seed)
-        self.model = m = nn.Linear(z.shape[1], C)
+        self.model = m = nn.Linear(feats.shape[1], C)  # on the current backend
+        be = model_backend(m)  # the features and labels go where the model is
+        z = Tensor(feats, backend=be)
+        y_t = Tensor(np.asarray(y, dtype=np.int64), backend=be)
         opt = optim.Adam(m.parameters(), lr=self.lr)
         for _ in range(self.steps):
             loss = F.cross_entropy(m(z), y_t) + (self.l2 / 2) * (m.weight * m.weight).sum()
@@ -185,7 +188,8 @@ class StackingClassifier:
     def predict_proba(self, probs: Sequence[Any]) -> np.ndarray:
         if self.model is None:
             raise RuntimeError("StackingClassifier: call fit first")
-        s = self.model(Tensor(self.features(probs))).numpy().astype(np.float64)
+        z = Tensor(self.features(probs), backend=model_backend(self.model))
+        s = self.model(z).numpy().astype(np.float64)
         e = np.exp(s - s.max(1, keepdims=True))
         return e / e.sum(1, keepdims=True)
 

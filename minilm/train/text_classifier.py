@@ -49,7 +49,7 @@ import numpy as np
 from .. import functional as F
 from .. import optim
 from ..autograd import no_grad
-from ..backends import manual_seed
+from ..backends import manual_seed, to_host
 from ..data import Vocab, bucket_batches, clean_text, pad_sequences, tokenize
 from ..nn import (
     GPT,
@@ -59,6 +59,7 @@ from ..nn import (
     TextCNN,
     TransformerEncoderClassifier,
 )
+from ..nn.module import model_backend
 from ..tensor import Tensor
 
 __all__ = ["CLASSIFIER_KINDS", "NEURAL_MODELS", "NeuralTextClassifier", "pretrain_gpt"]
@@ -70,7 +71,8 @@ L1_SCOPES = ("matrices", "all", "head")
 
 
 def _host(v: Any) -> np.ndarray:
-    return np.asarray(v.numpy() if isinstance(v, Tensor) else v)
+    """A Tensor's or an array's values as a NumPy array (a device array copied)."""
+    return v.numpy() if isinstance(v, Tensor) else to_host(v)
 
 
 def _words(text: str) -> list[str]:
@@ -154,7 +156,7 @@ class NeuralTextClassifier:
 
     def _batch(self, seqs: list[np.ndarray], idx: Any) -> tuple:
         ids, mask, _ = pad_sequences([seqs[i] for i in idx])
-        return Tensor(ids), mask
+        return Tensor(ids, backend=model_backend(self.model)), mask  # where the model is
 
     @staticmethod
     def _decayed(name: str, p: Any) -> bool:
@@ -230,7 +232,7 @@ class NeuralTextClassifier:
             for idx in bucket_batches(lengths, self.batch_size, n_buckets=8, shuffle=True,
                                       seed=seed * 1000 + epoch):
                 ids, mask = self._batch(seqs, idx)
-                ce = F.cross_entropy(m(ids, mask), Tensor(y[idx]))
+                ce = F.cross_entropy(m(ids, mask), Tensor(y[idx], backend=model_backend(m)))
                 loss = ce
                 if l1_params and not self.l1_proximal:
                     loss = ce + F.l1_penalty(l1_params, self.l1)
@@ -368,7 +370,8 @@ def pretrain_gpt(texts: list[str], vocab: Vocab | None = None, max_len: int = 12
             g["lr"] = lr * frac
         starts = rng.integers(0, len(stream) - max_len - 1, size=batch_size)
         chunk = np.stack([stream[s:s + max_len + 1] for s in starts])
-        _, loss = gpt(Tensor(chunk[:, :-1]), Tensor(chunk[:, 1:]))
+        be = model_backend(gpt)  # the windows go where the model is (a device too)
+        _, loss = gpt(Tensor(chunk[:, :-1], backend=be), Tensor(chunk[:, 1:], backend=be))
         opt.zero_grad()
         loss.backward()
         optim.clip_grad_norm_(gpt.parameters(), 1.0)
