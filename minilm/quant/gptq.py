@@ -58,8 +58,9 @@ from typing import Any
 import numpy as np
 
 from ..autograd import no_grad
+from ..backends import to_host
 from ..nn.layers import Linear
-from ..nn.module import Module
+from ..nn.module import Module, model_backend
 from ..tensor import Tensor
 from .affine import (
     BITS,
@@ -91,7 +92,7 @@ class HessianAccumulator:
     def add(self, x: Any) -> None:
         """Fold the rows of ``x`` (a Tensor or array, last dim ``in_features``) into H:
         H ← H · n/(n+m) + 2 XᵀX/(n+m), a running mean that never holds all inputs."""
-        a = np.asarray(x.data if isinstance(x, Tensor) else x, dtype=np.float64)
+        a = to_host(x.data if isinstance(x, Tensor) else x).astype(np.float64, copy=False)
         if a.ndim < 1 or a.shape[-1] != self.in_features:
             raise ValueError(f"HessianAccumulator.add: input of shape {a.shape} does not end "
                              f"in in_features = {self.in_features}")
@@ -165,12 +166,12 @@ def gptq_quantize_layer(w: Any, H: Any, bits: int = 4, group_size: int | None = 
     undampened Hessian), ``rtn_error`` the same for round-to-nearest with the same
     scheme, ``dead`` (number of dead input columns), ``seconds``."""
     t0 = time.perf_counter()
-    w_arr = np.asarray(w.data if isinstance(w, Tensor) else w)
+    w_arr = to_host(w.data if isinstance(w, Tensor) else w)  # GPTQ runs on the host
     if not np.issubdtype(w_arr.dtype, np.floating):
         raise TypeError(f"gptq_quantize_layer: weight must be a float array, got {w_arr.dtype}")
     sdtype = np.dtype(np.float64 if w_arr.dtype == np.float64 else np.float32)
     W = np.array(w_arr, dtype=np.float64)
-    H = np.array(H.data if isinstance(H, Tensor) else H, dtype=np.float64)
+    H = np.array(to_host(H.data if isinstance(H, Tensor) else H), dtype=np.float64)
     _check_layer_args(W, H, bits, group_size, block_size, damp)
     W_in = W.copy()
     H_in = H.copy()
@@ -277,12 +278,13 @@ class _Collected(Exception):
     the forward pass is not needed."""
 
 
-def _calibration_ids(calib_batches: Any) -> list[Tensor]:
+def _calibration_ids(calib_batches: Any, backend: Any) -> list[Tensor]:
+    """The calibration inputs as Tensors; arrays go to ``backend`` (the model's)."""
     batches = []
     for b in calib_batches:
         if isinstance(b, (tuple, list)):  # (x, y) pairs: the inputs are x
             b = b[0]
-        batches.append(b if isinstance(b, Tensor) else Tensor(np.asarray(b)))
+        batches.append(b if isinstance(b, Tensor) else Tensor(b, backend=backend))
     if not batches:
         raise ValueError("gptq_quantize_model: calib_batches is empty; give at least one "
                          "batch of token ids")
@@ -299,7 +301,7 @@ def gptq_quantize_model(model: Module, calib_batches: Any, bits: int = 4,
     (x, y) pairs. Weights are replaced in place by their dequantized values. Returns
     {layer name: info} (see :func:`gptq_quantize_layer`; plus ``qweight``, the layer's
     :class:`~minilm.quant.affine.QuantizedTensor`, to build a QuantizedLinear from)."""
-    batches = _calibration_ids(calib_batches)
+    batches = _calibration_ids(calib_batches, model_backend(model))
     layers = quantizable_linears(model, skip)
     for name, lin in layers:  # check every layer's arguments before changing any
         if group_size is not None and lin.in_features % group_size:
@@ -332,7 +334,8 @@ def gptq_quantize_model(model: Module, calib_batches: Any, bits: int = 4,
                                      f"during calibration")
                 qt, info = gptq_quantize_layer(lin.weight.data, acc.H, bits, group_size,
                                                symmetric, block_size, damp, act_order)
-                lin.weight.data[...] = qt.dequantize().astype(lin.weight.dtype)
+                lin.weight.data[...] = lin.weight.backend.asarray(qt.dequantize(),
+                                                                  lin.weight.dtype)
                 results[name] = dict(info, qweight=qt)  # the integers, for QuantizedLinear
     finally:
         model.train(was_training)
@@ -351,10 +354,10 @@ def rtn_quantize_model(model: Module, bits: int = 4, group_size: int | None = No
                              f"in_features {lin.in_features} of layer {name}")
     results = {}
     for name, lin in layers:
-        w = np.asarray(lin.weight.data, dtype=np.float64)
+        w = to_host(lin.weight.data).astype(np.float64)  # quantized on the host
         deq = quantize_weight(w, bits=bits, symmetric=symmetric,
                               granularity="channel" if group_size is None else "group",
                               group_size=group_size).dequantize()
-        lin.weight.data[...] = np.asarray(deq).astype(lin.weight.dtype)
+        lin.weight.data[...] = lin.weight.backend.asarray(deq, lin.weight.dtype)
         results[name] = {"weight_error": float(np.sum((w - deq) ** 2))}
     return results

@@ -45,8 +45,9 @@ import numpy as np
 
 from .. import functional as F
 from ..autograd import Function, no_grad
+from ..backends import to_host
 from ..nn.layers import Linear
-from ..nn.module import Module, Parameter
+from ..nn.module import Module, Parameter, model_backend
 from ..tensor import Tensor
 from .affine import BITS, qparams_from_range, qrange
 from .observers import MovingAverageMinMaxObserver
@@ -183,7 +184,7 @@ class FakeQuantize(Module):
         return a
 
     def _update_qparams(self, x: Tensor) -> None:
-        a = np.asarray(self._blocks(x.data))
+        a = to_host(self._blocks(x.data))  # ranges and qparams on the host (small)
         if self.granularity == "tensor":
             self.observer.observe(a)
             s, z = self.observer.qparams(self.bits, self.symmetric)
@@ -192,8 +193,9 @@ class FakeQuantize(Module):
         else:
             s, z = qparams_from_range(a.min(axis=-1, keepdims=True),
                                       a.max(axis=-1, keepdims=True), self.bits, self.symmetric)
-        self.scale.data[...] = np.asarray(s).reshape(self.scale.shape)
-        self.zero.data[...] = np.asarray(z).reshape(self.zero.shape)
+        # written into the buffers where they live (the device for a device layer)
+        self.scale.data[...] = self.scale.backend.asarray(np.asarray(s).reshape(self.scale.shape))
+        self.zero.data[...] = self.zero.backend.asarray(np.asarray(z).reshape(self.zero.shape))
         self.initialized = True
 
     def forward(self, x: Tensor) -> Tensor:
@@ -207,7 +209,8 @@ class FakeQuantize(Module):
         grad_scale = 1.0
         if self.learn_scale:
             grad_scale = 1.0 / math.sqrt(self.n_per_scale * self.qmax)
-            self.scale.data[...] = np.maximum(self.scale.data, np.finfo(self.scale.dtype).tiny)
+            xp = self.scale.backend.xp
+            self.scale.data[...] = xp.maximum(self.scale.data, np.finfo(self.scale.dtype).tiny)
         shape = x.shape
         scale = self.scale if self.learn_scale else self.scale.data
         y = FakeQuantizeFunction.apply(self._blocks(x), scale, self.zero.data, self.qmin,
@@ -241,6 +244,11 @@ class QATLinear(Module):
         self.act_fake_quant = None if act_bits is None else FakeQuantize(
             act_bits, False, "tensor", learn_scale=learn_scale, freeze_after=freeze_after,
             dtype=dtype)
+        be = model_backend(linear)  # the qparams live where the weight does
+        if be.xp is not np:
+            for fq in (self.weight_fake_quant, self.act_fake_quant):
+                if fq is not None:
+                    fq.to(be.name)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.act_fake_quant is not None:
