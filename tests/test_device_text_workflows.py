@@ -157,3 +157,19 @@ def test_compressed_model_loads_onto_the_device(tmp_path):
     assert _on_device(dev)
     with ml.no_grad():
         np.testing.assert_allclose(dev(ids).numpy(), cpu(ids).numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_embedding_neighbours_and_noise_from_a_device_embedding():
+    from minilm.data.augment import EmbeddingNeighbours, embedding_noise
+
+    e = np.random.default_rng(3).standard_normal((len(WORDS), 4))
+    dev = ml.tensor(e).to("cuda")
+    assert EmbeddingNeighbours(dev, WORDS, k=3)["river"] == \
+        EmbeddingNeighbours(e, WORDS, k=3)["river"]
+    x = dev.reshape(2, 5, 4)
+    mask = ml.tensor(np.arange(10).reshape(2, 5) % 3 > 0).to("cuda")
+    noisy = embedding_noise(x, 0.1, np.random.default_rng(0), mask=mask)
+    want = embedding_noise(e.reshape(2, 5, 4), 0.1, np.random.default_rng(0),
+                           mask=mask.numpy())
+    assert type(noisy.data) is DeviceArray
+    np.testing.assert_allclose(noisy.numpy(), want, rtol=1e-12)

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from ..backends import to_host
 from ..functional.math import add
 from ..tensor import Tensor
 
@@ -205,8 +206,9 @@ class EmbeddingNeighbours(Mapping):
 
     def __init__(self, embeddings: Any, vocab: Any, k: int = 5, min_similarity: float = -1.0,
                  exclude: Sequence[str] = ("<pad>", "<unk>")) -> None:
-        e = np.asarray(embeddings.data if isinstance(embeddings, Tensor) else embeddings,
-                       dtype=np.float64)
+        # a host copy (the table may be a device model's embedding weight)
+        e = to_host(embeddings.data if isinstance(embeddings, Tensor) else embeddings
+                    ).astype(np.float64)
         words = list(getattr(vocab, "itos", vocab))
         if e.ndim != 2 or e.shape[0] != len(words):
             raise ValueError(f"EmbeddingNeighbours: embeddings of shape {e.shape} do not match "
@@ -252,7 +254,7 @@ def embedding_noise(x: Any, std: float, rng: np.random.Generator, mask: Any = No
     arr = x.data if isinstance(x, Tensor) else np.asarray(x)
     noise = rng.standard_normal(arr.shape) * std
     if mask is not None:
-        m = np.asarray(mask, dtype=bool)
+        m = to_host(mask.data if isinstance(mask, Tensor) else mask).astype(bool, copy=False)
         if m.shape != arr.shape[:-1]:
             raise ValueError(f"embedding_noise: mask shape {m.shape} does not match "
                              f"embeddings {arr.shape} without the last axis")
