@@ -173,23 +173,6 @@ def test_attention_forward_backward(pair, b, h, lq, lk, e, dtype, seed, p, mask)
         close(a, r, dtype)
 
 
-def test_attention_with_half_products(pair):
-    """``low=float16`` (autocast on the GPU): the products in half, the fused softmax in
-    float32, equal to the reference doing the same."""
-    fused, ref = pair
-    q, k, v = (data(i, (2, 3, 6, 8), np.float32, 1.0) for i in range(3))
-    keep = np.tril(np.ones((6, 6), bool))
-    out = fused.attention(q, k, v, keep, None, 0.35, 0.0, np.float16)
-    out_r = ref.attention(q, k, v, keep, None, 0.35, 0.0, np.float16)
-    for a, r in zip(out[:2], out_r[:2], strict=True):
-        close(a, r, np.float32)
-    g = data(5, out[0].shape, np.float32, 1.0)
-    for a, r in zip(fused.attention_backward(g, q, k, v, out[1], None, 0.35, np.float16),
-                    ref.attention_backward(g, q, k, v, out_r[1], None, 0.35, np.float16),
-                    strict=True):
-        close(a, r, np.float32)
-
-
 @SETTINGS
 @given(shape=ROWS, dtype=DTYPES, seed=st.integers(0, 99), affine=st.sampled_from(["wb", "w", ""]),
        need=st.booleans())

@@ -45,7 +45,6 @@ import numpy
 from . import register_device_array
 from ._cuda_kernels import row_threads
 from .counter_rng import CounterRng
-from .interface import low_matmul
 from .numpy_backend import NumpyBackend
 
 __all__ = ["CupyBackend", "find_cupy", "import_cupy"]
@@ -269,34 +268,32 @@ class CupyBackend(NumpyBackend):
 
     # ------------------------------------------------------------------ attention
     def attention(self, q: Any, k: Any, v: Any, keep: Any, bias: Any, scale: float,
-                  dropout_p: float = 0.0, low: Any = None) -> tuple:
-        """The reference with the two products on cuBLAS (batched GEMMs; in half when
-        ``low``) and scale + bias + mask + softmax + dropout fused into one pass over the
-        scores."""
+                  dropout_p: float = 0.0) -> tuple:
+        """The reference with the two products on cuBLAS (batched GEMMs) and scale + bias
+        + mask + softmax + dropout fused into one pass over the scores."""
         xp = self.xp
         if keep is not None and keep.dtype != numpy.bool_:
             keep = keep.astype(bool)
-        s = low_matmul(xp, q, xp.swapaxes(k, -1, -2), low)
+        s = xp.matmul(q, xp.swapaxes(k, -1, -2))
         fused = self._fused_masked_softmax(s, keep, bias, scale, dropout_p)
         if fused is None:
-            return super().attention(q, k, v, keep, bias, scale, dropout_p, low)
+            return super().attention(q, k, v, keep, bias, scale, dropout_p)
         p, drop, pd = fused
-        return low_matmul(xp, p if pd is None else pd, v, low), p, drop
+        return xp.matmul(p if pd is None else pd, v), p, drop
 
     def attention_backward(self, g: Any, q: Any, k: Any, v: Any, p: Any, drop: Any,
-                           scale: float, low: Any = None) -> tuple:
+                           scale: float) -> tuple:
         """dV = Pd^T g and dP = g V^T on cuBLAS; dS = P (dP drop - sum(dP drop P)) in
-        one kernel; dQ = dS K scale, dK = dS^T Q scale on cuBLAS (the products in half
-        when ``low``)."""
+        one kernel; dQ = dS K scale, dK = dS^T Q scale on cuBLAS."""
         xp = self.xp
         pd = p if drop is None else p * drop
-        dv = low_matmul(xp, xp.swapaxes(pd, -1, -2), g, low)
-        dp = low_matmul(xp, g, xp.swapaxes(v, -1, -2), low)
+        dv = xp.matmul(xp.swapaxes(pd, -1, -2), g)
+        dp = xp.matmul(g, xp.swapaxes(v, -1, -2))
         ds = self._softmax_bwd(p, dp, -1, False, drop)
         if ds is None:
             ds = self.softmax_backward(p, dp if drop is None else dp * drop, -1)
-        dq = low_matmul(xp, ds, k, low) * scale
-        dk = low_matmul(xp, xp.swapaxes(ds, -1, -2), q, low) * scale
+        dq = xp.matmul(ds, k) * scale
+        dk = xp.matmul(xp.swapaxes(ds, -1, -2), q) * scale
         return dq, dk, dv, ds
 
     # ------------------------------------------------------------------ normalisation

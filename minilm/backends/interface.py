@@ -42,7 +42,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-__all__ = ["KERNELS", "REFERENCES", "Backend", "kernel", "low_matmul"]
+__all__ = ["KERNELS", "REFERENCES", "Backend", "kernel"]
 
 #: Reference implementation of each kernel, by name, registered with ``@kernel``.
 REFERENCES: dict[str, Callable[..., Any]] = {}
@@ -59,14 +59,6 @@ def kernel(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         return reference
 
     return register
-
-
-def low_matmul(xp: Any, a: Any, b: Any, low: Any = None) -> Any:
-    """a @ b, or with ``low`` (a half dtype) half(a) @ half(b) cast back to a's dtype:
-    the products of ``attention`` / ``attention_backward`` given ``low``."""
-    if low is None:
-        return xp.matmul(a, b)
-    return xp.matmul(a.astype(low), b.astype(low)).astype(a.dtype)
 
 
 class Backend(Protocol):
@@ -135,19 +127,15 @@ class Backend(Protocol):
 
     # ------------------------------------------------------------------ attention
     def attention(self, q: Any, k: Any, v: Any, keep: Any, bias: Any, scale: float,
-                  dropout_p: float = 0.0, low: Any = None) -> tuple:
+                  dropout_p: float = 0.0) -> tuple:
         """q (..., Lq, E), k (..., Lk, E), v (..., Lk, Ev), leading dims broadcast;
         keep (bool) and bias (float) broadcastable to (..., Lq, Lk) or None. Returns new
-        (out (..., Lq, Ev), P (..., Lq, Lk), drop or None). ``low``: None, or the
-        array dtype (float16) the two products run in, their operands cast to it and
-        their results cast back (autocast on a backend with native half GEMMs); the
-        softmax stays in the inputs' dtype."""
+        (out (..., Lq, Ev), P (..., Lq, Lk), drop or None)."""
 
     def attention_backward(self, g: Any, q: Any, k: Any, v: Any, p: Any, drop: Any,
-                           scale: float, low: Any = None) -> tuple:
+                           scale: float) -> tuple:
         """New (dQ, dK, dV, dS) at the broadcast shapes (the caller unbroadcasts); dS is
-        the gradient of the scores, hence of an additive mask; ``low`` as for
-        ``attention`` (its four products)."""
+        the gradient of the scores, hence of an additive mask."""
 
     def causal_attention(self, q: Any, k: Any, v: Any, scale: float) -> tuple:
         """q, k, v (..., T, E) of one shape and float dtype: causal softmax attention

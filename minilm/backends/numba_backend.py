@@ -65,7 +65,6 @@ from ._numba_quant_kernels import (
 )
 from ._numba_rnn_kernels import gru_backward, gru_forward, lstm_backward, lstm_forward
 from ._numba_update_kernels import _adam_kernel, _embedding_backward_kernel, _sgd_kernel
-from .interface import low_matmul
 from .numpy_backend import NumpyBackend
 
 __all__ = ["NumbaBackend"]
@@ -224,25 +223,24 @@ class NumbaBackend(FlashAttention, NumpyBackend):
         return super().masked_softmax(x, keep, dim) if out is None else out[0]
 
     # ------------------------------------------------------------------ attention
-    def attention(self, q, k, v, keep, bias, scale: float, dropout_p: float = 0.0, low=None):
+    def attention(self, q, k, v, keep, bias, scale: float, dropout_p: float = 0.0):
         """NumpyBackend.attention with the two products on BLAS and scale + bias + mask +
         softmax + dropout fused into one pass over the scores."""
         if keep is not None and keep.dtype != np.bool_:
             keep = keep.astype(bool)
-        s = low_matmul(np, q, np.swapaxes(k, -1, -2), low)
+        s = np.matmul(q, np.swapaxes(k, -1, -2))
         fused = self._fused_masked_softmax(s, keep, bias, scale, dropout_p)
         if fused is None:
-            return super().attention(q, k, v, keep, bias, scale, dropout_p, low)
+            return super().attention(q, k, v, keep, bias, scale, dropout_p)
         p, drop, pd = fused
-        return low_matmul(np, p if pd is None else pd, v, low), p, drop
+        return np.matmul(p if pd is None else pd, v), p, drop
 
-    def attention_backward(self, g, q, k, v, p, drop, scale: float, low=None):
+    def attention_backward(self, g, q, k, v, p, drop, scale: float):
         """dV = Pd^T g and dP = g V^T on BLAS; dS = P (dP drop - sum(dP drop P)) in one
-        fused pass, in place on dP; dQ = dS K scale, dK = dS^T Q scale on BLAS (each
-        product in ``low`` when given: interface.low_matmul)."""
+        fused pass, in place on dP; dQ = dS K scale, dK = dS^T Q scale on BLAS."""
         pd = p if drop is None else p * drop
-        dv = low_matmul(np, np.swapaxes(pd, -1, -2), g, low)
-        dp = low_matmul(np, g, np.swapaxes(v, -1, -2), low)
+        dv = np.matmul(np.swapaxes(pd, -1, -2), g)
+        dp = np.matmul(g, np.swapaxes(v, -1, -2))
         arrays = (p, dp) if drop is None else (p, dp, drop)
         if not (dp.shape == p.shape and (drop is None or drop.shape == p.shape)
                 and _same_float(*arrays) and p.size and p.ndim >= 1):
@@ -254,9 +252,9 @@ class NumbaBackend(FlashAttention, NumpyBackend):
                                      _dummy(p.dtype, 2) if drop is None else _rows(drop),
                                      drop is not None)
             ds = dp
-        dq = low_matmul(np, ds, k, low)
+        dq = np.matmul(ds, k)
         dq *= dq.dtype.type(scale)
-        dk = low_matmul(np, np.swapaxes(ds, -1, -2), q, low)
+        dk = np.matmul(np.swapaxes(ds, -1, -2), q)
         dk *= dk.dtype.type(scale)
         return dq, dk, dv, ds
 

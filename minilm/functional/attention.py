@@ -14,10 +14,9 @@ import math
 from typing import Any
 
 from ..autograd import Function
-from ..backends.interface import kernel, low_matmul
+from ..backends.interface import kernel
 from ..tensor import Tensor
 from ._util import broadcast_shapes, unbroadcast
-from .autocast import native_low_dtype
 
 __all__ = ["causal_qkv_attention", "scaled_dot_product_attention"]
 
@@ -30,37 +29,35 @@ def _check_p(op: str, p: float) -> float:
 
 
 @kernel("attention")
-def attention_kernel(be, q, k, v, keep, bias, scale, dropout_p=0.0, low=None):
+def attention_kernel(be, q, k, v, keep, bias, scale, dropout_p=0.0):
     """S = q k^T * scale + bias;  P = masked_softmax(S, keep);  out = (P * drop) v
     over the last two dims (leading dims broadcast), with drop = dropout_mask(P.shape,
     dropout_p). ``keep`` (bool) and ``bias`` may be None. Returns (out, P, drop);
-    drop is None when dropout_p == 0. With ``low`` the two products run in that
-    dtype (``low_matmul``)."""
+    drop is None when dropout_p == 0."""
     xp = be.xp
-    s = low_matmul(xp, q, xp.swapaxes(k, -1, -2), low) * scale
+    s = xp.matmul(q, xp.swapaxes(k, -1, -2)) * scale
     if bias is not None:
         s = s + bias
     p = be.masked_softmax(s, keep, -1)
     drop = be.dropout_mask(p.shape, dropout_p, p.dtype) if dropout_p > 0.0 else None
     pd = p if drop is None else p * drop
-    return low_matmul(xp, pd, v, low), p, drop
+    return xp.matmul(pd, v), p, drop
 
 
 @kernel("attention_backward")
-def attention_backward_kernel(be, g, q, k, v, p, drop, scale, low=None):
+def attention_backward_kernel(be, g, q, k, v, p, drop, scale):
     """With Pd = P * drop:  dV = Pd^T g;  dP = (g V^T) * drop;
     dS = softmax_backward(P, dP);  dQ = dS K * scale;  dK = dS^T Q * scale.
-    Returns (dQ, dK, dV, dS); dS is also the gradient of an additive mask. With
-    ``low`` the four products run in that dtype (``low_matmul``)."""
+    Returns (dQ, dK, dV, dS); dS is also the gradient of an additive mask."""
     xp = be.xp
     pd = p if drop is None else p * drop
-    dv = low_matmul(xp, xp.swapaxes(pd, -1, -2), g, low)
-    dp = low_matmul(xp, g, xp.swapaxes(v, -1, -2), low)
+    dv = xp.matmul(xp.swapaxes(pd, -1, -2), g)
+    dp = xp.matmul(g, xp.swapaxes(v, -1, -2))
     if drop is not None:
         dp = dp * drop
     ds = be.softmax_backward(p, dp, -1)
-    dq = low_matmul(xp, ds, k, low) * scale
-    dk = low_matmul(xp, xp.swapaxes(ds, -1, -2), q, low) * scale
+    dq = xp.matmul(ds, k) * scale
+    dk = xp.matmul(xp.swapaxes(ds, -1, -2), q) * scale
     return dq, dk, dv, ds
 
 
@@ -200,8 +197,7 @@ class ScaledDotProductAttentionFunction(Function):
                 bias = mask.astype(q.dtype, copy=False)
         if is_causal:
             keep = xp.tril(xp.ones((q.shape[-2], k.shape[-2]), dtype=bool))
-        ctx.low = native_low_dtype(ctx.backend)  # autocast with native half GEMMs
-        out, p, drop = ctx.backend.attention(q, k, v, keep, bias, scale, dropout_p, ctx.low)
+        out, p, drop = ctx.backend.attention(q, k, v, keep, bias, scale, dropout_p)
         ctx.save_for_backward(q, k, v, p, drop)
         ctx.scale = scale
         ctx.mask_shape = None if bias is None else bias.shape
@@ -210,8 +206,7 @@ class ScaledDotProductAttentionFunction(Function):
     @staticmethod
     def backward(ctx, g):
         q, k, v, p, drop = ctx.saved
-        dq, dk, dv, ds = ctx.backend.attention_backward(g, q, k, v, p, drop, ctx.scale,
-                                                        ctx.low)
+        dq, dk, dv, ds = ctx.backend.attention_backward(g, q, k, v, p, drop, ctx.scale)
         need = ctx.needs_input_grad
         dq = unbroadcast(dq, q.shape) if need[0] else None
         dk = unbroadcast(dk, k.shape) if need[1] else None

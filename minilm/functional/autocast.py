@@ -31,8 +31,7 @@ import numpy as np
 from ..autograd import Function
 from ..tensor import Tensor
 
-__all__ = ["autocast_dtype", "native_linear", "native_low_dtype", "round_to",
-           "round_to_low_precision"]
+__all__ = ["autocast_dtype", "native_linear", "round_to", "round_to_low_precision"]
 
 LOW_DTYPES = ("float16", "bfloat16")
 
@@ -148,21 +147,12 @@ class NativeLowLinear(Function):
         return gx, gw, gb
 
 
-def native_low_dtype(backend: Any) -> Any:
-    """Inside autocast, the array dtype ``backend`` computes the autocast dtype in
-    natively (``backend.native_low_precision``: float16 on the CuPy backend); None
-    outside autocast or where the rounding is emulated."""
-    dtype = _state.dtype
-    if dtype is None:
-        return None
-    return getattr(backend, "native_low_precision", {}).get(dtype)
-
-
 def native_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor | None:
     """Inside autocast, ``linear`` in the backend's own low-precision dtype when it has
     one for the autocast dtype (``backend.native_low_precision``); None otherwise (the
     caller then emulates the rounding)."""
-    native = native_low_dtype(x.backend)
+    dtype = _state.dtype
+    native = getattr(x.backend, "native_low_precision", {}).get(dtype)
     if native is None or x.dtype.kind != "f" or weight.dtype != x.dtype:
         return None
     args = (x, weight) if bias is None else (x, weight, bias)
