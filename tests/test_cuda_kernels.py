@@ -246,7 +246,7 @@ def test_dropout_masks_equal_the_reference(pair, dtype):
 
 
 @SETTINGS
-@given(n=st.integers(1, 40), V=st.integers(1, 9), D=st.integers(1, 40), dtype=DTYPES,
+@given(n=st.integers(1, 40), V=st.integers(1, 9), D=st.integers(1, 300), dtype=DTYPES,
        seed=st.integers(0, 99))
 def test_embedding_backward(pair, n, V, D, dtype, seed):
     fused, ref = pair
@@ -255,9 +255,11 @@ def test_embedding_backward(pair, n, V, D, dtype, seed):
     close(fused.embedding_backward(ids, gy, V), ref.embedding_backward(ids, gy, V), dtype)
 
 
-def test_embedding_backward_bad_id(pair):
-    with pytest.raises(IndexError, match=r"1 ids outside \[0, 4\)"):
-        pair[0].embedding_backward(np.array([0, 4, 1]), np.ones((3, 2)), 4)
+def test_embedding_backward_skips_ids_outside_the_table(pair):
+    """The forward refuses such ids; the kernel, which does not wait for the device to
+    report them, never writes outside dE."""
+    dE = pair[0].embedding_backward(np.array([0, 4, 1, -1]), np.ones((4, 2)), 4)
+    np.testing.assert_array_equal(dE, [[1, 1], [1, 1], [0, 0], [0, 0]])
 
 
 @SETTINGS

@@ -321,41 +321,44 @@ __global__ void xent_fwd(const T* z, const long long* t, const T* w, int has_w,
 }
 
 // dz = (a exp(logp) - (1 - eps) w_y [c == y] - eps / C w_c) g_r valid,
-// a = (1 - eps) w_y + eps / C sum_c w_c
+// a = (1 - eps) w_y + eps / C sum_c w_c. Grid: (column blocks, row blocks); a thread owns
+// column c and strides over the rows by gridDim.y (no 64-bit division per element).
 template <typename T>
 __global__ void xent_bwd(const T* logp, const long long* t, const T* g, const T* w,
                          int has_w, double wsum, long long ignore, double eps, T* dz,
                          long long rows, int C) {
-    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= rows * C) return;
-    const long long r = i / C, c = i % C;
-    const long long y = t[r];
-    const int valid = y != ignore;
-    if (!valid) { dz[i] = 0; return; }
-    const T wy = has_w ? w[y] : (T)1;
-    const T a = (T)(1.0 - eps) * wy + (T)(eps / C * wsum);
-    T d = exp(logp[i]) * a;
-    if (c == y) d = d - (T)(1.0 - eps) * wy;
-    if (eps > 0.0) d = d - (T)(eps / C) * (has_w ? w[c] : (T)1);
-    dz[i] = d * g[r];
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    for (long long r = blockIdx.y; r < rows; r += gridDim.y) {
+        const long long i = r * C + c;
+        const long long y = t[r];
+        if (y == ignore) {
+            dz[i] = 0;
+            continue;
+        }
+        const T wy = has_w ? w[y] : (T)1;
+        const T a = (T)(1.0 - eps) * wy + (T)(eps / C * wsum);
+        T d = exp(logp[i]) * a;
+        if (c == y) d = d - (T)(1.0 - eps) * wy;
+        if (eps > 0.0) d = d - (T)(eps / C) * (has_w ? w[c] : (T)1);
+        dz[i] = d * g[r];
+    }
 }
 
 // ----------------------------------------------------------------- embedding
 // dE[ids[p], d] += gy[p, d] by atomic adds (the order of the adds is not fixed, so the
-// float sums of repeated ids may differ in the last bits from run to run); ids outside
-// [0, V) are skipped and counted in *bad.
+// float sums of repeated ids may differ in the last bits from run to run). Grid as
+// xent_bwd's: a thread owns column d and strides over the positions. ids outside [0, V)
+// (which the embedding's forward refuses) are skipped, never written out of bounds.
 template <typename T>
 __global__ void embedding_bwd(const long long* ids, const T* gy, T* dE, long long n, int D,
-                              long long V, int* bad) {
-    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n * D) return;
-    const long long p = i / D, d = i % D;
-    const long long v = ids[p];
-    if (v < 0 || v >= V) {
-        if (d == 0) atomicAdd(bad, 1);
-        return;
+                              long long V) {
+    const int d = blockIdx.x * blockDim.x + threadIdx.x;
+    if (d >= D) return;
+    for (long long p = blockIdx.y; p < n; p += gridDim.y) {
+        const long long v = ids[p];
+        if (v >= 0 && v < V) atomicAdd(dE + v * D + d, gy[p * D + d]);
     }
-    atomicAdd(dE + v * D + d, gy[i]);
 }
 
 // ----------------------------------------------------------------- optimizer updates

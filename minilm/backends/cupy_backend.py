@@ -30,7 +30,9 @@ What each override does, in one line (the formulas are in _cuda_source.py):
 - gelu, erf, dropout masks, the cross-entropy gradient: one thread per element;
 - cross_entropy: log-softmax, the loss and the row weights per row in one kernel;
 - embedding_backward: a scatter by atomic adds (the order of the adds of repeated ids
-  is not fixed: float sums may differ in the last bits between runs);
+  is not fixed: float sums may differ in the last bits between runs; ids outside the
+  table, which the forward refuses, are skipped without a check that would wait for
+  the device);
 - sgd_step / adam_step: one kernel per parameter, the reference's operations in the
   Numba kernels' order.
 """
@@ -52,18 +54,7 @@ __all__ = ["CupyBackend", "find_cupy", "import_cupy"]
 _FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
 _BLOCK = 256  # threads per block of the elementwise kernels
 _MAX_GRID = 2**31 - 1
-
-
-def _half_gemms_accumulate_in_float32() -> None:
-    """Ask CuPy for float32 accumulation in float16 matrix products (CUBLAS_COMPUTE_32F,
-    what autocast's arithmetic assumes), through its compute-type setting (a private
-    module: if it moves, CuPy's default stays, which may accumulate in half)."""
-    try:
-        from cupy._core import _routines_linalg as linalg
-
-        linalg.set_compute_type(numpy.float16, linalg.COMPUTE_TYPE_FP32)
-    except (ImportError, AttributeError):
-        pass
+_MAX_GRID_Y = 65535  # blocks along a grid's y
 
 
 def _is_last(dim: int, ndim: int) -> bool:
@@ -112,8 +103,8 @@ class CupyBackend(NumpyBackend):
 
             xp = import_cupy()
             kernels = CudaKernels(xp)
-            _half_gemms_accumulate_in_float32()
-            # autocast("float16") runs linear as cuBLAS half GEMMs; CuPy has no bfloat16
+            # autocast("float16") runs linear as cuBLAS half GEMMs (CuPy accumulates half
+            # products in float32); CuPy has no bfloat16
             self.native_low_precision = {"float16": numpy.float16}
         self.xp = xp
         self.kernels = kernels  # a KernelLauncher, or None: the references run
@@ -419,13 +410,9 @@ class CupyBackend(NumpyBackend):
             return super().embedding_backward(ids, gy, num_embeddings)
         g = self._c(gy).reshape(-1)
         dE = xp.zeros((num_embeddings, D), dtype=gy.dtype)
-        bad = xp.zeros(1, dtype=xp.int32)
         n = flat.size
-        self.kernels("embedding_bwd", gy.dtype, _blocks(n * D), _BLOCK, flat, g, dE, n, D,
-                     int(num_embeddings), bad)
-        if int(bad[0]):
-            raise IndexError(f"embedding_backward: {int(bad[0])} ids outside [0, "
-                             f"{num_embeddings})")
+        self.kernels("embedding_bwd", gy.dtype, (_blocks(D), min(n, _MAX_GRID_Y)), _BLOCK, flat,
+                     g, dE, n, D, int(num_embeddings))
         return dE
 
     # ------------------------------------------------------------------ cross-entropy
@@ -468,7 +455,8 @@ class CupyBackend(NumpyBackend):
         w = logp if weight is None else self._c(weight)
         wsum = float(weight.sum()) if weight is not None else float(C)
         dz = xp.empty_like(logp, order="C")
-        self.kernels("xent_bwd", logp.dtype, _blocks(N * C), _BLOCK, self._c(logp), t, g, w,
+        self.kernels("xent_bwd", logp.dtype, (_blocks(C), min(N, _MAX_GRID_Y)), _BLOCK,
+                     self._c(logp), t, g, w,
                      int(weight is not None), wsum, int(ignore_index), float(label_smoothing),
                      dz, N, C)
         return dz

@@ -105,7 +105,8 @@ def round_to_low_precision(x: Any) -> Any:
 
 class NativeLowLinear(Function):
     """``linear`` inside autocast on a backend with real low-precision GEMMs (the CuPy
-    backend in float16: cuBLAS on tensor cores, float32 accumulation):
+    backend in float16: cuBLAS on tensor cores, float32 accumulation, CuPy's default
+    compute type for half products):
     y = float(half(x) half(W)^T) + half(b), rounded to half;  with h = half(g):
     dx = float(h half(W)), dW = float(h^T half(x)), db = half(sum h).
     The same numbers as the emulated path (``round_to`` around ``linear``) but for the

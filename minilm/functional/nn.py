@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..autograd import Function
+from ..backends import backend_for_array, is_device_array, to_host
 from ..backends.interface import kernel
 from ..tensor import Tensor, dtype_of
 from . import gelu_kernel  # noqa: F401  (registers the gelu / erf kernels of F.gelu)
@@ -185,7 +186,11 @@ def _check_id_range(op: str, ids: Any, n: int, what: str) -> None:
     """ValueError unless every id is in [0, n)."""
     if ids.size == 0:
         return
-    lo, hi = int(ids.min()), int(ids.max())
+    if is_device_array(ids):  # one device-to-host read, not two
+        lo, hi = (int(v) for v in to_host(backend_for_array(ids).xp.stack([ids.min(),
+                                                                            ids.max()])))
+    else:
+        lo, hi = int(ids.min()), int(ids.max())
     if lo < 0 or hi >= n:
         bad = hi if hi >= n else lo
         raise ValueError(
