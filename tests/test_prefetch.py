@@ -142,3 +142,30 @@ def test_stand_in_backend_converts_in_order_without_look_ahead():
     x, y = next(it)
     assert type(x.data) is DeviceArray and loader.batches_consumed == 1
     assert it.state_dict() == loader.state_dict()
+
+
+def test_pinned_buffers_are_per_position_and_grow_only_when_needed():
+    """A short last batch and a 0-d entry reuse the buffers (no page-locked memory per
+    size); a bigger batch grows them; 0-d stays 0-d on the device."""
+    gpu = FakeCuda()
+    backend = types.SimpleNamespace(xp=gpu.module)
+    batches = [(np.ones((4, 8)), np.array(3)), (np.ones((4, 8)), np.array(5)),
+               (np.ones((2, 8)), np.array(1)), (np.ones((8, 8)), np.array(2))]
+    out = list(device_batches(iter(batches), backend))
+    assert [o[0].shape for o in out] == [(4, 8), (4, 8), (2, 8), (8, 8)]
+    assert out[1][1].shape == () and int(out[1][1]) == 5
+    # two slots x two positions for the first sizes, then one grown buffer for (8, 8)
+    assert len(gpu.pinned) == 5 and len(gpu.pinned[-1]) == 8 * 8 * 8
+
+
+def test_close_makes_the_compute_stream_wait_for_the_copy_in_flight():
+    """The batch read ahead was allocated on the compute stream: dropping it must order
+    the compute stream after its copy, or the freed memory could be reused under it."""
+    gpu = FakeCuda()
+    backend = types.SimpleNamespace(xp=gpu.module)
+    it = device_batches(iter([np.ones(3), np.ones(3), np.ones(3)]), backend)
+    next(it)
+    pending_event = it._pending[1].name
+    gpu.log.clear()
+    it.close()
+    assert gpu.log == [("wait", "compute", pending_event)] and it._pending is None

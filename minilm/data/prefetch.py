@@ -60,7 +60,8 @@ class _PinnedUploader:
     def __init__(self, cupy: Any) -> None:
         self.cp = cupy
         self.stream = cupy.cuda.Stream(non_blocking=True)
-        self.slots: list[dict] = [{}, {}]  # pinned buffers by (position, nbytes), in turn
+        # pinned (buffer, capacity) by position in the batch; two sets used in turn
+        self.slots: list[dict] = [{}, {}]
         self.slot_done: list[Any] = [None, None]  # the Event of each slot's last copy
         self.turn = 0
 
@@ -80,12 +81,14 @@ class _PinnedUploader:
         def one(a: Any) -> Any:
             if not isinstance(a, np.ndarray):
                 return a  # already on a device
-            a = np.ascontiguousarray(a)
-            key = (count[0], a.nbytes)
+            a = np.ascontiguousarray(a).reshape(a.shape)  # (ascontiguousarray makes 0-d 1-d)
+            key = count[0]
             count[0] += 1
-            if key not in slot:
-                slot[key] = cp.cuda.alloc_pinned_memory(max(a.nbytes, 1))
-            host = np.frombuffer(slot[key], a.dtype, a.size).reshape(a.shape)
+            # one buffer per position, grown when a batch needs more (a short last batch
+            # or dynamic padding reuses it): the slot's last copy has finished (above)
+            if key not in slot or slot[key][1] < a.nbytes:
+                slot[key] = (cp.cuda.alloc_pinned_memory(max(a.nbytes, 1)), a.nbytes)
+            host = np.frombuffer(slot[key][0], a.dtype, a.size).reshape(a.shape)
             host[...] = a
             dev = cp.empty(a.shape, a.dtype)
             dev.set(host, stream=self.stream)
@@ -149,7 +152,22 @@ class DeviceBatches:
         """Drop the batch read ahead and put the source back at the consumer's position."""
         if self._pending is not None and self._stateful:
             self.source.load_state_dict(copy.deepcopy(self._state))
+        self._drop_pending()
+
+    def _drop_pending(self) -> None:
+        """Forget the batch read ahead. Its device memory came from the compute stream's
+        pool while its copy may still be running on the side stream: the compute stream
+        waits for that copy first, so the memory cannot be handed to a new array and
+        then overwritten by the late copy."""
+        if self._pending is not None and self._pending[1] is not None:
+            self._uploader.cp.cuda.get_current_stream().wait_event(self._pending[1])
         self._pending = None
+
+    def __del__(self) -> None:
+        try:
+            self._drop_pending()
+        except Exception:  # noqa: BLE001 - interpreter shutdown: CuPy may be gone
+            pass
 
 
 def device_batches(batches: Any, backend: Any) -> DeviceBatches:
