@@ -91,7 +91,7 @@ def conv_cases(draw):
 
 def test_output_length_formula():
     for L, K, s, p, d in [(10, 3, 1, 0, 1), (10, 3, 2, 1, 2), (7, 1, 3, 0, 1), (5, 5, 1, 2, 1)]:
-        y = F.conv1d(Tensor(np.zeros((1, 1, L))), Tensor(np.zeros((1, 1, K))), stride=s,
+        y = F.conv1d(on_backend(np.zeros((1, 1, L))), on_backend(np.zeros((1, 1, K))), stride=s,
                      padding=p, dilation=d)
         assert y.shape[-1] == F.conv1d_output_length(L, K, s, p, d) \
             == math.floor((L + 2 * p - d * (K - 1) - 1) / s) + 1
@@ -120,7 +120,7 @@ def test_conv1d_matches_loop_and_gradcheck(data):
 def test_conv1d_same_keeps_length_even_kernel():
     x = np.random.default_rng(0).standard_normal((2, 3, 7))
     w = np.random.default_rng(1).standard_normal((4, 3, 4))
-    y = F.conv1d(Tensor(x), Tensor(w), padding="same", dilation=2)
+    y = F.conv1d(on_backend(x), on_backend(w), padding="same", dilation=2)
     assert y.shape == (2, 4, 7)
     np.testing.assert_allclose(y.numpy(), np_conv1d(x, w, padding="same", dilation=2),
                                rtol=1e-12, atol=1e-12)
@@ -129,7 +129,7 @@ def test_conv1d_same_keeps_length_even_kernel():
 def test_conv1d_unbatched():
     x = np.random.default_rng(0).standard_normal((3, 6))
     w = np.random.default_rng(1).standard_normal((2, 3, 2))
-    y = F.conv1d(Tensor(x), Tensor(w), stride=2)
+    y = F.conv1d(on_backend(x), on_backend(w), stride=2)
     np.testing.assert_allclose(y.numpy(), np_conv1d(x[None], w, stride=2)[0], rtol=1e-12)
 
 
@@ -145,18 +145,18 @@ def test_conv1d_unbatched():
 ])
 def test_conv1d_bad_shapes(xs, ws, kw, words):
     with pytest.raises(ValueError) as e:
-        F.conv1d(Tensor(np.zeros(xs)), Tensor(np.zeros(ws)), **kw)
+        F.conv1d(on_backend(np.zeros(xs)), on_backend(np.zeros(ws)), **kw)
     assert "conv1d" in str(e.value)
     for word in words:
         assert word in str(e.value)
 
 
 def test_conv1d_bad_bias_and_dtype():
-    x, w = Tensor(np.zeros((1, 3, 5))), Tensor(np.zeros((4, 3, 2)))
+    x, w = on_backend(np.zeros((1, 3, 5))), on_backend(np.zeros((4, 3, 2)))
     with pytest.raises(ValueError, match=r"bias must have shape \(4,\)"):
-        F.conv1d(x, w, Tensor(np.zeros(3)))
+        F.conv1d(x, w, on_backend(np.zeros(3)))
     with pytest.raises(TypeError, match="float32"):
-        F.conv1d(x, Tensor(np.zeros((4, 3, 2), np.float32)))
+        F.conv1d(x, on_backend(np.zeros((4, 3, 2), np.float32)))
 
 
 # ---------------------------------------------------------------------------- pooling
@@ -194,19 +194,19 @@ def test_avg_pool1d(data, include):
 
 def test_pool_default_stride_and_unbatched():
     x = np.arange(12.0).reshape(2, 6)
-    np.testing.assert_array_equal(F.max_pool1d(Tensor(x), 2).numpy(), x[:, 1::2])
-    np.testing.assert_array_equal(F.avg_pool1d(Tensor(x), 3).numpy(),
+    np.testing.assert_array_equal(F.max_pool1d(on_backend(x), 2).numpy(), x[:, 1::2])
+    np.testing.assert_array_equal(F.avg_pool1d(on_backend(x), 3).numpy(),
                                   x.reshape(2, 2, 3).mean(-1))
 
 
 def test_max_pool_gradient_goes_to_first_max():
-    x = Tensor(np.array([[[1.0, 3.0, 3.0, 0.0]]]), requires_grad=True)
+    x = on_backend(np.array([[[1.0, 3.0, 3.0, 0.0]]]), requires_grad=True)
     F.max_pool1d(x, 3, 1).sum().backward()
     np.testing.assert_array_equal(x.grad.numpy(), [[[0.0, 2.0, 0.0, 0.0]]])
 
 
 def test_pool_bad_arguments():
-    x = Tensor(np.zeros((1, 2, 4)))
+    x = on_backend(np.zeros((1, 2, 4)))
     with pytest.raises(ValueError, match="max_pool1d: padding 2 must be at most half"):
         F.max_pool1d(x, 3, padding=2)
     with pytest.raises(ValueError, match=r"avg_pool1d: input shape \(1, 2, 4\)"):
@@ -214,7 +214,7 @@ def test_pool_bad_arguments():
     with pytest.raises(ValueError, match="kernel_size"):
         F.max_pool1d(x, 0)
     with pytest.raises(ValueError, match=r"\(4,\)"):
-        F.max_pool1d(Tensor(np.zeros(4)), 2)
+        F.max_pool1d(on_backend(np.zeros(4)), 2)
 
 
 # ---------------------------------------------------------------------------- global pooling
@@ -235,7 +235,7 @@ def test_global_max_pool_masked():
     check_op(lambda a: F.global_max_pool1d(a, mask), [tx], lambda a: want, f32=False)
     F.global_max_pool1d(tx, mask).sum().backward()
     assert (tx.grad.numpy()[~np.broadcast_to(mask[:, None], x.shape)] == 0).all()
-    np.testing.assert_allclose(F.global_max_pool1d(Tensor(x)).numpy(), x.max(-1))
+    np.testing.assert_allclose(F.global_max_pool1d(on_backend(x)).numpy(), x.max(-1))
 
 
 def test_global_avg_pool_masked():
@@ -244,11 +244,11 @@ def test_global_avg_pool_masked():
     tx = Tensor(x, requires_grad=True, backend=minilm.current_backend())
     want = np.stack([x[b][:, mask[b]].mean(axis=-1) for b in range(3)])
     check_op(lambda a: F.global_avg_pool1d(a, mask), [tx], lambda a: want, f32=False)
-    np.testing.assert_allclose(F.global_avg_pool1d(Tensor(x)).numpy(), x.mean(-1))
+    np.testing.assert_allclose(F.global_avg_pool1d(on_backend(x)).numpy(), x.mean(-1))
 
 
 def test_global_pool_bad_mask():
-    x = Tensor(np.zeros((2, 3, 4)))
+    x = on_backend(np.zeros((2, 3, 4)))
     with pytest.raises(ValueError, match=r"mask must be bool of shape \(B, L\) = \(2, 4\)"):
         F.global_max_pool1d(x, np.ones((2, 3), bool))
     with pytest.raises(ValueError, match=r"no real position in rows \[1\]"):
@@ -273,7 +273,7 @@ def test_conv1d_module_shapes_and_init():
 
 
 def test_pool_modules():
-    x = Tensor(np.random.default_rng(0).standard_normal((2, 3, 8)))
+    x = on_backend(np.random.default_rng(0).standard_normal((2, 3, 8)))
     np.testing.assert_array_equal(nn.MaxPool1d(2)(x).numpy(), F.max_pool1d(x, 2).numpy())
     np.testing.assert_array_equal(nn.AvgPool1d(3, 1, 1)(x).numpy(),
                                   F.avg_pool1d(x, 3, 1, 1).numpy())

@@ -10,11 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from strategies import arrays, check_grad, check_op, shapes, tensors
+from strategies import arrays, check_grad, check_op, on_backend, shapes, tensors
 
 import minilm as ml
 import minilm.functional as F
-from minilm import Tensor
 
 # Every test here runs on each backend (numpy, numba, cupy where present): see the
 # ``backend`` fixture in conftest.py.
@@ -67,18 +66,18 @@ def test_matmul_with_one_dim_operands(data):
 ])
 def test_matmul_shapes(sa, sb):
     rng = np.random.default_rng(0)
-    a = Tensor(rng.standard_normal(sa), requires_grad=True)
-    b = Tensor(rng.standard_normal(sb), requires_grad=True)
+    a = on_backend(rng.standard_normal(sa), requires_grad=True)
+    b = on_backend(rng.standard_normal(sb), requires_grad=True)
     check_op(F.matmul, [a, b], np.matmul)
 
 
 def test_matmul_operator_forms_and_partial_grads():
     rng = np.random.default_rng(1)
     an, bn = rng.standard_normal((2, 3)), rng.standard_normal((3, 4))
-    a = Tensor(an, requires_grad=True)
-    b = Tensor(bn)
+    a = on_backend(an, requires_grad=True)
+    b = on_backend(bn)
     np.testing.assert_allclose((a @ b).numpy(), an @ bn)
-    np.testing.assert_allclose((an @ Tensor(bn)).numpy(), an @ bn)
+    np.testing.assert_allclose((an @ on_backend(bn)).numpy(), an @ bn)
     np.testing.assert_allclose((a @ bn).numpy(), an @ bn)
     np.testing.assert_allclose(a.matmul(b).numpy(), an @ bn)
     (a @ b).sum().backward()
@@ -95,7 +94,7 @@ def test_matmul_operator_forms_and_partial_grads():
 ])
 def test_matmul_errors_name_op_and_shapes(sa, sb, msg):
     with pytest.raises(ValueError, match=re.escape(msg)):
-        F.matmul(Tensor(np.ones(sa)), Tensor(np.ones(sb)))
+        F.matmul(on_backend(np.ones(sa)), on_backend(np.ones(sb)))
 
 
 # ---------------------------------------------------------------------------- linear
@@ -121,13 +120,13 @@ def test_linear_backward_on_1d_2d_3d_inputs(x_shape, with_bias):
     """Regression: without a bias, backward returned three gradients for two inputs."""
     rng = np.random.default_rng(2)
     xn, wn, bn = rng.standard_normal(x_shape), rng.standard_normal((5, 3)), rng.standard_normal(5)
-    x = Tensor(xn, requires_grad=True)
-    w = Tensor(wn, requires_grad=True)
-    b = Tensor(bn, requires_grad=True)
+    x = on_backend(xn, requires_grad=True)
+    w = on_backend(wn, requires_grad=True)
+    b = on_backend(bn, requires_grad=True)
     y = F.linear(x, w, b) if with_bias else F.linear(x, w)
     assert y.shape == x_shape[:-1] + (5,)
     g = rng.standard_normal(y.shape)
-    y.backward(Tensor(g))
+    y.backward(on_backend(g))
     g2, x2 = g.reshape(-1, 5), xn.reshape(-1, 3)
     np.testing.assert_allclose(x.grad.numpy(), (g2 @ wn).reshape(x_shape))
     np.testing.assert_allclose(w.grad.numpy(), g2.T @ x2)
@@ -139,17 +138,17 @@ def test_linear_backward_on_1d_2d_3d_inputs(x_shape, with_bias):
 
 def test_linear_partial_grads_and_empty_dims():
     rng = np.random.default_rng(3)
-    x = Tensor(rng.standard_normal((2, 3)))
-    w = Tensor(rng.standard_normal((4, 3)), requires_grad=True)
-    b = Tensor(rng.standard_normal(4))
+    x = on_backend(rng.standard_normal((2, 3)))
+    w = on_backend(rng.standard_normal((4, 3)), requires_grad=True)
+    b = on_backend(rng.standard_normal(4))
     F.linear(x, w, b).sum().backward()
     np.testing.assert_allclose(w.grad.numpy(), np.ones((2, 4)).T @ x.numpy())
     # zero rows, zero output features: the gradients keep their shapes
-    x0 = Tensor(np.ones((0, 3)), requires_grad=True)
+    x0 = on_backend(np.ones((0, 3)), requires_grad=True)
     F.linear(x0, w, b).sum().backward()
     assert x0.grad.shape == (0, 3)
-    xz = Tensor(np.ones((2, 3)), requires_grad=True)
-    wz = Tensor(np.ones((0, 3)), requires_grad=True)
+    xz = on_backend(np.ones((2, 3)), requires_grad=True)
+    wz = on_backend(np.ones((0, 3)), requires_grad=True)
     y = F.linear(xz, wz)
     assert y.shape == (2, 0)
     y.sum().backward()
@@ -158,9 +157,9 @@ def test_linear_partial_grads_and_empty_dims():
 
 
 def test_linear_bias_does_not_narrow_the_dtype():
-    x = Tensor(np.ones((2, 3), dtype=np.float32))
-    w = Tensor(np.ones((4, 3), dtype=np.float32))
-    b = Tensor(np.full(4, 0.1, dtype=np.float64))
+    x = on_backend(np.ones((2, 3), dtype=np.float32))
+    w = on_backend(np.ones((4, 3), dtype=np.float32))
+    b = on_backend(np.full(4, 0.1, dtype=np.float64))
     y = F.linear(x, w, b)
     assert y.dtype == np.float64
     np.testing.assert_allclose(y.numpy(), np.full((2, 4), 3.1))
@@ -175,9 +174,9 @@ def test_linear_bias_does_not_narrow_the_dtype():
     ((2, 3), (4, 3), (1, 4), "linear: bias shape (1, 4) does not match weight shape (4, 3)"),
 ])
 def test_linear_errors_name_op_and_shapes(xs, ws, bs, msg):
-    b = None if bs is None else Tensor(np.ones(bs))
+    b = None if bs is None else on_backend(np.ones(bs))
     with pytest.raises(ValueError, match=re.escape(msg)):
-        F.linear(Tensor(np.ones(xs)), Tensor(np.ones(ws)), b)
+        F.linear(on_backend(np.ones(xs)), on_backend(np.ones(ws)), b)
 
 
 # ---------------------------------------------------------------------------- einsum
@@ -221,7 +220,7 @@ def test_einsum(equation, data):
 def test_einsum_takes_a_list_and_spaces():
     rng = np.random.default_rng(4)
     an, bn = rng.standard_normal((2, 3)), rng.standard_normal((3, 4))
-    a, b = Tensor(an, requires_grad=True), Tensor(bn, requires_grad=True)
+    a, b = on_backend(an, requires_grad=True), on_backend(bn, requires_grad=True)
     np.testing.assert_allclose(F.einsum("ij, jk -> ik", [a, b]).numpy(), an @ bn)
     check_grad(lambda x, y: F.einsum("ij,jk->ik", (x, y)), [a, b])
 
@@ -259,7 +258,7 @@ def test_attention_built_from_einsum_and_logsumexp(data):
     ("i1->i", [(2, 3)], "einsum: equation 'i1->i' has characters ['1'] that are not"),
 ])
 def test_einsum_errors_name_op_and_shapes(equation, shapes_, msg):
-    ops = [Tensor(np.ones(s)) for s in shapes_]
+    ops = [on_backend(np.ones(s)) for s in shapes_]
     with pytest.raises(ValueError, match=re.escape(msg)):
         F.einsum(equation, *ops)
 
@@ -267,7 +266,7 @@ def test_einsum_errors_name_op_and_shapes(equation, shapes_, msg):
 def test_einsum_partial_grads():
     rng = np.random.default_rng(5)
     an, bn = rng.standard_normal((2, 3)), rng.standard_normal((3,))
-    a, b = Tensor(an), Tensor(bn, requires_grad=True)
+    a, b = on_backend(an), on_backend(bn, requires_grad=True)
     F.einsum("ij,j->i", a, b).sum().backward()
     np.testing.assert_allclose(b.grad.numpy(), an.sum(0))
     assert a.grad is None
@@ -275,8 +274,8 @@ def test_einsum_partial_grads():
 
 def test_matmul_and_einsum_agree_in_float32():
     rng = np.random.default_rng(6)
-    a = Tensor(rng.standard_normal((2, 3, 4)).astype(np.float32))
-    b = Tensor(rng.standard_normal((2, 4, 5)).astype(np.float32))
+    a = on_backend(rng.standard_normal((2, 3, 4)).astype(np.float32))
+    b = on_backend(rng.standard_normal((2, 4, 5)).astype(np.float32))
     y1, y2 = F.matmul(a, b), F.einsum("bij,bjk->bik", a, b)
     assert y1.dtype == y2.dtype == ml.float32
     np.testing.assert_allclose(y1.numpy(), y2.numpy(), rtol=1e-5, atol=1e-6)

@@ -26,7 +26,6 @@ from strategies import (
 
 import minilm as ml
 import minilm.functional as F
-from minilm import Tensor
 
 # Every test here runs on each backend (numpy, numba, cupy where present): see the
 # ``backend`` fixture in conftest.py.
@@ -49,7 +48,7 @@ def test_binary_broadcasting(name, data):
     # a on a 0.1 grid, b offset by 0.05: never tied (max/min have a kink at ties)
     a = data.draw(views(np.round(data.draw(arrays(sa)), 1)))
     b = data.draw(views(np.round(data.draw(arrays(sb)), 1) + 0.05))
-    check_op(fn, [Tensor(a, requires_grad=True), Tensor(b, requires_grad=True)], ref)
+    check_op(fn, [on_backend(a, requires_grad=True), on_backend(b, requires_grad=True)], ref)
 
 
 @given(data=st.data())
@@ -136,7 +135,7 @@ def test_unary(backend, name, data):
     a = data.draw(views(_away_from_kinks(data.draw(arrays(shapes(), lo, hi)))))
     kernels = ("gelu64", "gelu32") if name.startswith("gelu") else ()  # float64, float32
     with uses_kernels(backend, *kernels):
-        check_op(fn, [Tensor(a, requires_grad=True)], ref)
+        check_op(fn, [on_backend(a, requires_grad=True)], ref)
 
 
 def test_sigmoid_softplus_stable_at_extremes():
@@ -191,10 +190,10 @@ def test_gelu_kernel_sizes_and_wide_range(backend, data, dtype, approximate):
     shape = data.draw(row_shapes(many_rows=True))
     x = data.draw(views(data.draw(kernel_arrays(shape, -10, 10)).astype(dtype)))
     g = data.draw(arrays(shape)).astype(dtype)
-    t = Tensor(x, requires_grad=True)
+    t = on_backend(x, requires_grad=True)
     with uses_kernels(backend, "gelu32" if dtype == np.float32 else "gelu64"):
         y = F.gelu(t, approximate=approximate)
-        y.backward(Tensor(readonly_strided(g)))
+        y.backward(on_backend(readonly_strided(g)))
     f, df = GELU[approximate]
     x64 = x.astype(np.float64)
     assert y.dtype == t.grad.dtype == dtype
@@ -203,7 +202,7 @@ def test_gelu_kernel_sizes_and_wide_range(backend, data, dtype, approximate):
           atol=_gelu_grad_error(x64, g.astype(np.float64), dtype, approximate))
     if dtype == np.float64:
         directional_gradcheck(lambda u: F.gelu(u, approximate=approximate),
-                              [Tensor(x, requires_grad=True)])
+                              [on_backend(x, requires_grad=True)])
 
 
 @given(data=st.data())

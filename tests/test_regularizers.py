@@ -13,7 +13,7 @@ from strategies import check_op, on_backend, shapes, tensors
 import minilm
 import minilm.functional as F
 import minilm.nn as nn
-from minilm import Tensor, optim
+from minilm import optim
 
 pytestmark = pytest.mark.usefixtures("backend")
 
@@ -35,8 +35,8 @@ def test_l2_penalty_value_and_gradcheck(data, lam):
 
 
 def test_exact_values_and_gradients():
-    w = Tensor(np.array([[1.0, -2.0], [0.0, 3.0]]), requires_grad=True)
-    b = Tensor(np.array([-0.5]), requires_grad=True)
+    w = on_backend(np.array([[1.0, -2.0], [0.0, 3.0]]), requires_grad=True)
+    b = on_backend(np.array([-0.5]), requires_grad=True)
     assert F.l1_penalty([w, b], 0.1).item() == pytest.approx(0.1 * 6.5, abs=1e-15)
     assert F.l2_penalty([w, b], 0.1).item() == pytest.approx(0.1 * 14.25, abs=1e-15)
     F.l1_penalty(w, 0.1).backward()  # a single tensor is accepted too
@@ -45,37 +45,37 @@ def test_exact_values_and_gradients():
     F.l2_penalty([w, b], 0.1).backward()
     np.testing.assert_allclose(w.grad.numpy(), 0.2 * w.numpy())  # 2 lam w: no 1/2
     np.testing.assert_allclose(b.grad.numpy(), 0.2 * b.numpy())
-    assert F.l2_penalty(Tensor(np.ones(3, np.float32)), 1.0).dtype == np.float32
+    assert F.l2_penalty(on_backend(np.ones(3, np.float32)), 1.0).dtype == np.float32
 
 
 def test_sgd_on_l2_penalty_is_weight_decay_2lam():
     rng = np.random.default_rng(0)
     w0, g = rng.standard_normal(5), rng.standard_normal(5)
     lam, lr = 0.3, 0.1
-    a = nn.Parameter(Tensor(w0.copy()))
-    loss = (a * Tensor(g)).sum() + F.l2_penalty([a], lam)
+    a = nn.Parameter(on_backend(w0.copy()))
+    loss = (a * on_backend(g)).sum() + F.l2_penalty([a], lam)
     loss.backward()
     optim.SGD([a], lr=lr).step()
-    b = nn.Parameter(Tensor(w0.copy()))
-    (b * Tensor(g)).sum().backward()
+    b = nn.Parameter(on_backend(w0.copy()))
+    (b * on_backend(g)).sum().backward()
     optim.SGD([b], lr=lr, weight_decay=2 * lam).step()
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-14)
 
 
 def test_penalty_bad_input():
     with pytest.raises(ValueError, match="l1_penalty: lam must be a number >= 0"):
-        F.l1_penalty([Tensor(np.ones(2))], -1.0)
+        F.l1_penalty([on_backend(np.ones(2))], -1.0)
     with pytest.raises(ValueError, match="no parameters"):
         F.l2_penalty([], 0.1)
     with pytest.raises(TypeError, match=r"params\[1\] is a ndarray"):
-        F.l2_penalty([Tensor(np.ones(2)), np.ones(2)], 0.1)
+        F.l2_penalty([on_backend(np.ones(2)), np.ones(2)], 0.1)
 
 
 # ---------------------------------------------------------------------------- DropConnect
 
 
 def test_drop_connect_expectation_and_eval():
-    w = Tensor(np.random.default_rng(0).uniform(0.5, 1.5, (8, 8)))
+    w = on_backend(np.random.default_rng(0).uniform(0.5, 1.5, (8, 8)))
     p = 0.3
     draws = np.stack([F.drop_connect(w, p, True).numpy() for _ in range(2000)])
     kept = draws != 0
@@ -89,7 +89,7 @@ def test_drop_connect_expectation_and_eval():
 
 
 def test_drop_connect_gradient_uses_the_same_mask():
-    w = Tensor(np.ones((4, 5)), requires_grad=True)
+    w = on_backend(np.ones((4, 5)), requires_grad=True)
     y = F.drop_connect(w, 0.5)
     y.sum().backward()
     np.testing.assert_array_equal(w.grad.numpy(), y.numpy())  # 2 where kept, else 0
@@ -154,6 +154,6 @@ def test_l1_subgradient_shrinks_but_proximal_gives_exact_zeros():
 
 
 def test_l1_proximal_exact():
-    w = Tensor(np.array([-1.0, -0.05, 0.0, 0.02, 0.7]))
+    w = on_backend(np.array([-1.0, -0.05, 0.0, 0.02, 0.7]))
     F.l1_proximal_(w, 0.1)
     np.testing.assert_allclose(w.numpy(), [-0.9, 0.0, 0.0, 0.0, 0.6])
