@@ -155,7 +155,8 @@ def make_peak_hook(cupy: Any, tracker: PeakTracker) -> Any:
         name = "minilm_peak_memory"
 
         def malloc_postprocess(self, **kw: Any) -> None:
-            tracker.malloc(kw["device_id"], kw["mem_size"])
+            if kw.get("mem_ptr", 1):  # CuPy reports a failed allocation too, with ptr 0
+                tracker.malloc(kw["device_id"], kw["mem_size"])
 
         def free_postprocess(self, **kw: Any) -> None:
             tracker.free(kw["device_id"], kw["mem_size"])
@@ -166,11 +167,13 @@ def make_peak_hook(cupy: Any, tracker: PeakTracker) -> Any:
 _tracking: dict = {}  # "tracker", "hook": set up by the first memory function called
 
 
-def _pool(op: str) -> tuple:
-    """(cupy, the default memory pool, the peak tracker), installing the hook once."""
+def _pool(op: str, track: bool = False) -> tuple:
+    """(cupy, the default memory pool, the peak tracker or None). ``track``: install the
+    hook (once) and return the tracker; only the peak functions need it, so a process
+    that never asks for a peak pays no Python call per allocation."""
     cupy = _cupy(op)
     pool = cupy.get_default_memory_pool()
-    if "tracker" not in _tracking:
+    if track and "tracker" not in _tracking:
 
         def used_now(device: int) -> int:
             with cupy.cuda.Device(device):
@@ -180,7 +183,7 @@ def _pool(op: str) -> tuple:
         hook = make_peak_hook(cupy, tracker)
         hook.__enter__()  # registered in this thread for the rest of the process
         _tracking.update(tracker=tracker, hook=hook)
-    return cupy, pool, _tracking["tracker"]
+    return cupy, pool, _tracking.get("tracker")
 
 
 def _device(cupy: Any, device: int | None) -> int:
@@ -191,20 +194,23 @@ def memory_allocated(device: int | None = None) -> int:
     """Bytes of the memory pool held by live arrays on ``device`` (default: current)."""
     cupy, pool, tracker = _pool("memory_allocated")
     d = _device(cupy, device)
-    tracker.sync(d)
-    return tracker.used[d]
+    if tracker is not None:
+        tracker.sync(d)  # the pool's count may be a new peak
+        return tracker.used[d]
+    with cupy.cuda.Device(d):
+        return int(pool.used_bytes())
 
 
 def max_memory_allocated(device: int | None = None) -> int:
     """The peak of ``memory_allocated(device)`` since tracking started or the last
     ``reset_peak_memory_stats``."""
-    cupy, _, tracker = _pool("max_memory_allocated")
+    cupy, _, tracker = _pool("max_memory_allocated", track=True)
     return tracker.sync(_device(cupy, device))
 
 
 def reset_peak_memory_stats(device: int | None = None) -> None:
     """Start the peak of ``max_memory_allocated`` afresh from the bytes in use now."""
-    cupy, _, tracker = _pool("reset_peak_memory_stats")
+    cupy, _, tracker = _pool("reset_peak_memory_stats", track=True)
     tracker.reset(_device(cupy, device))
 
 

@@ -177,3 +177,19 @@ def test_peak_tracker_alone():
     used[0] = 8
     t.reset(0)
     assert t.peak[0] == 8 and t.sync(0) == 8
+
+
+def test_hook_only_for_peaks_and_failed_mallocs_do_not_count(gpu):
+    """Reading the memory in use or the pool's size installs no hook (no Python call
+    per allocation); asking for a peak does. A failed allocation (CuPy reports it with
+    mem_ptr 0) is not part of the peak."""
+    gpu.alloc(64)
+    assert mc.memory_allocated() == 64 and mc.memory_reserved() == 64
+    mc.empty_cache()
+    assert gpu.hooks == []
+    mc.reset_peak_memory_stats()
+    assert len(gpu.hooks) == 1
+    gpu.hooks[0].malloc_postprocess(device_id=0, size=10**9, mem_size=10**9, mem_ptr=0,
+                                    pmem_id=0)  # out of memory, caught by the caller
+    gpu.alloc(16)
+    assert mc.max_memory_allocated() == 80
