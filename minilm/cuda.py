@@ -202,8 +202,9 @@ def memory_allocated(device: int | None = None) -> int:
 
 
 def max_memory_allocated(device: int | None = None) -> int:
-    """The peak of ``memory_allocated(device)`` since tracking started or the last
-    ``reset_peak_memory_stats``."""
+    """The peak of ``memory_allocated(device)`` since tracking started (the first call
+    of this or of ``reset_peak_memory_stats``: call that before the work to measure) or
+    the last ``reset_peak_memory_stats``."""
     cupy, _, tracker = _pool("max_memory_allocated", track=True)
     return tracker.sync(_device(cupy, device))
 
