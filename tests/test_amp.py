@@ -56,8 +56,10 @@ def test_rounding_formats():
 @pytest.mark.parametrize("dtype, check", [("float16", _is_fp16), ("bfloat16", _is_bf16)])
 def test_matmuls_run_in_low_precision_the_rest_in_float32(backend, dtype, check):
     rng = np.random.default_rng(0)
-    x = Tensor(rng.standard_normal((4, 8)).astype(np.float32), requires_grad=True)
-    w = Tensor(rng.standard_normal((5, 8)).astype(np.float32), requires_grad=True)
+    x = Tensor(rng.standard_normal((4, 8)).astype(np.float32), requires_grad=True,
+               backend=backend)
+    w = Tensor(rng.standard_normal((5, 8)).astype(np.float32), requires_grad=True,
+               backend=backend)
     with autocast(dtype):
         assert is_autocast_enabled()
         y = F.linear(x, w)
@@ -71,7 +73,7 @@ def test_matmuls_run_in_low_precision_the_rest_in_float32(backend, dtype, check)
     assert not check(s.numpy()) and not check(n.numpy())  # fp32 ops: not rounded
     assert not check(plain.numpy())
     np.testing.assert_allclose(y.numpy(), plain.numpy(), rtol=2e-2, atol=2e-2)
-    (y * Tensor(rng.standard_normal((4, 5)).astype(np.float32))).sum().backward()
+    (y * Tensor(rng.standard_normal((4, 5)).astype(np.float32), backend=backend)).sum().backward()
     assert check(x.grad.numpy()) and check(w.grad.numpy())  # low-precision gradients
     x.grad = w.grad = None
     F.linear(x, w).sum().backward()  # outside: full precision again
