@@ -29,7 +29,7 @@ from typing import Any
 import numpy
 
 _UPLOADERS = frozenset({
-    "asarray", "array", "asanyarray", "ascontiguousarray", "asfortranarray", "frombuffer",
+    "asarray", "array", "asanyarray", "frombuffer",
     "fromiter", "fromfunction",
 })
 # Not array functions: they take dtypes / shapes / Python objects and return such.

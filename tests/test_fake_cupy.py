@@ -73,3 +73,12 @@ def test_after_the_fixture_the_real_cupy_backend_is_back():
     assert "cupy" not in backends._INSTANCES
     assert DeviceArray not in backends._DEVICE_TYPES
     assert ml.current_backend().name == "numpy"
+
+
+def test_ascontiguousarray_refuses_host_data_like_cupy():
+    """cupy.ascontiguousarray takes device arrays only (uploading is asarray's job)."""
+    import fake_cupy
+
+    with pytest.raises(TypeError, match="Unsupported type"):
+        fake_cupy.ascontiguousarray(np.ones(3))
+    assert type(fake_cupy.ascontiguousarray(fake_cupy.ones(3))) is fake_cupy.ndarray
