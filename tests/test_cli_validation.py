@@ -87,6 +87,20 @@ def test_train_flag_refused_before_any_file(capsys, tmp_path, flag, value):
     assert not out.exists()
 
 
+def test_unavailable_gpu_backend_says_what_is_missing(capsys, tmp_path):
+    """--backend cupy where CuPy (or a device) is missing: the reason and the fix, not
+    just the list of backends."""
+    from minilm.backends import available_backends
+
+    if "cupy" in available_backends():
+        pytest.skip("the GPU backend is available here")
+    out = tmp_path / "run"
+    line = _refused(capsys, ["train", "--out-dir", str(out), "--backend", "cupy"],
+                    "--backend", "not available on this machine")
+    assert "CuPy" in line and "pip install 'minilm[cuda]'" in line
+    assert not out.exists()
+
+
 def test_min_lr_above_lr_refused(capsys, tmp_path):
     out = tmp_path / "run"
     _refused(capsys, ["train", "--out-dir", str(out), "--lr", "0.001", "--min-lr", "0.01"],

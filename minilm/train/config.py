@@ -37,6 +37,20 @@ def _backends() -> tuple:
     return tuple(available_backends())
 
 
+def _why_unavailable(name: Any) -> str:
+    """Why the registered backend ``name`` cannot be used here (its ImportError: "CuPy
+    is not installed; pip install ..."), or "" for a name that is not a backend."""
+    from ..backends import _FACTORIES, get_backend
+
+    if name not in _FACTORIES:
+        return ""
+    try:
+        get_backend(name)
+    except ImportError as exc:
+        return f"not available on this machine ({exc})"
+    return ""
+
+
 # name -> (type, check, what is allowed); one table for flags and TOML keys alike
 RULES: dict[str, tuple] = {
     # [model]
@@ -106,6 +120,9 @@ def check_setting(label: str, value: Any, typ: type, check: Any, allowed: str) -
     ValueError naming the label, the value and what is allowed."""
     def bad() -> ValueError:
         if typ is str and check is not None and label.endswith("backend"):
+            why = _why_unavailable(value)
+            if why:
+                return ValueError(f"{label} = {value!r}: {why}")
             what = ", ".join(_backends())
         else:
             what = allowed
