@@ -250,7 +250,10 @@ def _info(args: argparse.Namespace) -> int:
           f"python {sys.version.split()[0]})")
     from .backends import backend_reason
 
-    print(f"current backend: {minilm.current_backend().name} ({backend_reason()})")
+    try:
+        print(f"current backend: {minilm.current_backend().name} ({backend_reason()})")
+    except ImportError as exc:  # MINILM_BACKEND names one this machine cannot run
+        print(f"current backend: none ({exc})")
     print(f"available backends: {', '.join(minilm.available_backends())}")
     print(f"cuda: {minilm.cuda.describe()}")
     try:
@@ -400,9 +403,9 @@ def main(argv: list[str] | None = None) -> int:
         tune_allocator()
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
-        _report_error_once(f"minilm {args.command}: error: {exc}")
-        return 2
+    except (ValueError, FileNotFoundError, ImportError) as exc:  # ImportError: a backend
+        _report_error_once(f"minilm {args.command}: error: {exc}")  # asked for (flag or
+        return 2                                                    # MINILM_BACKEND) is missing
     except TrainingInterrupted as exc:  # every rank stopped after the same step
         if _world_rank() == 0:
             print(f"minilm {args.command}: {exc}", file=sys.stderr)

@@ -142,3 +142,27 @@ def test_trainconfig_built_in_python_gets_the_same_checks():
         TrainConfig(log_interval=0)
     with pytest.raises(ValueError, match=r"TrainConfig.dtype = 'float16'"):
         TrainConfig(dtype="float16")
+
+
+def test_minilm_backend_env_naming_a_missing_backend(tmp_path):
+    """MINILM_BACKEND=cupy on a machine without CuPy: `minilm info` still reports, and a
+    command that needs the backend ends in one error line (exit 2) writing nothing."""
+    import os
+    import subprocess
+    import sys
+
+    from minilm.backends import available_backends
+
+    if "cupy" in available_backends():
+        pytest.skip("the GPU backend is available here")
+    env = dict(os.environ, MINILM_BACKEND="cupy")
+    info = subprocess.run([sys.executable, "-m", "minilm", "info"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert info.returncode == 0 and "current backend: none (MINILM_BACKEND='cupy'" in info.stdout
+    out = tmp_path / "run"
+    train = subprocess.run([sys.executable, "-m", "minilm", "train", "--out-dir", str(out),
+                            "--tokenizer", "char", "--max-steps", "1"], env=env,
+                           capture_output=True, text=True, timeout=300)
+    errors = [ln for ln in train.stderr.splitlines() if "error:" in ln]
+    assert train.returncode == 2 and len(errors) == 1 and "Traceback" not in train.stderr
+    assert "pip install 'minilm[cuda]'" in errors[0] and not out.exists()
