@@ -1,9 +1,10 @@
-"""Host-side text workflows with their model on the device (the CuPy stand-in,
+"""Host-side workflows with their model on the device (the CuPy stand-in,
 ``fake_gpu``): NeuralTextClassifier (every kind) and EncoderTextClassifier train on the
 device exactly as on the CPU, pretrain_gpt trains a device GPT, the stacking
 meta-learner fits on the current backend, and a compressed (W8A8, calibrated) model
-loads onto the device and computes what the CPU copy does. Their batches, labels and
-features are built on the host and put on the model's backend."""
+loads onto the device and computes what the CPU copy does; embedding neighbours / noise
+take a device table, attention maps and viz.tiny_gpt_loss a device GPT. Their batches,
+labels and features are built on the host and put on the model's backend."""
 
 import numpy as np
 import pytest
@@ -173,3 +174,16 @@ def test_embedding_neighbours_and_noise_from_a_device_embedding():
                            mask=mask.numpy())
     assert type(noisy.data) is DeviceArray
     np.testing.assert_allclose(noisy.numpy(), want, rtol=1e-12)
+
+
+def test_attention_maps_and_tiny_loss_of_a_device_gpt():
+    from minilm.viz import attention_maps, tiny_gpt, tiny_gpt_loss
+
+    ids = np.random.default_rng(4).integers(0, 20, (1, 6))
+    cpu = tiny_gpt(0)
+    dev = tiny_gpt(0).to("cuda")
+    for a, b in zip(attention_maps(dev, ids), attention_maps(cpu, ids), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    _, loss = tiny_gpt_loss(dev)
+    assert type(loss.data) is DeviceArray
+    assert loss.item() == pytest.approx(tiny_gpt_loss(cpu)[1].item(), rel=1e-6)

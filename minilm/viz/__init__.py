@@ -48,6 +48,7 @@ def tiny_gpt(seed: int = 0, n_layers: int = 2, n_heads: int = 2, d_model: int = 
 def tiny_gpt_loss(model: Any = None, batch: int = 2, seq: int = 8, seed: int = 0) -> tuple:
     """(model, loss) of one forward pass of ``model`` (default: ``tiny_gpt()``) on random
     token ids and their shifted targets; ``loss`` carries the whole autograd graph."""
+    from ..nn.module import model_backend
     from ..tensor import Tensor
 
     model = model if model is not None else tiny_gpt(seed)
@@ -55,7 +56,8 @@ def tiny_gpt_loss(model: Any = None, batch: int = 2, seq: int = 8, seed: int = 0
     c = model.config
     seq = min(seq, c.context_length)
     ids = rng.integers(0, c.vocab_size, size=(batch, seq + 1))
-    _, loss = model(Tensor(ids[:, :-1]), targets=Tensor(ids[:, 1:]))
+    be = model_backend(model)  # the ids go where the model is (a device too)
+    _, loss = model(Tensor(ids[:, :-1], backend=be), targets=Tensor(ids[:, 1:], backend=be))
     return model, loss
 
 

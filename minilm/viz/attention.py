@@ -24,6 +24,7 @@ import numpy as np
 from ..autograd import no_grad
 from ..backends import to_host
 from ..nn.attention import MultiHeadAttention, build_attention_mask
+from ..nn.module import model_backend
 from ..tensor import Tensor
 
 __all__ = ["attention_maps", "attention_probs", "attend", "plot_attention"]
@@ -121,7 +122,7 @@ def attention_maps(model: Any, ids: Any, check: bool = True, atol: float = 1e-4)
     model.eval()
     try:
         with no_grad():
-            model(Tensor(ids_arr))
+            model(Tensor(ids_arr, backend=model_backend(model)))  # ids where the model is
     finally:
         for h in handles:
             h.remove()
