@@ -7,7 +7,10 @@ pieces under it (collect_grads / add_collected_grads, backends' thread_rng).
   generator's stream (the state advances by one draw of slice seeds);
 - hooks: a gradient hook runs once per slice, a post-accumulate hook once per step;
 - the Trainer with batch_threads=2 trains like batch_threads=1 (no dropout, float64);
-  evaluate_loss over threads equals one batch at a time.
+  evaluate_loss over threads equals one batch at a time;
+- on a device backend (the cupy parameter) row threads are a CPU feature: the slices run
+  one at a time in the caller, the Trainer takes the plain loop (``_batch_threads() ==
+  1``), the same checks hold, and the per-thread generator stream is not asserted.
 """
 
 from __future__ import annotations

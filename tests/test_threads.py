@@ -6,7 +6,8 @@ threaded meanwhile (docs/performance.md, "Who owns the cores").
   back to what it was afterwards;
 - the first exception stops the team and reaches the caller; a nested call runs in the
   worker; one thread / one item runs in the caller;
-- a SentenceEncoder's embeddings do not depend on the thread count (both backends).
+- a SentenceEncoder's embeddings do not depend on the thread count (both backends);
+- on a device backend thread_map runs the items in the caller (one stream, no CPU threads).
 """
 
 from __future__ import annotations
