@@ -112,15 +112,17 @@ class GradScaler:
             raise RuntimeError("GradScaler.unscale_: already called for this optimizer "
                                "since the last update()")
         inv = 1.0 / self.scale_value
-        found = False
+        finite: dict = {}  # xp -> per-gradient "all finite" flags (0-d, where they live)
         for group in optimizer.param_groups:
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 g = p.grad.data
                 g *= g.dtype.type(inv)
-                if not found:  # (bool() of a 0-d array: one sync on a GPU)
-                    found = not bool(p.grad.backend.xp.isfinite(g).all())
+                xp = p.grad.backend.xp
+                finite.setdefault(id(xp), (xp, []))[1].append(xp.isfinite(g).all())
+        # one read of the flags per array module (on a GPU, one wait, not one per gradient)
+        found = any(not bool(xp.stack(flags).all()) for xp, flags in finite.values())
         self._unscaled.add(id(optimizer))
         self._found_inf = bool(found) or bool(self._found_inf)
         return self._found_inf

@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from ..backends import backend_for_array
+from ..backends import backend_for_array, to_host
 from ..tensor import Tensor
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_", "get_total_norm"]
@@ -30,7 +30,7 @@ def get_total_norm(grads: Iterable[Any], norm_type: float = 2.0) -> float:
     p = float(norm_type)
     if not (p > 0):
         raise ValueError(f"clip_grad_norm_: norm_type must be > 0 or inf, got {norm_type!r}")
-    norms = []
+    per_module: dict = {}  # xp -> the per-tensor norms (0-d arrays, where they live)
     for g in grads:
         a = g.data if isinstance(g, Tensor) else g
         if a.size == 0:
@@ -38,7 +38,9 @@ def get_total_norm(grads: Iterable[Any], norm_type: float = 2.0) -> float:
         if a.dtype.itemsize < 4:  # float16: squares overflow past 65504; sum in float32
             a = a.astype("float32")
         xp = backend_for_array(a).xp
-        norms.append(float(xp.linalg.norm(a.reshape(-1), ord=p)))
+        per_module.setdefault(id(xp), (xp, []))[1].append(xp.linalg.norm(a.reshape(-1), ord=p))
+    # one device-to-host read per array module, not one per tensor (each waits for a GPU)
+    norms = [float(n) for xp, ns in per_module.values() for n in to_host(xp.stack(ns))]
     if not norms:
         return 0.0
     if math.isinf(p):
