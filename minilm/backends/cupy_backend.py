@@ -46,6 +46,7 @@ import numpy
 
 from . import register_device_array
 from ._cuda_kernels import row_threads
+from ._fused_dispatch import FusedRowKernels
 from .counter_rng import CounterRng
 from .numpy_backend import NumpyBackend
 
@@ -90,7 +91,7 @@ def import_cupy() -> Any:
                           "with an NVIDIA GPU") from None
 
 
-class CupyBackend(NumpyBackend):
+class CupyBackend(FusedRowKernels, NumpyBackend):
     """``xp`` is CuPy; kernels fused in CUDA where the reference would make temporaries."""
 
     name = "cupy"
@@ -189,14 +190,6 @@ class CupyBackend(NumpyBackend):
                      int(log), int(drop is not None))
         return dx.reshape(y.shape)
 
-    def softmax_backward(self, y: Any, gy: Any, dim: int) -> Any:
-        dx = self._softmax_bwd(y, gy, dim, False)
-        return super().softmax_backward(y, gy, dim) if dx is None else dx
-
-    def log_softmax_backward(self, y: Any, gy: Any, dim: int) -> Any:
-        dx = self._softmax_bwd(y, gy, dim, True)
-        return super().log_softmax_backward(y, gy, dim) if dx is None else dx
-
     def _slabs(self, mask: Any, full: tuple, dtype: Any) -> tuple:
         """A mask broadcastable to ``full`` (..., lq, lk) as contiguous (M, lq, lk) slabs
         and, for each of the prod(full[:-2]) score matrices, the slab it reads."""
@@ -251,12 +244,6 @@ class CupyBackend(NumpyBackend):
             return s, None, None
         return s, drop.reshape(full), pd.reshape(full)
 
-    def masked_softmax(self, x: Any, keep: Any, dim: int = -1) -> Any:
-        if not _is_last(dim, x.ndim) or (keep is not None and keep.dtype != numpy.bool_):
-            return super().masked_softmax(x, keep, dim)
-        out = self._fused_masked_softmax(self.xp.array(x, order="C"), keep, None, 1.0, 0.0)
-        return super().masked_softmax(x, keep, dim) if out is None else out[0]
-
     # ------------------------------------------------------------------ attention
     def attention(self, q: Any, k: Any, v: Any, keep: Any, bias: Any, scale: float,
                   dropout_p: float = 0.0) -> tuple:
@@ -307,14 +294,6 @@ class CupyBackend(NumpyBackend):
         stat = x.shape[:-1] + (1,)
         return y.reshape(x.shape), mean.reshape(stat), rstd.reshape(stat)
 
-    def layer_norm(self, x: Any, weight: Any, bias: Any, eps: float) -> tuple:
-        out = self._norm_forward(x, weight, bias, eps, False)
-        return super().layer_norm(x, weight, bias, eps) if out is None else out
-
-    def rms_norm(self, x: Any, weight: Any, eps: float) -> tuple:
-        out = self._norm_forward(x, weight, None, eps, True)
-        return super().rms_norm(x, weight, eps) if out is None else (out[0], out[2])
-
     def _norm_backward(self, gy: Any, x: Any, weight: Any, mean: Any, rstd: Any,
                        need_wb: bool, rms: bool):
         arrays = [gy, x, rstd] + ([] if rms else [mean]) + ([] if weight is None else [weight])
@@ -342,20 +321,6 @@ class CupyBackend(NumpyBackend):
             dw = dw_part.sum(axis=0).astype(gy.dtype)
             db = db_part.sum(axis=0).astype(gy.dtype)
         return dx.reshape(x.shape), dw, db
-
-    def layer_norm_backward(self, gy: Any, x: Any, weight: Any, mean: Any, rstd: Any,
-                            need_wb: bool = True) -> tuple:
-        out = self._norm_backward(gy, x, weight, mean, rstd, need_wb, False)
-        if out is None:
-            return super().layer_norm_backward(gy, x, weight, mean, rstd, need_wb)
-        return out
-
-    def rms_norm_backward(self, gy: Any, x: Any, weight: Any, rstd: Any,
-                          need_w: bool = True) -> tuple:
-        out = self._norm_backward(gy, x, weight, None, rstd, need_w, True)
-        if out is None:
-            return super().rms_norm_backward(gy, x, weight, rstd, need_w)
-        return out[0], out[1]
 
     # ------------------------------------------------------------------ elementwise
     def _map(self, name: str, x: Any, *more: Any, extra: tuple = ()) -> Any:

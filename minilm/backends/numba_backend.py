@@ -43,6 +43,7 @@ import math
 import numba
 import numpy as np
 
+from ._fused_dispatch import FusedRowKernels
 from ._numba_attention import _FLOATS, FlashAttention, _c, _same_float
 from ._numba_kernels import (
     _cross_entropy_backward_kernel,
@@ -126,7 +127,7 @@ def _slabs(mask, full: tuple, dtype):
     return slabs.reshape((count,) + tail), _c(index).reshape(-1)
 
 
-class NumbaBackend(FlashAttention, NumpyBackend):
+class NumbaBackend(FlashAttention, FusedRowKernels, NumpyBackend):
     """CPU backend whose hot kernels are Numba-compiled fused loops (see the module
     docstring); everything it does not override is the NumPy reference."""
 
@@ -170,14 +171,6 @@ class NumbaBackend(FlashAttention, NumpyBackend):
         _softmax_backward_kernel(y2, g2, dx, log, _dummy(y.dtype, 2), False)
         return dx.reshape(y.shape)
 
-    def softmax_backward(self, y, gy, dim: int):
-        dx = self._softmax_bwd(y, gy, dim, False)
-        return super().softmax_backward(y, gy, dim) if dx is None else dx
-
-    def log_softmax_backward(self, y, gy, dim: int):
-        dx = self._softmax_bwd(y, gy, dim, True)
-        return super().log_softmax_backward(y, gy, dim) if dx is None else dx
-
     def _fused_masked_softmax(self, s, keep, bias, scale: float, dropout_p: float):
         """Scale + bias + mask + softmax (+ dropout) of the scores ``s`` (..., lq, lk),
         in place when ``s`` is already the full broadcast shape. Returns (P, drop, P*drop)
@@ -215,12 +208,6 @@ class NumbaBackend(FlashAttention, NumpyBackend):
         if drop is None:
             return s, None, None
         return s, drop.reshape(full), pd.reshape(full)
-
-    def masked_softmax(self, x, keep, dim: int = -1):
-        if not _is_last(dim, x.ndim) or (keep is not None and keep.dtype != np.bool_):
-            return super().masked_softmax(x, keep, dim)
-        out = self._fused_masked_softmax(np.array(x, order="C"), keep, None, 1.0, 0.0)
-        return super().masked_softmax(x, keep, dim) if out is None else out[0]
 
     # ------------------------------------------------------------------ attention
     def attention(self, q, k, v, keep, bias, scale: float, dropout_p: float = 0.0):
@@ -274,14 +261,6 @@ class NumbaBackend(FlashAttention, NumpyBackend):
         stat = x.shape[:-1] + (1,)
         return y.reshape(x.shape), mean.reshape(stat), rstd.reshape(stat)
 
-    def layer_norm(self, x, weight, bias, eps: float):
-        out = self._norm_forward(x, weight, bias, eps, False)
-        return super().layer_norm(x, weight, bias, eps) if out is None else out
-
-    def rms_norm(self, x, weight, eps: float):
-        out = self._norm_forward(x, weight, None, eps, True)
-        return super().rms_norm(x, weight, eps) if out is None else (out[0], out[2])
-
     def _norm_backward(self, gy, x, weight, mean, rstd, need_wb: bool, rms: bool):
         arrays = [gy, x, rstd] + ([] if rms else [mean]) + ([] if weight is None else [weight])
         if not (x.ndim >= 1 and x.size and gy.shape == x.shape and _same_float(*arrays)):
@@ -302,18 +281,6 @@ class NumbaBackend(FlashAttention, NumpyBackend):
             dw = dw_part.sum(axis=0).astype(gy.dtype)
             db = db_part.sum(axis=0).astype(gy.dtype)
         return dx.reshape(x.shape), dw, db
-
-    def layer_norm_backward(self, gy, x, weight, mean, rstd, need_wb: bool = True):
-        out = self._norm_backward(gy, x, weight, mean, rstd, need_wb, False)
-        if out is None:
-            return super().layer_norm_backward(gy, x, weight, mean, rstd, need_wb)
-        return out
-
-    def rms_norm_backward(self, gy, x, weight, rstd, need_w: bool = True):
-        out = self._norm_backward(gy, x, weight, None, rstd, need_w, True)
-        if out is None:
-            return super().rms_norm_backward(gy, x, weight, rstd, need_w)
-        return out[0], out[1]
 
     # ------------------------------------------------------------------ activations
     def _gelu(self, x, gy, approximate: str):
