@@ -24,8 +24,9 @@ def _is_last(dim: int, ndim: int) -> bool:
 
 
 class FusedRowKernels:
-    """softmax / log-softmax backward, masked softmax, layer norm and RMS norm (forward
-    and backward) dispatched to the backend's fused hooks (see the module docstring)."""
+    """softmax / log-softmax backward, masked softmax, attention, layer norm and RMS
+    norm (forward and backward) dispatched to the backend's fused hooks (see the module
+    docstring)."""
 
     def softmax_backward(self, y: Any, gy: Any, dim: int) -> Any:
         dx = self._softmax_bwd(y, gy, dim, False)
@@ -40,6 +41,20 @@ class FusedRowKernels:
             return super().masked_softmax(x, keep, dim)
         out = self._fused_masked_softmax(self.xp.array(x, order="C"), keep, None, 1.0, 0.0)
         return super().masked_softmax(x, keep, dim) if out is None else out[0]
+
+    def attention(self, q: Any, k: Any, v: Any, keep: Any, bias: Any, scale: float,
+                  dropout_p: float = 0.0) -> tuple:
+        """The reference with the two products left to ``xp.matmul`` (BLAS, cuBLAS) and
+        scale + bias + mask + softmax + dropout fused into one pass over the scores."""
+        xp = self.xp
+        if keep is not None and keep.dtype != numpy.bool_:
+            keep = keep.astype(bool)
+        s = xp.matmul(q, xp.swapaxes(k, -1, -2))
+        fused = self._fused_masked_softmax(s, keep, bias, scale, dropout_p)
+        if fused is None:
+            return super().attention(q, k, v, keep, bias, scale, dropout_p)
+        p, drop, pd = fused
+        return xp.matmul(p if pd is None else pd, v), p, drop
 
     def layer_norm(self, x: Any, weight: Any, bias: Any, eps: float) -> tuple:
         out = self._norm_forward(x, weight, bias, eps, False)

@@ -245,20 +245,6 @@ class CupyBackend(FusedRowKernels, NumpyBackend):
         return s, drop.reshape(full), pd.reshape(full)
 
     # ------------------------------------------------------------------ attention
-    def attention(self, q: Any, k: Any, v: Any, keep: Any, bias: Any, scale: float,
-                  dropout_p: float = 0.0) -> tuple:
-        """The reference with the two products on cuBLAS (batched GEMMs) and scale + bias
-        + mask + softmax + dropout fused into one pass over the scores."""
-        xp = self.xp
-        if keep is not None and keep.dtype != numpy.bool_:
-            keep = keep.astype(bool)
-        s = xp.matmul(q, xp.swapaxes(k, -1, -2))
-        fused = self._fused_masked_softmax(s, keep, bias, scale, dropout_p)
-        if fused is None:
-            return super().attention(q, k, v, keep, bias, scale, dropout_p)
-        p, drop, pd = fused
-        return xp.matmul(p if pd is None else pd, v), p, drop
-
     def attention_backward(self, g: Any, q: Any, k: Any, v: Any, p: Any, drop: Any,
                            scale: float) -> tuple:
         """dV = Pd^T g and dP = g V^T on cuBLAS; dS = P (dP drop - sum(dP drop P)) in

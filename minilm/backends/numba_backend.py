@@ -210,18 +210,6 @@ class NumbaBackend(FlashAttention, FusedRowKernels, NumpyBackend):
         return s, drop.reshape(full), pd.reshape(full)
 
     # ------------------------------------------------------------------ attention
-    def attention(self, q, k, v, keep, bias, scale: float, dropout_p: float = 0.0):
-        """NumpyBackend.attention with the two products on BLAS and scale + bias + mask +
-        softmax + dropout fused into one pass over the scores."""
-        if keep is not None and keep.dtype != np.bool_:
-            keep = keep.astype(bool)
-        s = np.matmul(q, np.swapaxes(k, -1, -2))
-        fused = self._fused_masked_softmax(s, keep, bias, scale, dropout_p)
-        if fused is None:
-            return super().attention(q, k, v, keep, bias, scale, dropout_p)
-        p, drop, pd = fused
-        return np.matmul(p if pd is None else pd, v), p, drop
-
     def attention_backward(self, g, q, k, v, p, drop, scale: float):
         """dV = Pd^T g and dP = g V^T on BLAS; dS = P (dP drop - sum(dP drop P)) in one
         fused pass, in place on dP; dQ = dS K scale, dK = dS^T Q scale on BLAS."""
