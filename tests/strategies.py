@@ -494,3 +494,30 @@ def ref64(fn: Any, *args: Any) -> Any:
     if isinstance(out, tuple):
         return tuple(cast(o, lo) for o, lo in zip(out, low, strict=True))
     return cast(out, low)
+
+
+def attention_case(rng: Any, data: Any, dtype: Any, wide: bool = False) -> tuple:
+    """q, k, v, keep, bias of a drawn attention problem: 1..3 batches and heads, short
+    and long key lengths (``wide``: up to 140 keys and head size 64, past a GPU block),
+    and a mask that is none, causal, padding, an additive bias with -inf entries, or a
+    bias and a keep mask together."""
+    B, H = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
+    lq = data.draw(st.integers(1, 9))
+    E = data.draw(st.integers(1, 9) | st.just(64) if wide else st.integers(1, 9))
+    lk = data.draw(st.integers(1, 9) | (st.integers(10, 140) if wide else st.integers(10, 40)))
+    q = randn(rng, (B, H, lq, E), dtype, 1.0)
+    k = randn(rng, (B, H, lk, E), dtype, 1.0)
+    v = randn(rng, (B, H, lk, E + 1), dtype, 1.0)
+    kind = data.draw(st.sampled_from(["none", "causal", "padding", "bias", "bias+keep"]))
+    keep = bias = None
+    if kind == "causal":
+        keep = np.tril(np.ones((lq, lk), dtype=bool))
+    elif kind == "padding":
+        keep = rng.random((B, 1, 1, lk)) < 0.7
+    elif kind == "bias":
+        bias = randn(rng, (1, H, lq, lk), dtype)
+        bias[rng.random(bias.shape) < 0.2] = -np.inf
+    elif kind == "bias+keep":
+        bias = randn(rng, (lq, lk), dtype)
+        keep = rng.random((B, H, lq, lk)) < 0.7
+    return q, k, v, keep, bias

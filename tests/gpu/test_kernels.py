@@ -26,7 +26,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from strategies import as32, as64, examples, kernel_shapes, randn, ref64
+from strategies import as32, as64, attention_case, examples, kernel_shapes, randn, ref64
 
 from minilm.backends.interface import KERNELS
 
@@ -128,32 +128,10 @@ def test_masked_softmax(cp, gpu, ref, shape, dtype, seed, data):
 # ---------------------------------------------------------------------------- attention
 
 
-def _attention_case(rng, data, dtype):
-    B, H = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
-    lq, E = data.draw(st.integers(1, 9)), data.draw(st.integers(1, 9) | st.just(64))
-    lk = data.draw(st.integers(1, 9) | st.integers(10, 140))
-    q = randn(rng, (B, H, lq, E), dtype, 1.0)
-    k = randn(rng, (B, H, lk, E), dtype, 1.0)
-    v = randn(rng, (B, H, lk, E + 1), dtype, 1.0)
-    kind = data.draw(st.sampled_from(["none", "causal", "padding", "bias", "bias+keep"]))
-    keep = bias = None
-    if kind == "causal":
-        keep = np.tril(np.ones((lq, lk), dtype=bool))
-    elif kind == "padding":
-        keep = rng.random((B, 1, 1, lk)) < 0.7
-    elif kind == "bias":
-        bias = randn(rng, (1, H, lq, lk), dtype)
-        bias[rng.random(bias.shape) < 0.2] = -np.inf
-    elif kind == "bias+keep":
-        bias = randn(rng, (lq, lk), dtype)
-        keep = rng.random((B, H, lq, lk)) < 0.7
-    return q, k, v, keep, bias
-
-
 @given(dtype=DTYPES, seed=SEEDS, data=st.data())
 def test_attention_forward_backward(cp, gpu, ref, dtype, seed, data):
     rng = np.random.default_rng(seed)
-    q, k, v, keep, bias = _attention_case(rng, data, dtype)
+    q, k, v, keep, bias = attention_case(rng, data, dtype, wide=True)
     scale = float(1.0 / np.sqrt(q.shape[-1]))
     out, p, drop = check(cp, gpu, ref, "attention", q, k, v, keep, bias, scale, 0.0)
     assert drop is None
@@ -167,7 +145,7 @@ def test_attention_dropout_is_consistent(cp, gpu, ref, dtype, seed, data):
     the values {0, 1/(1-p)}, out = (P * drop) v, and the backward with that mask equals
     the reference's."""
     rng = np.random.default_rng(seed)
-    q, k, v, keep, bias = _attention_case(rng, data, dtype)
+    q, k, v, keep, bias = attention_case(rng, data, dtype, wide=True)
     pdrop = data.draw(st.sampled_from([0.1, 0.5, 1.0]))
     out, p, drop = run(cp, gpu, "attention", q, k, v, keep, bias, 0.5, pdrop)
     _, p_r, _ = ref64(ref.attention, q, k, v, keep, bias, 0.5, 0.0)
