@@ -337,7 +337,8 @@ def test_mixing_array_types_is_refused():
 
     a = ml.ones(3)
     b = Tensor._make(np.ones(3, dtype=np.float32).view(OtherArray))
-    with pytest.raises(TypeError, match=r"Add: tensors on numpy.ndarray and .*OtherArray; move one with \.to\("):
+    with pytest.raises(TypeError,
+                       match=r"Add: tensors on numpy.ndarray and .*OtherArray; move one with \.to\("):
         F.add(a, b)
 
 
