@@ -1,8 +1,9 @@
 """The issue-16 examples (and issue 15's mixed-precision one) run in CI in their
 reduced form (--quick): each exits 0 and prints its result. (Their mechanics are
-tested in their own files: test_gan.py, test_ensembles.py, test_continual.py, test_search.py, test_multitask.py,
-test_curriculum.py, test_layer_sharing.py, test_topk_attention.py, test_viz.py; the
-parameter-server example runs under mpiexec in tests/mpi/test_examples.py.)"""
+tested in their own files: test_gan.py, test_ensembles.py, test_continual.py,
+test_search.py, test_multitask.py, test_curriculum.py, test_layer_sharing.py,
+test_topk_attention.py, test_viz.py, test_amp.py; the parameter-server example runs
+under mpiexec in tests/mpi/test_examples.py.)"""
 
 from __future__ import annotations
 
