@@ -28,7 +28,7 @@ import numpy as np
 
 from .. import functional as F
 from ..autograd import no_grad
-from ..backends import current_backend
+from ..backends import current_backend, to_host
 from ..tensor import Tensor
 from .attention import KVCache, MultiHeadAttention, RotaryEmbedding, sinusoidal_positions
 from .layers import Dropout, Embedding, LayerNorm, Linear
@@ -41,7 +41,7 @@ __all__ = ["LSTMSeq2Seq", "TransformerSeq2Seq"]
 
 def _ids(x: Any, name: str) -> np.ndarray:
     """Token ids as an int64 array (B, L) (a 1-D input is one sequence)."""
-    a = np.asarray(x.numpy() if isinstance(x, Tensor) else x)
+    a = to_host(x.data if isinstance(x, Tensor) else x)  # host ids (a device array copied)
     if a.ndim == 1:
         a = a[None, :]
     if a.ndim != 2 or a.shape[1] == 0 or a.dtype.kind not in "iu":
@@ -55,7 +55,7 @@ def _src_mask(src: np.ndarray, src_mask: Any, pad_id: int, name: str) -> np.ndar
     if src_mask is None:
         mask = src != pad_id
     else:
-        mask = np.asarray(src_mask.numpy() if isinstance(src_mask, Tensor) else src_mask)
+        mask = to_host(src_mask.data if isinstance(src_mask, Tensor) else src_mask)
         if mask.ndim == 1:
             mask = mask[None, :]
         if mask.dtype != np.bool_ or mask.shape != src.shape:
@@ -360,8 +360,8 @@ class TransformerSeq2Seq(_Seq2SeqDecoding, Module):
         tgt = _ids(tgt_ids, "TransformerSeq2Seq.decode_step")
         padding = None
         if memory is not None and not cache.cross:
-            mask = np.ones(memory.shape[:2], dtype=bool) if src_mask is None else np.asarray(
-                src_mask.numpy() if isinstance(src_mask, Tensor) else src_mask, dtype=bool)
+            mask = np.ones(memory.shape[:2], dtype=bool) if src_mask is None else to_host(
+                src_mask.data if isinstance(src_mask, Tensor) else src_mask).astype(bool)
             padding = None if mask.all() else ~mask
         logits, w = self._decode(tgt, memory, padding, cache, return_attention)
         return (logits, w) if return_attention else logits

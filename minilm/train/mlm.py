@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..autograd import no_grad
+from ..backends import to_host
 from ..data.batches import RandomWindowBatches
 from ..data.masking import IGNORE_INDEX, DynamicMasking, mask_tokens
 from ..nn.module import model_backend
@@ -74,7 +75,7 @@ class FramedWindows:
 
     def next_batch(self) -> tuple:
         x, _ = self.inner.next_batch()
-        x = frame(np.asarray(x), self.cls_id, self.sep_id)
+        x = frame(to_host(x), self.cls_id, self.sep_id)
         return x, x
 
     def state_dict(self) -> dict:
@@ -130,7 +131,7 @@ class MLMTrainer(Trainer):
             self.is_main = self.comm.rank == 0
 
     def _rows(self, a: Any) -> np.ndarray:
-        a = np.asarray(a.numpy() if isinstance(a, Tensor) else a)
+        a = to_host(a.data if isinstance(a, Tensor) else a)
         n = a.shape[0] // self.comm.size
         return a[self.comm.rank * n:(self.comm.rank + 1) * n]
 
@@ -172,7 +173,7 @@ class MLMTrainer(Trainer):
     def _micro_loss(self, x: Any, y: Any) -> Tensor:
         if self.comm is None:
             return self.model(x, labels=y)[1]
-        labels = np.asarray(y.numpy() if isinstance(y, Tensor) else y)
+        labels = to_host(y.data if isinstance(y, Tensor) else y)
         total = int((labels != IGNORE_INDEX).sum())
         mine = self._rows(labels)
         here = int((mine != IGNORE_INDEX).sum())
