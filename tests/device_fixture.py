@@ -25,7 +25,8 @@ def fake_gpu():
     backends.register_backend("cupy", lambda: backend)
     backends._INSTANCES["cupy"] = backend
     try:
-        yield backend
+        with fake_cupy.strict_host_conversion():  # numpy.asarray(device array) raises
+            yield backend
     finally:
         factory, instance, types, current, cpu, why = saved
         backends.register_backend("cupy", factory)

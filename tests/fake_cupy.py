@@ -14,16 +14,21 @@ arrays it returns are ``DeviceArray``; the functions that take host data (``asar
 ``cupy.<name>`` does. Dtypes, constants and classes are NumPy's. ``ndarray`` is
 ``DeviceArray`` and ``asnumpy(x)`` copies to the host.
 
-What it cannot catch: ``numpy.asarray(device_array)`` quietly returns a host view
-(a subclass is an ndarray to NumPy), where CuPy raises. The tests catch that case by its
-consequence: the host array meets a device array in a later op and raises, or a result
-that should be on the device is not (``type(x) is DeviceArray``).
+``numpy.asarray(device_array)`` would quietly return a host view (a subclass is an
+ndarray to NumPy), where CuPy raises ("Implicit conversion to a NumPy array is not
+allowed"). ``strict_host_conversion()`` (which the ``fake_gpu`` fixture holds for the
+whole test) makes ``numpy.asarray`` / ``numpy.array`` / ``numpy.asanyarray`` /
+``numpy.ascontiguousarray`` of a device array raise that TypeError too. What stays
+invisible: conversions done inside NumPy's C code (a device array handed to a function
+that does not dispatch through ``__array_function__``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import types
+from collections.abc import Iterator
 from typing import Any
 
 import numpy
@@ -204,3 +209,31 @@ def __getattr__(name: str) -> Any:
     wrapped = _wrap(name, value)
     globals()[name] = wrapped  # looked up once
     return wrapped
+
+
+_CONVERTERS = ("asarray", "array", "asanyarray", "ascontiguousarray")
+
+
+def _strict(convert: Any) -> Any:
+    @functools.wraps(convert)
+    def call(a: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(a, DeviceArray):
+            raise TypeError("Implicit conversion to a NumPy array is not allowed. Please use "
+                            "`.get()` to construct a NumPy array explicitly.")
+        return convert(a, *args, **kwargs)
+
+    return call
+
+
+@contextlib.contextmanager
+def strict_host_conversion() -> Iterator[None]:
+    """``numpy.asarray`` and its kin refuse device arrays, as they do CuPy's, while
+    this is in force (see the module docstring)."""
+    saved = {name: getattr(numpy, name) for name in _CONVERTERS}
+    for name, fn in saved.items():
+        setattr(numpy, name, _strict(fn))
+    try:
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(numpy, name, fn)

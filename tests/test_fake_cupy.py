@@ -82,3 +82,18 @@ def test_ascontiguousarray_refuses_host_data_like_cupy():
     with pytest.raises(TypeError, match="Unsupported type"):
         fake_cupy.ascontiguousarray(np.ones(3))
     assert type(fake_cupy.ascontiguousarray(fake_cupy.ones(3))) is fake_cupy.ndarray
+
+
+def test_strict_mode_refuses_implicit_host_conversion(fake_gpu):
+    """Under the fake_gpu fixture, numpy.asarray & co. of a device array raise CuPy's
+    TypeError; host data and explicit copies (.get(), to_host) still work."""
+    import fake_cupy
+
+    from minilm.backends import to_host
+
+    d = fake_cupy.ones(3)
+    for convert in (np.asarray, np.array, np.asanyarray, np.ascontiguousarray):
+        with pytest.raises(TypeError, match="Implicit conversion to a NumPy array"):
+            convert(d)
+    assert type(np.asarray([1, 2])) is np.ndarray and type(to_host(d)) is np.ndarray
+    assert type(d.get()) is np.ndarray
