@@ -1,4 +1,5 @@
-"""Metrics of generated sequences: exact match and corpus BLEU (Papineni et al. 2002).
+"""Metrics of generated sequences, in the seq2seq order (hypotheses first): exact match
+and corpus BLEU (Papineni et al. 2002) of token sequences.
 
 Corpus BLEU of hypotheses h_i against one reference r_i each, n-grams up to N (4):
 
@@ -9,20 +10,26 @@ Corpus BLEU of hypotheses h_i against one reference r_i each, n-grams up to N (4
 
 Counts are summed over the whole corpus before dividing (not an average of sentence
 scores). Tokens are the items of each sequence: a string is scored character by
-character, a list of words word by word.
+character, a list of words word by word. The arithmetic is :mod:`minilm.train.metrics`'
+``corpus_bleu`` (NLTK's argument order: references first; whitespace-split strings,
+several references, smoothing); this module only adapts the inputs.
 """
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Sequence
+
+from .metrics import _ngrams
+from .metrics import corpus_bleu as _corpus_bleu
 
 __all__ = ["corpus_bleu", "exact_match", "ngram_counts"]
 
 
 def exact_match(hypotheses: Sequence, references: Sequence) -> float:
-    """Fraction of hypotheses equal to their reference."""
+    """Fraction of hypotheses equal to their reference, item for item (sequences of any
+    tokens; :func:`minilm.train.metrics.exact_match` compares strings, with optional
+    normalisation and several references)."""
     if len(hypotheses) != len(references):
         raise ValueError(f"exact_match: {len(hypotheses)} hypotheses but {len(references)} "
                          "references")
@@ -33,28 +40,16 @@ def exact_match(hypotheses: Sequence, references: Sequence) -> float:
 
 def ngram_counts(tokens: Sequence, n: int) -> Counter:
     """How many times each n-gram (a tuple of n tokens) occurs in ``tokens``."""
-    tokens = list(tokens)
-    return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+    return _ngrams(list(tokens), n)
 
 
 def corpus_bleu(hypotheses: Sequence, references: Sequence, max_n: int = 4) -> float:
-    """Corpus BLEU in [0, 1] with uniform weights 1/max_n and the brevity penalty."""
+    """Corpus BLEU in [0, 1] with uniform weights 1/max_n and the brevity penalty; each
+    hypothesis and reference a sequence of tokens (a str: its characters)."""
     if len(hypotheses) != len(references):
         raise ValueError(f"corpus_bleu: {len(hypotheses)} hypotheses but {len(references)} "
                          "references")
     if max_n < 1:
         raise ValueError(f"corpus_bleu: max_n must be >= 1, got {max_n}")
-    matched, total = [0] * max_n, [0] * max_n
-    c = r = 0
-    for h, ref in zip(hypotheses, references):
-        c += len(h)
-        r += len(ref)
-        for n in range(1, max_n + 1):
-            hc, rc = ngram_counts(h, n), ngram_counts(ref, n)
-            matched[n - 1] += sum(min(k, rc[g]) for g, k in hc.items())
-            total[n - 1] += max(len(h) - n + 1, 0)
-    if c == 0 or min(matched) == 0:
-        return 0.0
-    log_p = sum(math.log(m / t) for m, t in zip(matched, total)) / max_n
-    bp = 1.0 if c > r else math.exp(1.0 - r / c)
-    return bp * math.exp(log_p)
+    return _corpus_bleu([[list(r)] for r in references], [list(h) for h in hypotheses],
+                        max_n=max_n)
