@@ -151,8 +151,11 @@ class _Seq2SeqDecoding:
             scores[:, 0] = 0.0  # at the start every beam is the same empty prefix: keep one
             lengths = np.zeros((B, K))
             done = np.zeros((B, K), dtype=bool)
-            hist = np.zeros((B * K, 0), dtype=np.int64)
-            attn = np.zeros((B * K, 0, src.shape[1]))
+            # per step: each new row's parent row, token and attention (backpointers:
+            # the prefixes are rebuilt once at the end, not copied at every step)
+            parents: list = []
+            toks: list = []
+            weights: list = []
             tokens = np.full(B * K, self.bos_id, dtype=np.int64)
             for _ in range(max_len):
                 logp, w = self._next_logp(state, tokens)
@@ -172,17 +175,26 @@ class _Seq2SeqDecoding:
                 scores = np.take_along_axis(total.reshape(B, K * V), best, axis=1)
                 lengths = np.take_along_axis(new_len, parent, axis=1)
                 done = np.take_along_axis(done, parent, axis=1) | (tok == self.eos_id)
-                hist = np.concatenate([hist[rows], tok.reshape(-1, 1)], axis=1)
-                attn = np.concatenate([attn[rows], w[rows][:, None]], axis=1)
+                parents.append(rows)
+                toks.append(tok.reshape(-1))
+                if return_attention:
+                    weights.append(w[rows])
                 self._reorder(state, rows)
                 tokens = tok.reshape(-1)
                 if done.all():
                     break
         finally:
             self.train(was_training)
-        first = np.arange(B) * K  # beams stay sorted best first
-        ids = hist[first]
-        return (ids, attn[first]) if return_attention else ids
+        T = len(toks)
+        ids = np.zeros((B, T), dtype=np.int64)
+        attn = np.zeros((B, T, src.shape[1]))
+        row = np.arange(B) * K  # beams stay sorted best first: beam 0 of each source row
+        for t in range(T - 1, -1, -1):  # follow the backpointers from the last step
+            ids[:, t] = toks[t][row]
+            if return_attention:
+                attn[:, t] = weights[t][row]
+            row = parents[t][row]
+        return (ids, attn) if return_attention else ids
 
 
 # ---------------------------------------------------------------------------- Transformer
