@@ -52,6 +52,7 @@ from .nn.module import Module, Parameter
 from .tensor import Tensor
 from .train.checkpoint import load_checkpoint, save_checkpoint
 from .train.classification_metrics import classification_metrics, classification_report, plot_confusion
+from .train.early_stopping import EarlyStopping
 from .train.encoder_classifier import EncoderTextClassifier
 from .train.text_classifier import NEURAL_MODELS, NeuralTextClassifier
 from .train.trainer import plot_losses
@@ -228,7 +229,8 @@ class TfidfLogReg:
         opt = optim.AdamW([{"params": [m.W], "weight_decay": self.weight_decay},
                            {"params": [m.b], "weight_decay": 0.0}], lr=self.lr)
         rng = np.random.default_rng(seed)
-        best, best_state, bad, step, history = math.inf, None, 0, 0, []
+        stopper = EarlyStopping(patience, snapshot=lambda: (m.W.data.copy(), m.b.data.copy()), log=log)
+        step = 0
         for epoch in range(1, epochs + 1):
             order = rng.permutation(len(y))
             total = 0.0
@@ -245,19 +247,11 @@ class TfidfLogReg:
                 _softmax(val_logits)[np.arange(len(yv)), yv], 1e-300))))
             row = {"epoch": epoch, "step": step, "loss": total / len(y), "val_loss": val_loss,
                    "val_accuracy": float(np.mean(val_logits.argmax(1) == yv))}
-            history.append(row)
-            if log is not None:
-                log(row)
-            if val_loss < best - 1e-6:
-                best, bad = val_loss, 0
-                best_state = (m.W.data.copy(), m.b.data.copy())
-            else:
-                bad += 1
-                if bad >= patience:
-                    break
-        if best_state is not None:
-            m.W.data[...], m.b.data[...] = best_state
-        return history
+            if stopper.update(row):
+                break
+        if stopper.best_state is not None:
+            m.W.data[...], m.b.data[...] = stopper.best_state
+        return stopper.history
 
     def logits_of(self, x: CSRMatrix) -> np.ndarray:
         m = self.model

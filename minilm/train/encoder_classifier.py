@@ -40,6 +40,7 @@ from ..nn.bert import BertConfig, BertModel, mean_pool, pad_batch
 from ..nn.layers import Dropout, Linear
 from ..nn.module import Module, model_backend
 from ..tensor import Tensor
+from .early_stopping import EarlyStopping, host_state
 
 __all__ = ["MODES", "EncoderTextClassifier", "load_encoder"]
 
@@ -196,7 +197,11 @@ class EncoderTextClassifier:
             opt, warmup_steps=max(1, total // 10), total_steps=total)
         rng = np.random.default_rng(seed)
         trainable = [p for g in opt.param_groups for p in g["params"]]
-        best, best_state, bad, step, history = math.inf, None, 0, 0, []
+        def snapshot() -> dict:  # probing: only the head changes
+            return host_state(m, None if not frozen else lambda k: k.startswith("head."))
+
+        stopper = EarlyStopping(patience, snapshot=snapshot, log=log)
+        step = 0
         for epoch in range(1, epochs + 1):
             m.train()
             batches = self._order(seqs)
@@ -223,21 +228,11 @@ class EncoderTextClassifier:
             val_loss = float(-logp[np.arange(len(yv)), yv].mean())
             row = {"epoch": epoch, "step": step, "loss": total_loss / len(y),
                    "val_loss": val_loss, "val_accuracy": float(np.mean(logits.argmax(1) == yv))}
-            history.append(row)
-            if log is not None:
-                log(row)
-            if val_loss < best - 1e-6:
-                best, bad = val_loss, 0
-                best_state = {k: np.array(_host(v), copy=True)
-                              for k, v in m.state_dict().items()
-                              if not frozen or k.startswith("head.")}
-            else:
-                bad += 1
-                if bad >= patience:
-                    break
-        if best_state is not None:
-            m.load_state_dict(best_state, strict=not frozen)
-        return history
+            if stopper.update(row):
+                break
+        if stopper.best_state is not None:
+            m.load_state_dict(stopper.best_state, strict=not frozen)
+        return stopper.history
 
     # ------------------------------------------------------------------ inference
     @no_grad()

@@ -61,6 +61,7 @@ from ..nn import (
 )
 from ..nn.module import model_backend
 from ..tensor import Tensor
+from .early_stopping import EarlyStopping, host_state
 
 __all__ = ["CLASSIFIER_KINDS", "NEURAL_MODELS", "NeuralTextClassifier", "pretrain_gpt"]
 
@@ -225,7 +226,8 @@ class NeuralTextClassifier:
         lengths = np.array([len(s) for s in seqs])
         yv = np.asarray(val_labels, dtype=np.int64)
         vseqs = self._ids(val_texts)  # tokenized once, scored every epoch
-        best, best_state, bad, step, history = math.inf, None, 0, 0, []
+        stopper = EarlyStopping(patience, snapshot=lambda: host_state(m), log=log)
+        step = 0
         for epoch in range(1, epochs + 1):
             m.train()
             total = 0.0
@@ -252,19 +254,11 @@ class NeuralTextClassifier:
                    "val_accuracy": float(np.mean(logits.argmax(1) == yv))}
             if self.l1 > 0:
                 row["sparsity"] = self.sparsity()["l1_weights"]
-            history.append(row)
-            if log is not None:
-                log(row)
-            if val_loss < best - 1e-6:
-                best, bad = val_loss, 0
-                best_state = {k: np.array(_host(v), copy=True) for k, v in m.state_dict().items()}
-            else:
-                bad += 1
-                if bad >= patience:
-                    break
-        if best_state is not None:
-            m.load_state_dict(best_state)
-        return history
+            if stopper.update(row):
+                break
+        if stopper.best_state is not None:
+            m.load_state_dict(stopper.best_state)
+        return stopper.history
 
     @no_grad()
     def _pooled(self, seqs: list[np.ndarray]) -> np.ndarray:
