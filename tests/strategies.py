@@ -521,3 +521,32 @@ def attention_case(rng: Any, data: Any, dtype: Any, wide: bool = False) -> tuple
         bias = randn(rng, (lq, lk), dtype)
         keep = rng.random((B, H, lq, lk)) < 0.7
     return q, k, v, keep, bias
+
+
+def check_cached_decoding(model: Any, seed: int, vocab: int = 13) -> Any:
+    """A GPT decoding token by token with a KV cache (the general path and
+    ``decode_step``) gives the full forward's logits at every position (float64,
+    1e-10), and greedy generation is the same with and without the cache. Returns the
+    general path's cache, for checks of its layout."""
+    import minilm as ml
+    from minilm import Tensor
+    from minilm.nn.attention import KVCache
+    from minilm.nn.decode import decode_step
+    from minilm.train.generation import generate
+
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, vocab, (2, 9))
+    with ml.no_grad():
+        full = model(Tensor(ids)).numpy()
+        slow, fast = KVCache(), KVCache()
+        model(Tensor(ids[:, :4]), cache=slow)
+        model(Tensor(ids[:, :4]), cache=fast)
+        for t in range(4, 9):
+            got_slow = model(Tensor(ids[:, t:t + 1]), cache=slow).numpy()[:, -1]
+            got_fast = decode_step(model, ids[:, t], fast)
+            np.testing.assert_allclose(got_slow, full[:, t], rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(got_fast, full[:, t], rtol=1e-10, atol=1e-12)
+    prompt = rng.integers(0, vocab, (2, 3))
+    np.testing.assert_array_equal(generate(model, prompt, 6, temperature=0.0),
+                                  generate(model, prompt, 6, temperature=0.0, use_cache=False))
+    return slow

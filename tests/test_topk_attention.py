@@ -8,15 +8,14 @@ step must agree with (or stay out of) the masked path.
 
 import numpy as np
 import pytest
+from strategies import check_cached_decoding
 
 import minilm as ml
 from minilm import Tensor
 from minilm import functional as F
 from minilm.finite_diff import gradcheck_module
 from minilm.nn import GPT, GPTConfig
-from minilm.nn.attention import KVCache, MultiHeadAttention
-from minilm.nn.decode import decode_step
-from minilm.train.generation import generate
+from minilm.nn.attention import MultiHeadAttention
 
 
 def _mha(top_k, d=8, h=2, **kw):
@@ -120,19 +119,4 @@ def test_gradcheck_tiny_gpt_with_top_k():
 @pytest.mark.parametrize("kw", [dict(), dict(positional="rope"), dict(window=4)])
 def test_cache_decoding_equals_the_full_forward(kw):
     m = _gpt(attn_top_k=3, **kw)
-    rng = np.random.default_rng(2)
-    ids = rng.integers(0, 13, (2, 9))
-    with ml.no_grad():
-        full = m(Tensor(ids)).numpy()
-        slow, fast = KVCache(), KVCache()
-        m(Tensor(ids[:, :4]), cache=slow)
-        m(Tensor(ids[:, :4]), cache=fast)
-        for t in range(4, 9):
-            want = full[:, t]
-            got_slow = m(Tensor(ids[:, t:t + 1]), cache=slow).numpy()[:, -1]
-            got_fast = decode_step(m, ids[:, t], fast)
-            np.testing.assert_allclose(got_slow, want, rtol=1e-10, atol=1e-12)
-            np.testing.assert_allclose(got_fast, want, rtol=1e-10, atol=1e-12)
-    prompt = rng.integers(0, 13, (2, 3))
-    np.testing.assert_array_equal(generate(m, prompt, 6, temperature=0.0),
-                                  generate(m, prompt, 6, temperature=0.0, use_cache=False))
+    check_cached_decoding(m, seed=2)
