@@ -145,6 +145,26 @@ def _pyplot() -> Any:
     return plt
 
 
+def save_figure(fig: Any, path: Any) -> Path:
+    """Write ``fig`` to ``path`` (its folder made if needed) atomically: a temporary file
+    in the same folder, renamed over ``path``, so an interrupted write never leaves a
+    truncated picture; the figure is closed. Returns ``path`` as a Path."""
+    import os
+
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        fig.savefig(tmp, dpi=100)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def plot_attention(maps: Any, tokens: Sequence[str], path: str | Path,
                    layer: int | None = None) -> Path:
     """Heatmaps of attention probabilities: a grid layers x heads (or one row, the heads
@@ -186,8 +206,4 @@ def plot_attention(maps: Any, tokens: Sequence[str], path: str | Path,
                 ax.set_yticks([])
     fig.colorbar(im, ax=axes, shrink=0.6, label="attention probability")
     fig.suptitle("attention: query (rows) -> key (columns)")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

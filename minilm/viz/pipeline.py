@@ -56,7 +56,7 @@ def plot_pipeline_schedule(path: str | Path, stages: int, micro_batches: int,
     ``stages`` pipeline stages and ``micro_batches`` micro-batches; backward boxes are
     ``t_backward`` slots wide (1: the slot picture of format_schedule; 2: closer to the
     real cost)."""
-    from .attention import _pyplot
+    from .attention import _pyplot, save_figure
 
     sim = pipeline_timeline(stages, micro_batches, schedule, 1.0, t_backward)
     plt = _pyplot()
@@ -90,8 +90,4 @@ def plot_pipeline_schedule(path: str | Path, stages: int, micro_batches: int,
                  f"{sim['bubble_formula']:.3f} = (pp-1)/(M+pp-1) (measured {sim['bubble']:.3f}), "
                  f"peak in flight {sim['peak_in_flight']}", fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -64,7 +64,7 @@ def lr_schedule_curves(total_steps: int = 1000, warmup: int = 100) -> dict[str, 
 
 def plot_lr_schedules(path: str | Path, total_steps: int = 1000, warmup: int = 100) -> Path:
     """One figure with the lr curve of each schedule (base_lr = 1), warmup marked."""
-    from .attention import _pyplot
+    from .attention import _pyplot, save_figure
 
     curves = lr_schedule_curves(total_steps, warmup)
     plt = _pyplot()
@@ -86,8 +86,4 @@ def plot_lr_schedules(path: str | Path, total_steps: int = 1000, warmup: int = 1
     fig.suptitle(f"minilm LR schedules ({total_steps} steps, warmup {warmup}), measured by stepping "
                  "each scheduler")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
