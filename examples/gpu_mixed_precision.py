@@ -76,6 +76,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--quick", action="store_true", help="a few steps (CI)")
     args = ap.parse_args()
+    if args.steps < 1:
+        ap.error(f"--steps must be at least 1, got {args.steps}")
     steps = 8 if args.quick else args.steps
     if mcuda.is_available():
         ml.use_backend("cupy")
