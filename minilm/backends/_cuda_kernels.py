@@ -22,6 +22,7 @@ from ._cuda_source import CUDA_SOURCE
 __all__ = ["CudaKernels", "KernelLauncher", "kernel_signatures", "row_threads"]
 
 _CTYPES = {"float": numpy.float32, "double": numpy.float64}
+_CTYPE_OF = {numpy.dtype(v): k for k, v in _CTYPES.items()}  # float32 -> "float", ...
 _SCALARS = {"long long": numpy.int64, "int": numpy.int32, "double": numpy.float64,
             "unsigned long long": numpy.uint64}
 _POINTERS = {"long long": numpy.int64, "bool": numpy.bool_, "int": numpy.int32,
@@ -59,7 +60,7 @@ class KernelLauncher:
 
     def __call__(self, name: str, dtype: Any, grid: Any, block: int, *args: Any) -> None:
         dtype = numpy.dtype(dtype)
-        ctype = {numpy.dtype(v): k for k, v in _CTYPES.items()}.get(dtype)
+        ctype = _CTYPE_OF.get(dtype)
         if ctype is None:
             raise TypeError(f"cuda kernel {name}: no instantiation for {dtype}")
         params = self.signatures[name]
