@@ -403,9 +403,12 @@ def main(argv: list[str] | None = None) -> int:
         tune_allocator()
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, ImportError) as exc:  # ImportError: a backend
-        _report_error_once(f"minilm {args.command}: error: {exc}")  # asked for (flag or
-        return 2                                                    # MINILM_BACKEND) is missing
+    # OSError: a path that cannot be written or read (a file where a folder must be, no
+    # permission, a full disk); ImportError: a backend asked for (flag or
+    # MINILM_BACKEND) is missing
+    except (ValueError, OSError, ImportError) as exc:
+        _report_error_once(f"minilm {args.command}: error: {exc}")
+        return 2
     except TrainingInterrupted as exc:  # every rank stopped after the same step
         if _world_rank() == 0:
             print(f"minilm {args.command}: {exc}", file=sys.stderr)

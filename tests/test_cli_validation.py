@@ -166,3 +166,10 @@ def test_minilm_backend_env_naming_a_missing_backend(tmp_path):
     errors = [ln for ln in train.stderr.splitlines() if "error:" in ln]
     assert train.returncode == 2 and len(errors) == 1 and "Traceback" not in train.stderr
     assert "pip install 'minilm[cuda]'" in errors[0] and not out.exists()
+
+
+def test_a_path_that_cannot_be_written_is_one_error_line(capsys, tmp_path):
+    """An OSError (here: a file where a folder must be) ends in one error line, exit 2."""
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    _refused(capsys, ["viz", "--lr-schedules", str(blocker / "x.png")], str(blocker))
