@@ -108,9 +108,10 @@ class DeviceBatches:
         self.backend = backend
         self._it: Iterator = iter(batches)
         self._stateful = hasattr(batches, "state_dict")
-        self._state = self._source_state()  # after the last batch handed out
         xp = backend.xp
         self._uploader = _PinnedUploader(xp) if _is_real_cupy(xp) else None
+        # reading ahead: the source's state after the last batch handed out
+        self._state = self._source_state() if self._uploader is not None else None
         self._pending: tuple | None = None  # (batch, event, source state after it)
 
     def _source_state(self) -> Any:
@@ -122,12 +123,11 @@ class DeviceBatches:
             batch = next(self._it)
         except StopIteration:
             return None
-        state = self._source_state()
-        if self._uploader is None:
+        if self._uploader is None:  # nothing read ahead: the source is at the consumer
             if self.backend.xp is not np:
                 batch = _map_arrays(batch, self.backend.asarray)
-            return batch, None, state
-        return (*self._uploader.upload(batch), state)
+            return batch, None, None
+        return (*self._uploader.upload(batch), self._source_state())
 
     def __iter__(self) -> DeviceBatches:
         return self
@@ -145,7 +145,10 @@ class DeviceBatches:
 
     def state_dict(self) -> Any:
         """The source's state after the last batch handed out (None for a source
-        without ``state_dict``)."""
+        without ``state_dict``): the source's own when nothing is read ahead, else the
+        snapshot taken when that batch was pulled."""
+        if self._uploader is None:
+            return self.source.state_dict() if self._stateful else None
         return copy.deepcopy(self._state)
 
     def close(self) -> None:
