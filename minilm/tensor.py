@@ -16,7 +16,13 @@ import numpy as np
 
 from .autograd import AccumulateGrad, RemovableHandle, VersionCounter, _bind_tensor, is_grad_enabled
 from .autograd import backward as _run_backward
-from .backends import backend_for_array, current_backend, get_backend, is_device_array
+from .backends import (
+    backend_for_array,
+    current_backend,
+    get_backend,
+    is_device_array,
+    register_array_wrapper,
+)
 
 __all__ = ["Tensor", "as_array", "dtype_of"]
 
@@ -464,6 +470,9 @@ class Tensor:
 
 
 _bind_tensor(Tensor)
+
+
+register_array_wrapper(Tensor)  # backends.to_host(tensor) is the host copy of its array
 
 
 def _raw_index(index: Any) -> Any:

@@ -191,3 +191,14 @@ def test_set_num_threads_and_tune_allocator():
     assert isinstance(ml.backends.tune_allocator(), bool)
     x = ml.randn(512, 512)  # allocation still works afterwards
     assert float((x * 0).sum()) == 0.0
+
+
+def test_to_host_unwraps_tensors():
+    """backends.to_host of a Tensor is its array on the host (not an object array of
+    0-d Tensors)."""
+    from minilm.backends import to_host
+
+    t = ml.tensor([1.0, 2.0])
+    out = to_host(t)
+    assert type(out) is np.ndarray and out.dtype == t.dtype
+    np.testing.assert_array_equal(out, [1.0, 2.0])

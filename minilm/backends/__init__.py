@@ -26,6 +26,7 @@ __all__ = [
     "NumpyBackend",
     "available_backends",
     "is_device_array",
+    "register_array_wrapper",
     "register_device_array",
     "to_host",
     "backend_for_array",
@@ -96,9 +97,22 @@ def is_device_array(array) -> bool:
     return type(array) is not numpy.ndarray and _device_backend_name(array) is not None
 
 
+#: Types that wrap an array in ``.data`` (minilm's Tensor registers itself), which
+#: ``to_host`` unwraps.
+_WRAPPERS: tuple = ()
+
+
+def register_array_wrapper(cls: type) -> None:
+    """Let ``to_host`` accept instances of ``cls`` (their ``.data`` array)."""
+    global _WRAPPERS
+    _WRAPPERS = (*_WRAPPERS, cls)
+
+
 def to_host(array):
-    """``array`` as a NumPy array: a copy for a device array, else ``numpy.asarray``
-    (no copy for a NumPy one)."""
+    """``array`` (or a Tensor's array) as a NumPy array: a copy for a device array,
+    else ``numpy.asarray`` (no copy for a NumPy one)."""
+    if isinstance(array, _WRAPPERS):
+        array = array.data
     name = None if type(array) is numpy.ndarray else _device_backend_name(array)
     if name is None:
         return numpy.asarray(array)

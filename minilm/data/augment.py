@@ -207,7 +207,7 @@ class EmbeddingNeighbours(Mapping):
     def __init__(self, embeddings: Any, vocab: Any, k: int = 5, min_similarity: float = -1.0,
                  exclude: Sequence[str] = ("<pad>", "<unk>")) -> None:
         # a host copy (the table may be a device model's embedding weight)
-        e = to_host(embeddings.data if isinstance(embeddings, Tensor) else embeddings
+        e = to_host(embeddings
                     ).astype(np.float64)
         words = list(getattr(vocab, "itos", vocab))
         if e.ndim != 2 or e.shape[0] != len(words):
@@ -254,7 +254,7 @@ def embedding_noise(x: Any, std: float, rng: np.random.Generator, mask: Any = No
     arr = x.data if isinstance(x, Tensor) else np.asarray(x)
     noise = rng.standard_normal(arr.shape) * std
     if mask is not None:
-        m = to_host(mask.data if isinstance(mask, Tensor) else mask).astype(bool, copy=False)
+        m = to_host(mask).astype(bool, copy=False)
         if m.shape != arr.shape[:-1]:
             raise ValueError(f"embedding_noise: mask shape {m.shape} does not match "
                              f"embeddings {arr.shape} without the last axis")

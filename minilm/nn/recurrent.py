@@ -58,7 +58,7 @@ def _step_mask(name: str, lengths: Any, mask: Any, T: int, B: int,
     if lengths is not None and mask is not None:
         raise ValueError(f"{name}: pass lengths or mask, not both")
     if lengths is not None:
-        lens = to_host(lengths.data if isinstance(lengths, Tensor) else lengths)  # checks
+        lens = to_host(lengths)  # checks
         if lens.ndim != 1 or lens.shape[0] != B:
             raise ValueError(f"{name}: lengths must have shape ({B},) (one per sequence "
                              f"of the batch), got {lens.shape}")
@@ -69,7 +69,7 @@ def _step_mask(name: str, lengths: Any, mask: Any, T: int, B: int,
                              f"input time dim), got {lens.tolist()}")
         steps = np.arange(T)[:, None] < lens[None, :]
     elif mask is not None:
-        steps = to_host(mask.data if isinstance(mask, Tensor) else mask)
+        steps = to_host(mask)
         want = (B, T) if batch_first else (T, B)
         if steps.dtype != np.bool_ or steps.shape != want:
             raise ValueError(f"{name}: mask must be bool of shape {want} (the input's "

@@ -41,7 +41,7 @@ __all__ = ["LSTMSeq2Seq", "TransformerSeq2Seq"]
 
 def _ids(x: Any, name: str) -> np.ndarray:
     """Token ids as an int64 array (B, L) (a 1-D input is one sequence)."""
-    a = to_host(x.data if isinstance(x, Tensor) else x)  # host ids (a device array copied)
+    a = to_host(x)  # host ids (a device array copied)
     if a.ndim == 1:
         a = a[None, :]
     if a.ndim != 2 or a.shape[1] == 0 or a.dtype.kind not in "iu":
@@ -55,7 +55,7 @@ def _src_mask(src: np.ndarray, src_mask: Any, pad_id: int, name: str) -> np.ndar
     if src_mask is None:
         mask = src != pad_id
     else:
-        mask = to_host(src_mask.data if isinstance(src_mask, Tensor) else src_mask)
+        mask = to_host(src_mask)
         if mask.ndim == 1:
             mask = mask[None, :]
         if mask.dtype != np.bool_ or mask.shape != src.shape:

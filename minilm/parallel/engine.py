@@ -35,7 +35,6 @@ from .. import optim
 from ..autograd import no_grad
 from ..backends import to_host
 from ..nn.transformer import GPT
-from ..tensor import Tensor
 from . import tensor_parallel as tpm
 from .comm import ProcessGrid
 from .data_parallel import DataParallel
@@ -105,7 +104,7 @@ class ParallelEngine:
 
     # ------------------------------------------------------------------ training
     def _my_rows(self, a: Any) -> np.ndarray:
-        a = to_host(a.data if isinstance(a, Tensor) else a)
+        a = to_host(a)
         B = a.shape[0]
         dp, M = self.grid.dp, self.micro_batches
         if B % (dp * M):
@@ -189,7 +188,7 @@ class ParallelEngine:
 
     def evaluate(self, x: Any, y: Any) -> float:
         """Mean loss of the batch without gradients (every replica evaluates it all)."""
-        xs, ys = (to_host(a.data if isinstance(a, Tensor) else a) for a in (x, y))
+        xs, ys = (to_host(a) for a in (x, y))
         M = self.micro_batches if xs.shape[0] % self.micro_batches == 0 else 1
         return float(evaluate(self.stage, xs, ys, M))
 

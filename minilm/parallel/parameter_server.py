@@ -60,6 +60,7 @@ from typing import Any
 import numpy as np
 
 from ..autograd import no_grad
+from ..backends import to_host
 from ..nn.module import Module
 from ..tensor import Tensor
 from .comm import MPI, Communicator, world
@@ -86,13 +87,9 @@ def _params(model: Any) -> list:
     return params
 
 
-def _host(a: Any) -> np.ndarray:
-    return a if isinstance(a, np.ndarray) else np.asarray(a.get())
-
-
 def flat_params(params: list) -> np.ndarray:
     """The parameters concatenated into one contiguous host buffer."""
-    return np.concatenate([_host(p.data).reshape(-1) for p in params])
+    return np.concatenate([to_host(p.data).reshape(-1) for p in params])
 
 
 def set_flat_params(params: list, flat: np.ndarray) -> None:
@@ -113,7 +110,7 @@ def flat_grads(params: list, out: np.ndarray | None = None) -> np.ndarray:
     o = 0
     for p in params:
         n = p.data.size
-        out[o:o + n] = 0.0 if p.grad is None else _host(p.grad.data).reshape(-1)
+        out[o:o + n] = 0.0 if p.grad is None else to_host(p.grad.data).reshape(-1)
         o += n
     return out
 

@@ -295,7 +295,7 @@ def run_pipeline(stage: PipelineStage, inputs: Any, targets: Any, schedule: str 
     grad_buf = stage._buffers_for("grad", act_shape, dtype, 1)[0] if not stage.is_last else None
     n_tokens = 0
     if stage.is_last:
-        tg = to_host(targets.data if isinstance(targets, Tensor) else targets)
+        tg = to_host(targets)
         n_tokens = int((tg != stage.ignore_index).sum())
     inputs_of: dict = {}   # micro-batch -> received activation Tensor (requires grad)
     outputs_of: dict = {}  # micro-batch -> stage output Tensor (or loss on the last stage)
@@ -427,7 +427,7 @@ def evaluate(stage: PipelineStage, inputs: Any, targets: Any, micro_batches: int
     buf = stage._buffers_for("act", act_shape, dtype, 1)[0] if not stage.is_first else None
     n_tokens = 0
     if stage.is_last:
-        tg = to_host(targets.data if isinstance(targets, Tensor) else targets)
+        tg = to_host(targets)
         n_tokens = int((tg != stage.ignore_index).sum())
     total = 0.0
     was_training = stage.training
@@ -498,7 +498,7 @@ def tied_state_dict(state_dict: dict, tied: bool) -> dict:
     emb = out["tok_emb.weight"]
     head = out.get("head.weight", emb)
     if head is not emb:
-        e, h = (to_host(a.data if isinstance(a, Tensor) else a) for a in (emb, head))
+        e, h = (to_host(a) for a in (emb, head))
         if e.shape != h.shape or not np.array_equal(e, h):
             raise ValueError(
                 f"tied_state_dict: head.weight {h.shape} {h.dtype} differs from "

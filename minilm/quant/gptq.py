@@ -92,7 +92,7 @@ class HessianAccumulator:
     def add(self, x: Any) -> None:
         """Fold the rows of ``x`` (a Tensor or array, last dim ``in_features``) into H:
         H ← H · n/(n+m) + 2 XᵀX/(n+m), a running mean that never holds all inputs."""
-        a = to_host(x.data if isinstance(x, Tensor) else x).astype(np.float64, copy=False)
+        a = to_host(x).astype(np.float64, copy=False)
         if a.ndim < 1 or a.shape[-1] != self.in_features:
             raise ValueError(f"HessianAccumulator.add: input of shape {a.shape} does not end "
                              f"in in_features = {self.in_features}")
@@ -166,12 +166,12 @@ def gptq_quantize_layer(w: Any, H: Any, bits: int = 4, group_size: int | None = 
     undampened Hessian), ``rtn_error`` the same for round-to-nearest with the same
     scheme, ``dead`` (number of dead input columns), ``seconds``."""
     t0 = time.perf_counter()
-    w_arr = to_host(w.data if isinstance(w, Tensor) else w)  # GPTQ runs on the host
+    w_arr = to_host(w)  # GPTQ runs on the host
     if not np.issubdtype(w_arr.dtype, np.floating):
         raise TypeError(f"gptq_quantize_layer: weight must be a float array, got {w_arr.dtype}")
     sdtype = np.dtype(np.float64 if w_arr.dtype == np.float64 else np.float32)
     W = np.array(w_arr, dtype=np.float64)
-    H = np.array(to_host(H.data if isinstance(H, Tensor) else H), dtype=np.float64)
+    H = np.array(to_host(H), dtype=np.float64)
     _check_layer_args(W, H, bits, group_size, block_size, damp)
     W_in = W.copy()
     H_in = H.copy()

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from ..backends import to_host
 from ..nn.layers import Linear
 from ..nn.module import Module, Parameter
 from ..tensor import Tensor
@@ -36,10 +37,6 @@ from .prune import select_linears
 
 __all__ = ["LowRankLinear", "choose_rank", "factorize_linear", "format_low_rank",
            "low_rank_model"]
-
-
-def _host(a: Any) -> np.ndarray:
-    return a.get() if hasattr(a, "get") else np.asarray(a)
 
 
 class LowRankLinear(Module):
@@ -58,7 +55,7 @@ class LowRankLinear(Module):
 
     def merged_weight(self) -> np.ndarray:
         """B A, the (out, in) weight this pair computes (host array)."""
-        return _host(self.up.weight.data) @ _host(self.down.weight.data)
+        return to_host(self.up.weight.data) @ to_host(self.down.weight.data)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -93,7 +90,7 @@ def choose_rank(singular_values: Any, energy: float) -> int:
 
 
 def _svd(linear: Linear) -> tuple:
-    w = _host(linear.weight.data).astype(np.float64)
+    w = to_host(linear.weight.data).astype(np.float64)
     return np.linalg.svd(w, full_matrices=False)
 
 

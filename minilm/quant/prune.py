@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from ..autograd import no_grad
+from ..backends import to_host
 from ..nn.attention import MultiHeadAttention
 from ..nn.layers import Embedding, Linear
 from ..nn.module import Module
@@ -60,10 +61,6 @@ __all__ = [
 ]
 
 _SUFFIX = "_mask"
-
-
-def _host(a: Any) -> np.ndarray:
-    return a.get() if hasattr(a, "get") else np.asarray(a)
 
 
 def _count(fraction: float, n: int) -> int:
@@ -158,7 +155,7 @@ class PruningMasks:
         mod, pname = self._owners.get(name) or self._resolve(name)
         p = mod._parameters[pname]
         xp = p.backend.xp
-        m = xp.asarray(_host(mask.data if isinstance(mask, Tensor) else mask)).astype(bool)
+        m = xp.asarray(to_host(mask.data if isinstance(mask, Tensor) else mask)).astype(bool)
         if tuple(m.shape) != p.shape:
             raise ValueError(f"PruningMasks.set: mask for {name!r} has shape {tuple(m.shape)}, "
                              f"the parameter {p.shape}")
@@ -228,7 +225,7 @@ class PruningMasks:
     # ---------------------------------------------------------------- save / load
     def state_dict(self) -> dict:
         """``{param name: bool ndarray}`` (safetensors stores bool)."""
-        return {name: _host(self.mask(name)).copy() for name in self._owners}
+        return {name: to_host(self.mask(name)).copy() for name in self._owners}
 
     def load_state_dict(self, state: Mapping) -> None:
         """Install every mask of ``state`` (``{param name: bool/uint8 array}``); all are
@@ -236,7 +233,7 @@ class PruningMasks:
         checked = []
         for name, m in state.items():
             p = self.param(name)
-            arr = _host(m.data if isinstance(m, Tensor) else m)
+            arr = to_host(m.data if isinstance(m, Tensor) else m)
             if tuple(arr.shape) != p.shape:
                 raise ValueError(f"PruningMasks.load_state_dict: mask for {name!r} has shape "
                                  f"{tuple(arr.shape)}, the parameter {p.shape}")
@@ -268,9 +265,9 @@ def _masks_for(model: Module, masks: PruningMasks | None) -> PruningMasks:
 
 def _scores(masks: PruningMasks, name: str, p: Tensor) -> np.ndarray:
     """|w| flattened (float64), with already-pruned weights at -1 (pruned first)."""
-    s = np.abs(_host(p.data).astype(np.float64)).ravel()
+    s = np.abs(to_host(p.data).astype(np.float64)).ravel()
     if name in masks:
-        s[~_host(masks.mask(name)).ravel()] = -1.0
+        s[~to_host(masks.mask(name)).ravel()] = -1.0
     return s
 
 
@@ -314,7 +311,7 @@ def _keep(mask: np.ndarray | None, shape: tuple) -> np.ndarray:
 
 
 def _current(masks: PruningMasks, name: str, shape: tuple) -> np.ndarray:
-    return _keep(_host(masks.mask(name)) if name in masks else None, shape)
+    return _keep(to_host(masks.mask(name)) if name in masks else None, shape)
 
 
 def _prefix(name: str) -> str:
@@ -336,7 +333,7 @@ def prune_mlp_neurons(model: Module, fraction: float, score: str = "l2",
     if not mlps:
         raise ValueError(f"{op}: the model has no MLP module")
     for name, mlp in mlps:
-        w_fc, w_proj = _host(mlp.fc.weight.data), _host(mlp.proj.weight.data)
+        w_fc, w_proj = to_host(mlp.fc.weight.data), to_host(mlp.proj.weight.data)
         if score == "l2":
             imp = np.sqrt((w_fc.astype(np.float64) ** 2).sum(1)
                           + (w_proj.astype(np.float64) ** 2).sum(0))
@@ -344,7 +341,7 @@ def prune_mlp_neurons(model: Module, fraction: float, score: str = "l2",
             if mlp.fc.weight.grad is None or mlp.proj.weight.grad is None:
                 raise ValueError(f"{op}: score='taylor' needs gradients; {name}.fc.weight or "
                                  f"{name}.proj.weight has none (run a backward pass first)")
-            g_fc, g_proj = _host(mlp.fc.weight.grad.data), _host(mlp.proj.weight.grad.data)
+            g_fc, g_proj = to_host(mlp.fc.weight.grad.data), to_host(mlp.proj.weight.grad.data)
             imp = np.abs(w_fc * g_fc).sum(1) + np.abs(w_proj * g_proj).sum(0)
         units = _lowest(imp, _count(fraction, imp.size))
         pre = _prefix(name)
@@ -383,7 +380,7 @@ def prune_attention_heads(model: Module, fraction: float, scores: Any = None,
         raise ValueError(f"{op}: the model has no self-attention layer")
     for i, (name, attn) in enumerate(layers):
         H, hd, d = attn.n_heads, attn.head_dim, attn.d_model
-        w_qkv, w_out = _host(attn.qkv.weight.data), _host(attn.out_proj.weight.data)
+        w_qkv, w_out = to_host(attn.qkv.weight.data), to_host(attn.out_proj.weight.data)
         if scores is None:
             imp = np.array([np.sqrt((w_qkv[_head_rows(h, hd, d)].astype(np.float64) ** 2).sum()
                                     + (w_out[:, h * hd:(h + 1) * hd].astype(np.float64) ** 2).sum())
@@ -476,7 +473,7 @@ def sparsity_report(model: Module, include: Any = None) -> dict:
     rows: dict = {}
     zeros = total = 0
     for name, m in select_linears(model, include):
-        w = _host(m.weight.data)
+        w = to_host(m.weight.data)
         z = int(w.size - np.count_nonzero(w))
         rows[name] = {"zeros": z, "total": int(w.size), "sparsity": z / max(w.size, 1)}
         zeros += z

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from .metrics import _np, accuracy, confusion_matrix, precision_recall_f1
+from ..backends import to_host
+from .metrics import accuracy, confusion_matrix, precision_recall_f1
 
 __all__ = ["accuracy", "average_ranks", "binary_auc", "classification_metrics",
            "classification_report", "confusion_matrix", "plot_confusion",
@@ -73,8 +74,8 @@ def roc_auc_ovr(y_true: Any, scores: Any, average: str | None = "macro") -> Any:
     (NaN for a class absent from y_true or present in every row); "macro" their mean
     over the defined ones; "weighted" the mean weighted by support ``n_c / n``.
     """
-    y = _np(y_true).ravel().astype(np.int64)
-    s = _np(scores).astype(np.float64)
+    y = to_host(y_true).ravel().astype(np.int64)
+    s = to_host(scores).astype(np.float64)
     if s.ndim != 2 or s.shape[0] != y.size:
         raise ValueError(f"roc_auc_ovr: scores must be (N, K) with N = {y.size} labels, "
                          f"got shape {s.shape}")
@@ -99,8 +100,8 @@ def classification_metrics(y_true: Any, y_pred: Any, scores: Any = None,
     """Accuracy, per-class / macro / weighted precision, recall and F1, the confusion
     matrix (rows true, columns predicted) and, given ``scores`` (N, K), the one-vs-rest
     ROC-AUC (macro and per class), as one JSON-able dict."""
-    y = _np(y_true).ravel().astype(np.int64)
-    p = _np(y_pred).ravel().astype(np.int64)
+    y = to_host(y_true).ravel().astype(np.int64)
+    p = to_host(y_pred).ravel().astype(np.int64)
     if y.size == 0:
         raise ValueError("classification_metrics: no samples")
     k = len(label_names) if label_names is not None else int(max(y.max(), p.max())) + 1

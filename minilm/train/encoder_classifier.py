@@ -47,11 +47,6 @@ __all__ = ["MODES", "EncoderTextClassifier", "load_encoder"]
 MODES = ("probe", "full", "llrd")
 
 
-def _host(v: Any) -> np.ndarray:
-    a = v.data if isinstance(v, Tensor) else v
-    return to_host(a)
-
-
 def load_encoder(init: str) -> tuple:
     """(BertModel, WordPieceTokenizer) of a pretrained model's name or folder, or of a
     ``minilm pretrain-mlm`` run directory (its best checkpoint)."""
@@ -140,7 +135,7 @@ class EncoderTextClassifier:
         try:
             for idx in self._order(seqs):
                 ids, mask = self._batch(seqs, idx)
-                out[idx] = _host(m.features(ids, mask))
+                out[idx] = to_host(m.features(ids, mask))
         finally:
             m.train(was)
         return out
@@ -241,7 +236,7 @@ class EncoderTextClassifier:
         was = m.training
         m.eval()
         try:
-            return np.asarray(_host(m.head(self._on_model(feats.astype(np.float32)))),
+            return np.asarray(to_host(m.head(self._on_model(feats.astype(np.float32)))),
                               np.float64)
         finally:
             m.train(was)
@@ -255,7 +250,7 @@ class EncoderTextClassifier:
         try:
             for idx in self._order(seqs):
                 ids, mask = self._batch(seqs, idx)
-                out[idx] = _host(m(ids, mask))
+                out[idx] = to_host(m(ids, mask))
         finally:
             m.train(was)
         return out
@@ -269,7 +264,7 @@ class EncoderTextClassifier:
 
     # ------------------------------------------------------------------ saving
     def state(self) -> tuple[dict, dict]:
-        tensors = {k: _host(v) for k, v in self.model.state_dict().items()}
+        tensors = {k: to_host(v) for k, v in self.model.state_dict().items()}
         params = {"init": self.init, "mode": self.mode, "lr": self.lr,
                   "weight_decay": self.weight_decay, "batch_size": self.batch_size,
                   "max_len": self.max_len, "llrd_decay": self.llrd_decay,

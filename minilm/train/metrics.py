@@ -42,16 +42,9 @@ __all__ = [
 ]
 
 
-def _np(x: Any) -> np.ndarray:
-    """``x`` as a NumPy array: Tensors via ``.numpy()``, device arrays copied to the host."""
-    if hasattr(x, "numpy") and not isinstance(x, np.ndarray):  # minilm Tensor
-        return np.asarray(x.numpy())
-    return to_host(x)
-
-
 def _labels(x: Any, name: str, op: str) -> np.ndarray:
     """An integer (or bool) label array, checked."""
-    a = _np(x)
+    a = to_host(x)
     if a.dtype == np.bool_:
         return a.astype(np.int64)
     if a.dtype.kind == "f":
@@ -77,13 +70,13 @@ def perplexity(nll: Any, counts: Any = None) -> float:
     A uniform model over ``V`` tokens has NLL ``log V`` and perplexity ``V``. Returns
     ``inf`` when the exponent overflows.
     """
-    losses = _np(nll).astype(np.float64)
+    losses = to_host(nll).astype(np.float64)
     if counts is None:
         if losses.size == 0:
             raise ValueError("perplexity: no losses given")
         mean = float(losses.mean())
     else:
-        c = _np(counts).astype(np.float64)
+        c = to_host(counts).astype(np.float64)
         if c.shape != losses.shape:
             raise ValueError(f"perplexity: losses of shape {losses.shape} but counts of shape {c.shape}")
         if np.any(c < 0):
@@ -109,8 +102,8 @@ def accuracy(pred: Any, target: Any, ignore_index: int | None = None) -> float:
     one more (last) axis of classes, e.g. LM logits ``(B, T, V)`` against ``(B, T)``
     targets; then ``pred_i = argmax_c logits_{i,c}``. NaN when no position is scored.
     """
-    p = _np(pred)
-    t = _np(target)
+    p = to_host(pred)
+    t = to_host(target)
     if p.ndim == t.ndim + 1:
         p = p.argmax(axis=-1)
     if p.shape != t.shape:
@@ -213,8 +206,8 @@ def precision_recall_f1(y_true: Any, y_pred: Any, num_classes: int | None = None
 
 # --------------------------------------------------------------------------- ROC
 def _binary_scores(y_true: Any, scores: Any, op: str) -> tuple:
-    y = _np(y_true).ravel()
-    s = _np(scores).astype(np.float64).ravel()
+    y = to_host(y_true).ravel()
+    s = to_host(scores).astype(np.float64).ravel()
     if y.shape != s.shape:
         raise ValueError(f"{op}: y_true has {y.size} entries but scores has {s.size}")
     if y.dtype != np.bool_:

@@ -131,7 +131,7 @@ class MLMTrainer(Trainer):
             self.is_main = self.comm.rank == 0
 
     def _rows(self, a: Any) -> np.ndarray:
-        a = to_host(a.data if isinstance(a, Tensor) else a)
+        a = to_host(a)
         n = a.shape[0] // self.comm.size
         return a[self.comm.rank * n:(self.comm.rank + 1) * n]
 
@@ -173,7 +173,7 @@ class MLMTrainer(Trainer):
     def _micro_loss(self, x: Any, y: Any) -> Tensor:
         if self.comm is None:
             return self.model(x, labels=y)[1]
-        labels = to_host(y.data if isinstance(y, Tensor) else y)
+        labels = to_host(y)
         total = int((labels != IGNORE_INDEX).sum())
         mine = self._rows(labels)
         here = int((mine != IGNORE_INDEX).sum())

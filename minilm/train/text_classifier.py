@@ -71,11 +71,6 @@ OPTIMIZERS = ("adamw", "sgd")
 L1_SCOPES = ("matrices", "all", "head")
 
 
-def _host(v: Any) -> np.ndarray:
-    """A Tensor's or an array's values as a NumPy array (a device array copied)."""
-    return v.numpy() if isinstance(v, Tensor) else to_host(v)
-
-
 def _words(text: str) -> list[str]:
     return tokenize(clean_text(text, lowercase=True))
 
@@ -178,10 +173,10 @@ class NeuralTextClassifier:
         fraction, for the ``l1_scope`` weights)."""
         per, z, n = {}, 0, 0
         for name, p in self.l1_parameters():
-            a = _host(p.data)
+            a = to_host(p.data)
             per[name] = float(np.mean(a == 0))
             z, n = z + int(np.sum(a == 0)), n + a.size
-        every = [_host(p.data) for p in self.model.parameters()]
+        every = [to_host(p.data) for p in self.model.parameters()]
         return {"l1_weights": z / max(n, 1), "l1_weights_count": n,
                 "all": float(sum(int(np.sum(a == 0)) for a in every) / sum(a.size for a in every)),
                 "per_tensor": per}
@@ -267,7 +262,7 @@ class NeuralTextClassifier:
         was = m.training
         m.eval()
         try:
-            return np.concatenate([_host(m.features(*self._batch(seqs, np.arange(
+            return np.concatenate([to_host(m.features(*self._batch(seqs, np.arange(
                 s, min(s + 64, len(seqs)))))) for s in range(0, len(seqs), 64)])
         finally:
             m.train(was)
@@ -300,7 +295,7 @@ class NeuralTextClassifier:
                         "n_heads": 4, "max_vocab": None}
 
     def state(self) -> tuple[dict, dict]:
-        tensors = {k: _host(v) for k, v in self.model.state_dict().items()}
+        tensors = {k: to_host(v) for k, v in self.model.state_dict().items()}
         params = {"kind": self.kind, "lr": self.lr, "weight_decay": self.weight_decay,
                   "batch_size": self.batch_size, "max_len": self.max_len,
                   "min_count": self.min_count, "dim": self.dim, "dropout": self.dropout,

@@ -30,11 +30,6 @@ from ..tensor import Tensor
 __all__ = ["attention_maps", "attention_probs", "attend", "plot_attention"]
 
 
-def _np(a: Any) -> np.ndarray:
-    a = a.data if isinstance(a, Tensor) else a
-    return to_host(a)
-
-
 def _qkv_heads(module: MultiHeadAttention, x: Tensor) -> tuple:
     """q, k, v (B, H, T, d) of the module for input x, RoPE applied as in forward."""
     qkv = module.qkv(x)
@@ -44,7 +39,7 @@ def _qkv_heads(module: MultiHeadAttention, x: Tensor) -> tuple:
     q, k, v = (parts[:, :, i].transpose(1, 2) for i in range(3))
     if module.rope is not None:
         q, k = module.rope(q, 0), module.rope(k, 0)
-    return _np(q), _np(k), _np(v)
+    return to_host(q), to_host(k), to_host(v)
 
 
 def attention_probs(module: MultiHeadAttention, x: Tensor) -> np.ndarray:
@@ -60,7 +55,7 @@ def attention_probs(module: MultiHeadAttention, x: Tensor) -> np.ndarray:
     scores /= math.sqrt(module.head_dim)
     mask = build_attention_mask(np, T, T, causal=module.causal, window=module.window)
     if getattr(module, "top_k", None):  # top-k attention: the module's own selection
-        mask = np.asarray(_np(module._top_k_mask(Tensor(q), Tensor(k), Tensor(mask), False)))
+        mask = np.asarray(to_host(module._top_k_mask(Tensor(q), Tensor(k), Tensor(mask), False)))
     scores = np.where(mask, scores, -np.inf)
     scores -= scores.max(axis=-1, keepdims=True)
     p = np.exp(scores)
@@ -76,7 +71,7 @@ def attend(module: MultiHeadAttention, x: Tensor, probs: np.ndarray) -> np.ndarr
         y = np.swapaxes(y, 1, 2).reshape(B, T, H * d).astype(v.dtype)
         xp = x.backend.xp
         out = module.out_proj(Tensor._make(xp.asarray(y)))
-    return _np(out)
+    return to_host(out)
 
 
 def attention_maps(model: Any, ids: Any, check: bool = True, atol: float = 1e-4) -> list[np.ndarray]:
@@ -90,7 +85,7 @@ def attention_maps(model: Any, ids: Any, check: bool = True, atol: float = 1e-4)
     blocks = getattr(model, "blocks", None)
     if blocks is None or not len(blocks):
         raise ValueError("attention_maps: the model has no transformer blocks (model.blocks)")
-    ids_arr = np.asarray(_np(ids))
+    ids_arr = np.asarray(to_host(ids))
     if ids_arr.ndim == 1:
         ids_arr = ids_arr[None]
     if ids_arr.ndim != 2 or ids_arr.shape[1] < 1:
@@ -109,8 +104,8 @@ def attention_maps(model: Any, ids: Any, check: bool = True, atol: float = 1e-4)
             probs = attention_probs(module, args[0])
             if check:
                 rebuilt = attend(module, args[0], probs)
-                err = float(np.max(np.abs(rebuilt - _np(out))))
-                if not err <= atol * max(1.0, float(np.max(np.abs(_np(out))))):
+                err = float(np.max(np.abs(rebuilt - to_host(out))))
+                if not err <= atol * max(1.0, float(np.max(np.abs(to_host(out))))):
                     raise RuntimeError(f"attention_maps: layer {layer}: recomputed attention "
                                        f"does not reproduce the module output (max error {err:.3g})")
             captured.append(probs)
