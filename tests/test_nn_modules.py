@@ -174,3 +174,23 @@ def test_dropout_module_validates_p():
     with pytest.raises(ValueError, match="Dropout: p must be in"):
         nn.Dropout(1.5)
     assert F.dropout(ml.ones(10), 0.0).numpy().sum() == 10
+
+
+def test_embedding_positions_equal_the_lookup_of_a_range():
+    """Embedding.positions(start, n) is E[arange(start, start + n)]: same values and the
+    same gradient, the range checked (a padding row inside it keeps the lookup's rule)."""
+    from minilm.nn import Embedding
+
+    for pad in (None, 3):
+        emb = Embedding(10, 4, padding_idx=pad).double()
+        g = np.random.default_rng(0).standard_normal((5, 4))
+        out = emb.positions(2, 5)
+        out.backward(ml.tensor(g))
+        got_grad = emb.weight.grad.numpy().copy()
+        emb.weight.grad = None
+        ref = emb(ml.tensor(np.arange(2, 7)))
+        ref.backward(ml.tensor(g))
+        np.testing.assert_array_equal(out.numpy(), ref.numpy())
+        np.testing.assert_array_equal(got_grad, emb.weight.grad.numpy())
+    with pytest.raises(ValueError, match=r"embedding positions: 8\.\.11 out of range for 10"):
+        Embedding(10, 4).positions(8, 4)

@@ -181,8 +181,7 @@ class BertEmbeddings(Module):
                              "the model; truncate the input")
         xp = self.position_embeddings.weight.backend.xp
         x = self.word_embeddings(input_ids)
-        x = x + self.position_embeddings(Tensor._make(xp.arange(c.position_offset,
-                                                                c.position_offset + T)))
+        x = x + self.position_embeddings.positions(c.position_offset, T)
         if self.token_type_embeddings is not None:
             if token_type_ids is None:
                 token_type_ids = Tensor._make(xp.zeros(input_ids.shape, dtype=np.int64))

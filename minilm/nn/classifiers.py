@@ -170,8 +170,7 @@ class TransformerEncoderClassifier(Module):
             raise ValueError(f"{name}: {T} positions (ids shape {ids.shape}"
                              f"{' plus [CLS]' if self.cls is not None else ''}) exceed "
                              f"max_len {self.max_len}; truncate the inputs")
-        pos = Tensor._make(ids.backend.xp.arange(T))
-        x = self.drop(x + self.pos_emb(pos))
+        x = self.drop(x + self.pos_emb.positions(0, T))
         key_padding = None if bool(m.all()) else ~m  # True at padding: never attended
         for block in self.blocks:
             x = block(x, key_padding_mask=key_padding)

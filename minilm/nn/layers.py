@@ -65,6 +65,18 @@ class Embedding(Module):
     def forward(self, ids: Tensor) -> Tensor:
         return F.embedding(ids, self.weight, padding_idx=self.padding_idx)
 
+    def positions(self, start: int, length: int) -> Tensor:
+        """``self(arange(start, start + length))`` for position tables: the rows
+        E[start:start + length] as a slice (same values and gradient), with the range
+        checked on the host, so no id array is built or read back from a device."""
+        start, length = int(start), int(length)
+        if start < 0 or start + length > self.num_embeddings:
+            raise ValueError(f"embedding positions: {start}..{start + length - 1} out of range "
+                             f"for {self.num_embeddings} positions")
+        if self.padding_idx is not None and start <= self.padding_idx < start + length:
+            return self(Tensor._make(self.weight.backend.xp.arange(start, start + length)))
+        return self.weight[start:start + length]
+
     def extra_repr(self) -> str:
         pad = f", padding_idx={self.padding_idx}" if self.padding_idx is not None else ""
         return f"{self.num_embeddings}, {self.embedding_dim}{pad}"

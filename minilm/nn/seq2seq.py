@@ -314,7 +314,7 @@ class TransformerSeq2Seq(_Seq2SeqDecoding, Module):
         L = ids.shape[1]
         x = emb(Tensor(ids, backend=emb.weight.backend))  # host ids onto the model's device
         if self.positional == "learned":
-            x = x + getattr(self, pos)(Tensor._make(x.backend.xp.arange(offset, offset + L)))
+            x = x + getattr(self, pos).positions(offset, L)
         elif self.positional == "sinusoidal":
             x = x + Tensor._make(self.pos_table.data[offset:offset + L].astype(x.dtype))
         return self.drop(x)

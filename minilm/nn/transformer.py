@@ -319,7 +319,7 @@ class GPT(Module):
         T = ids.shape[-1]
         x = self.tok_emb(ids)
         if self.config.positional == "learned":
-            x = x + self.pos_emb(Tensor._make(x.backend.xp.arange(offset, offset + T)))
+            x = x + self.pos_emb.positions(offset, T)
         elif self.config.positional == "sinusoidal":
             x = x + Tensor._make(self.pos_table.data[offset:offset + T].astype(x.dtype))
         return self.drop(x)
