@@ -219,6 +219,24 @@ def test_greedy_equals_beam_search_with_one_beam(make):
     assert g.shape[1] <= 7 and not np.isin(g, [0, 1]).all(axis=1).any()
 
 
+@pytest.mark.parametrize("make", [transformer, lstm])
+def test_beam_attention_is_that_of_the_returned_ids(make):
+    """With several beams the ids and attention are rebuilt from per-step backpointers:
+    the attention returned for each output token equals the teacher-forced attention
+    of the returned ids, up to and including <eos>."""
+    m = make()
+    src, mask, _ = batch(12, B=4)
+    with ml.no_grad():
+        ids, att = m.beam_decode(src, src_mask=mask, beam_size=3, max_len=6,
+                                 return_attention=True)
+        tgt_in = np.concatenate([np.ones((len(ids), 1), dtype=np.int64), ids[:, :-1]], axis=1)
+        _, want = m(src, mask, tgt_in, return_attention=True)
+    want = want.numpy() if hasattr(want, "numpy") else np.asarray(want)
+    for b in range(len(ids)):
+        n = list(ids[b]).index(2) + 1 if 2 in ids[b] else ids.shape[1]
+        np.testing.assert_allclose(att[b, :n], want[b, :n], atol=1e-10)
+
+
 def test_greedy_tokens_are_the_argmax_of_the_teacher_forced_logits():
     m = lstm()
     src, mask, _ = batch(9)
