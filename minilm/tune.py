@@ -138,7 +138,18 @@ def check_config(config: dict, where: str = "config") -> dict:
     if search.get("kernel", "matern52") not in ("matern52", "rbf"):
         raise ValueError(f"{where}: [search] kernel = {search['kernel']!r}: must be matern52 "
                          "or rbf")
+    for key, ok, what in (
+            ("n_initial", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+            ("grid_points", lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
+            ("xi", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+             and 0 <= v < float("inf"), "a finite number >= 0")):
+        if key in search and not ok(search[key]):
+            raise ValueError(f"{where}: [search] {key} = {search[key]!r}: must be {what}")
     return {"search": search, "space": dict(config["space"]), "model": model, "train": train}
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def build_space(entries: dict, where: str = "config") -> Space:
@@ -170,8 +181,10 @@ def build_space(entries: dict, where: str = "config") -> Space:
                 if not all(isinstance(e[k], (int, float)) and not isinstance(e[k], bool)
                            for k in ("low", "high")):
                     raise ValueError("low and high must be numbers")
+                if not isinstance(e.get("log", False), bool):
+                    raise ValueError(f"log = {e['log']!r}: must be true or false")
                 dims[name] = (Float if kind == "float" else Int)(e["low"], e["high"],
-                                                                 bool(e.get("log", False)))
+                                                                 e.get("log", False))
         except ValueError as exc:
             raise ValueError(f"{label}: {exc}") from None
     return Space(dims)
@@ -319,8 +332,9 @@ def run_search(config: dict, out_dir: str | Path, resume: bool = False,
         by_id[rec["trial"]] = rec
         best = strategy.best()
         note = f"loss {rec['loss']:.4f}" if rec["status"] == "ok" else f"failed ({rec['error']})"
+        so_far = f"; best {best['loss']:.4f}" if best else ""
         log(f"trial {rec['trial']:>3} budget {rec['budget']} {_fmt_params(rec['params'])}: "
-            f"{note} in {rec['seconds']:.1f}s; best {best['loss']:.4f}" if best else note)
+            f"{note} in {rec['seconds']:.1f}s{so_far}")
 
     def next_spec() -> dict | None:
         return todo.pop(0) if todo else strategy.ask()

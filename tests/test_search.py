@@ -259,6 +259,14 @@ def _write(tmp_path, text: str):
     (TINY.format(strategy="random").replace("d_model = {", "tokenizer = {"), "cannot be searched"),
     (TINY.format(strategy="random").replace("trials = 2", "trials = 0"), "trials = 0"),
     (TINY.format(strategy="random").replace("n_layers = 1", "n_layers = 0"), "n_layers"),
+    (TINY.format(strategy="bayes").replace("seed = 0", 'seed = 0\nn_initial = "x"'),
+     r"\[search\] n_initial = 'x': must be an integer >= 1"),
+    (TINY.format(strategy="bayes").replace("seed = 0", 'seed = 0\nxi = "a"'),
+     r"\[search\] xi = 'a': must be a finite number >= 0"),
+    (TINY.format(strategy="grid").replace("seed = 0", "seed = 0\ngrid_points = 0"),
+     r"\[search\] grid_points = 0: must be an integer >= 2"),
+    (TINY.format(strategy="random").replace("log = true", 'log = "yes"'),
+     r"\[space\] lr: log = 'yes': must be true or false"),
 ])
 def test_bad_configs_are_one_line_value_errors(tmp_path, text, match):
     from minilm.tune import load_search_config
