@@ -5,6 +5,7 @@ run where rehearsal or EWC forgets less than naive fine-tuning."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import minilm as ml
 from minilm import functional as F
@@ -87,3 +88,13 @@ def test_short_run_rehearsal_or_ewc_forgets_less_than_naive():
     assert min(m["rehearsal"]["forgetting"], m["ewc"]["forgetting"]) < m["naive"]["forgetting"]
     for v in m.values():
         assert v["loss_b"] < r["loss_b_after_a"]  # every method still learns shard B
+
+
+def test_bad_methods_and_rehearsal_batches_are_refused_before_training():
+    from minilm.train.continual import ContinualConfig, continual_experiment
+
+    with pytest.raises(ValueError, match=r"unknown method\(s\) \['replay'\]; known"):
+        continual_experiment("abc " * 100, "def " * 100, methods=("naive", "replay"))
+    with pytest.raises(ValueError, match="batch_size must be >= 2, got 1"):
+        continual_experiment("abc " * 100, "def " * 100, ContinualConfig(batch_size=1),
+                             methods=("rehearsal",))

@@ -45,11 +45,10 @@ from typing import Any
 import numpy as np
 
 from .. import nn, optim
-from ..autograd import no_grad
 from ..backends import manual_seed, to_host
 from ..data import random_windows
-from ..nn.module import model_backend
 from ..tensor import Tensor
+from .trainer import evaluate_loss
 
 __all__ = [
     "ContinualConfig", "ReplayBuffer", "char_vocab", "continual_experiment", "encode",
@@ -183,23 +182,17 @@ def ewc_penalty(params: Sequence[Tensor], fisher: Sequence[Any], star: Sequence[
 
 
 def lm_loss(model: nn.Module, x: Any, y: Any) -> Tensor:
-    """Mean next-token cross-entropy of ``model`` (a GPT: ``model(x, y) -> (logits, loss)``)."""
-    be = model_backend(model)  # host batches onto the model's device
-    return model(Tensor(to_host(x), backend=be), Tensor(to_host(y), backend=be))[1]
+    """Mean next-token cross-entropy of ``model`` (a GPT: ``model(x, y) -> (logits, loss)``;
+    it puts host ids on its own device)."""
+    return model(x, y)[1]
 
 
 def mean_loss(model: nn.Module, xy: tuple[np.ndarray, np.ndarray], batch_size: int = 32) -> float:
-    """Mean loss over fixed evaluation windows (eval mode, no graph)."""
+    """Mean loss over fixed evaluation windows: ``trainer.evaluate_loss`` (eval mode, no
+    graph, each window's targets counted once) over batches of ``batch_size`` rows."""
     x, y = xy
-    was = model.training
-    model.eval()
-    tot = 0.0
-    with no_grad():
-        for i in range(0, len(x), batch_size):
-            tot += float(lm_loss(model, x[i:i + batch_size], y[i:i + batch_size]).item()) * len(
-                x[i:i + batch_size])
-    model.train(was)
-    return tot / len(x)
+    batches = [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+    return evaluate_loss(model, batches)["loss"]
 
 
 def train_steps(model: nn.Module, opt: Any, batch_fn: Callable[[], tuple], steps: int,
@@ -269,6 +262,10 @@ class ContinualConfig:
     seed: int = 0
 
 
+#: The methods ``continual_experiment`` compares.
+METHODS = ("naive", "rehearsal", "ewc")
+
+
 def continual_experiment(shard_a: str, shard_b: str, cfg: ContinualConfig | None = None,
                          methods: Sequence[str] = ("naive", "rehearsal", "ewc"),
                          log: Callable[[str], None] | None = None) -> dict:
@@ -278,6 +275,13 @@ def continual_experiment(shard_a: str, shard_b: str, cfg: ContinualConfig | None
     from ..nn import GPT, GPTConfig
 
     cfg = cfg if cfg is not None else ContinualConfig()
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:  # before any training, not after phase A
+        raise ValueError(f"continual_experiment: unknown method(s) {unknown}; known: "
+                         f"{list(METHODS)}")
+    if "rehearsal" in methods and cfg.batch_size < 2:
+        raise ValueError(f"continual_experiment: rehearsal mixes old and new rows in a batch: "
+                         f"batch_size must be >= 2, got {cfg.batch_size}")
     log = log if log is not None else (lambda s: None)
     vocab = char_vocab()
     ids_a, eval_a = split_windows(encode(shard_a, vocab), cfg.context, cfg.n_eval, seed=cfg.seed)
@@ -305,8 +309,6 @@ def continual_experiment(shard_a: str, shard_b: str, cfg: ContinualConfig | None
             batch_fn = _rehearsal_batches(ids_a, ids_b, cfg, rng)
         elif method == "ewc":
             penalty = _ewc_penalty_fn(model, ids_a, cfg, rng)
-        elif method != "naive":
-            raise ValueError(f"continual_experiment: unknown method {method!r}")
         train_steps(model, optim.AdamW(model.parameters(), lr=cfg.lr), batch_fn, cfg.steps_b,
                     penalty)
         la, lb = mean_loss(model, eval_a), mean_loss(model, eval_b)
