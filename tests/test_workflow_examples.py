@@ -25,7 +25,7 @@ EXAMPLES = {
     "multitask": "uncertainty",
     "curriculum": "curriculum",
     "albert_sharing": "shared",
-    "topk_attention": "k",
+    "topk_attention": "\n  full ",  # the last row of the k table: every run finished
     "visualize": "wrote",
     "gpu_mixed_precision": "fp16 / float32 validation loss",
 }
