@@ -9,6 +9,7 @@ import numpy as np
 
 from ._numba_attention_kernels import AVAILABLE as FLASH_AVAILABLE
 from ._numba_attention_kernels import _flash_backward_kernel, _flash_forward_kernel, gemm_for
+from .threads import _BlasLimitOne
 
 __all__ = ["FLASH_AVAILABLE", "FlashAttention"]
 
@@ -27,14 +28,6 @@ def _c(a, dtype=None):
     copy of such an input is cheaper than a compilation."""
     a = np.ascontiguousarray(a, dtype=dtype)
     return a if a.flags.writeable else a.copy()
-
-
-def _blas_one_thread():
-    """BLAS at one thread while a kernel calls it from inside Numba's threads (it
-    would otherwise split each small block product over threads already busy)."""
-    from .threads import _blas_limit_one
-
-    return _blas_limit_one()
 
 
 class FlashAttention:
@@ -65,7 +58,9 @@ class FlashAttention:
         q4, k4, v4 = (_c(a).reshape(-1, T, 1, E) for a in (q, k, v))
         out = np.empty_like(q4)
         lse = np.empty((q4.shape[0], 1, T))
-        with _blas_one_thread():  # its BLAS calls must not start threads of their own
+        # BLAS at one thread while a kernel calls it from inside Numba's threads (it would
+        # otherwise split each small block product over threads already busy)
+        with _BlasLimitOne():
             _flash_forward_kernel(gemm_for(q.dtype), q4, k4, v4, q.dtype.type(scale), out, lse)
         return out.reshape(q.shape), lse.reshape(q.shape[:-1])
 
@@ -76,7 +71,7 @@ class FlashAttention:
         T, E = q.shape[-2:]
         g4, q4, k4, v4, o4 = (_c(a).reshape(-1, T, 1, E) for a in (g, q, k, v, out))
         dq, dk, dv = (np.empty_like(q4) for _ in range(3))
-        with _blas_one_thread():
+        with _BlasLimitOne():
             _flash_backward_kernel(gemm_for(q.dtype), g4, q4, k4, v4, o4,
                                    _c(lse, np.float64).reshape(-1, 1, T),
                                    q.dtype.type(scale), dq, dk, dv)
@@ -92,7 +87,7 @@ class FlashAttention:
         q5 = _c(qkv).reshape(B, T, 3, n_heads, three_d // (3 * n_heads))
         out = np.empty((B, T, n_heads, q5.shape[-1]), dtype=qkv.dtype)
         lse = np.empty((B, n_heads, T))
-        with _blas_one_thread():
+        with _BlasLimitOne():
             _flash_forward_kernel(gemm_for(qkv.dtype), q5[:, :, 0], q5[:, :, 1], q5[:, :, 2],
                                   qkv.dtype.type(scale), out, lse)
         return out.reshape(B, T, -1), lse
@@ -105,7 +100,7 @@ class FlashAttention:
         q5 = _c(qkv).reshape(B, T, 3, n_heads, E)
         g4, o4 = _c(g).reshape(B, T, n_heads, E), _c(out).reshape(B, T, n_heads, E)
         dqkv = np.empty_like(q5)
-        with _blas_one_thread():
+        with _BlasLimitOne():
             _flash_backward_kernel(gemm_for(qkv.dtype), g4, q5[:, :, 0], q5[:, :, 1],
                                    q5[:, :, 2], o4, _c(lse, np.float64), qkv.dtype.type(scale),
                                    dqkv[:, :, 0], dqkv[:, :, 1], dqkv[:, :, 2])

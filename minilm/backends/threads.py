@@ -88,10 +88,6 @@ class _BlasLimitOne:
             cls._limiter = None
 
 
-def _blas_limit_one() -> _BlasLimitOne:
-    return _BlasLimitOne()
-
-
 def _use_threads(threads: int | None, n_items: int) -> int:
     """How many workers ``thread_map`` starts (1: run in the caller)."""
     import numpy
@@ -138,7 +134,7 @@ class one_thread:
 
             self._numba = numba.get_num_threads()
             numba.set_num_threads(1)
-        self._blas = _blas_limit_one()
+        self._blas = _BlasLimitOne()
         self._blas.__enter__()
 
     def __exit__(self, *exc: object) -> None:
@@ -181,7 +177,7 @@ def thread_map(fn: Callable[[Any], Any], items: Iterable[Any],
                     errors.append(e)
                 return
 
-    with _blas_limit_one():
+    with _BlasLimitOne():
         pool = [threading.Thread(target=worker, name=f"minilm-worker-{k}", daemon=True)
                 for k in range(n)]
         for t in pool:

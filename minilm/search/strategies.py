@@ -188,16 +188,12 @@ class SuccessiveHalving(Strategy):
         self.queue: list[int] = list(range(len(self.configs)))  # config indices to run now
         self.results: dict[int, dict] = {}  # config index -> record (current rung)
         self.trial_config: dict[int, int] = {}  # trial id -> config index
-        self.history: list[list[tuple[int, Any]]] = []  # per rung: (config, budget) asked
 
     def ask(self) -> dict | None:
         if not self.queue or self.rung >= len(self.rungs):
             return None
         c = self.queue.pop(0)
         budget = _budget(self.rungs[self.rung][1], self.integer)
-        if len(self.history) <= self.rung:
-            self.history.append([])
-        self.history[self.rung].append((c, budget))
         spec = self._spec(self.configs[c], budget)
         spec["rung"] = self.rung
         self.trial_config[spec["trial"]] = c

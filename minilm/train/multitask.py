@@ -35,7 +35,7 @@ Gradient flow: each head's parameters receive gradient only from its own task's 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -191,7 +191,6 @@ class MultiTaskConfig:
     weights: tuple = (1.0, 1.0)   # fixed mode: λ_lm, λ_cls
     n_eval: int = 256
     seed: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 def evaluate(model: MultiTaskModel, data: tuple, batch: int = 64) -> dict:
