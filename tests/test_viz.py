@@ -222,6 +222,8 @@ def test_viz_command(tmp_path, plt):
     (["--pipeline", "p.png", "--stages", "0"], "stages"),
     (["--lr-schedules", "lr.jpg"], ".png"),
     (["--attention", "a.png", "--run", "/nonexistent/run"], "no such run"),
+    (["--lr-schedules", "lr.png", "--attention", "a.png", "--layer", "99"], "--layer 99"),
+    (["--lr-schedules", "lr.png", "--attention", "a.png", "--prompt", ""], "prompt is empty"),
 ])
 def test_viz_command_bad_input(argv, match, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

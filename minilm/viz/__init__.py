@@ -117,36 +117,24 @@ def run_viz(args: argparse.Namespace) -> int:
     if not any((args.graph, args.lr_schedules, args.pipeline, args.attention)):
         raise ValueError("nothing to draw: give --graph, --lr-schedules, --pipeline and/or "
                          "--attention with an output file")
-    jobs = []  # validate everything before writing anything
+    # every input is checked (and the attention model loaded) before any file is written
+    gpath = lpath = ppath = apath = None
     if args.graph:
         gpath = Path(args.graph)
         if gpath.suffix.lower() not in (".dot", ".svg", ".png", ".pdf"):
             raise ValueError(f"--graph {args.graph!r}: give a .dot, .svg, .png or .pdf file name")
-        jobs.append("graph")
     if args.lr_schedules:
         lpath = _png_path("--lr-schedules", args.lr_schedules)
         if args.total_steps < 2 or not 0 <= args.warmup <= args.total_steps:
             raise ValueError(f"--total-steps {args.total_steps} / --warmup {args.warmup}: need "
                              "total >= 2 and 0 <= warmup <= total")
-        jobs.append("lr")
     if args.pipeline:
         ppath = _png_path("--pipeline", args.pipeline)
         pipeline_timeline(args.stages, args.micro_batches, args.schedule)  # checks the numbers
-        jobs.append("pipeline")
     if args.attention:
         apath = _png_path("--attention", args.attention)
         if args.run is not None and not Path(args.run).is_dir():
             raise ValueError(f"--run {args.run!r}: no such run directory")
-        jobs.append("attention")
-    if "graph" in jobs:
-        model, loss = tiny_gpt_loss()
-        for written in save_graph(loss, gpath, params=model):
-            print(f"wrote {written}")
-    if "lr" in jobs:
-        print(f"wrote {plot_lr_schedules(lpath, args.total_steps, args.warmup)}")
-    if "pipeline" in jobs:
-        print(f"wrote {plot_pipeline_schedule(ppath, args.stages, args.micro_batches, args.schedule)}")
-    if "attention" in jobs:
         tokenizer = None
         if args.run is not None:
             from ..run import load_run
@@ -154,7 +142,19 @@ def run_viz(args: argparse.Namespace) -> int:
             model, tokenizer, _ = load_run(args.run)
         else:
             model = tiny_gpt()
+        L = model.config.n_layers
+        if args.layer is not None and not -L <= args.layer < L:
+            raise ValueError(f"--layer {args.layer}: the model has layers 0..{L - 1}")
         ids, tokens = prompt_ids(args.prompt, tokenizer, model.config.vocab_size)
+    if gpath is not None:
+        graph_model, loss = tiny_gpt_loss()
+        for written in save_graph(loss, gpath, params=graph_model):
+            print(f"wrote {written}")
+    if lpath is not None:
+        print(f"wrote {plot_lr_schedules(lpath, args.total_steps, args.warmup)}")
+    if ppath is not None:
+        print(f"wrote {plot_pipeline_schedule(ppath, args.stages, args.micro_batches, args.schedule)}")
+    if apath is not None:
         maps = attention_maps(model, ids)
         print(f"wrote {plot_attention(maps[0], tokens, apath, layer=args.layer)}")
     return 0
