@@ -87,11 +87,6 @@ _MB = 1 << 20
 # ---------------------------------------------------------------------------- host staging
 
 
-def _to_host(a: Any) -> np.ndarray:
-    """A NumPy view (or, from a GPU, a copy) of a backend array."""
-    return to_host(a)  # no copy for a NumPy array
-
-
 def _from_host(a: np.ndarray, like: Any) -> Any:
     """``a`` as an array of the same backend as ``like`` (no copy for NumPy)."""
     if not is_device_array(like):
@@ -137,7 +132,7 @@ def broadcast_parameters(params: Iterable, comm: Communicator, root: int = 0) ->
         return
     with no_grad():
         for dtype, ps in _flat_groups(params).items():
-            flat = np.concatenate([_to_host(p.data).reshape(-1) for p in ps]).astype(dtype)
+            flat = np.concatenate([to_host(p.data).reshape(-1) for p in ps]).astype(dtype)
             comm.bcast(flat, root=root)
             _scatter_back(flat, ps)
 
@@ -149,7 +144,7 @@ def average_parameters(params: Iterable, comm: Communicator) -> None:
         return
     with no_grad():
         for dtype, ps in _flat_groups(params).items():
-            flat = np.concatenate([_to_host(p.data).reshape(-1) for p in ps]).astype(dtype)
+            flat = np.concatenate([to_host(p.data).reshape(-1) for p in ps]).astype(dtype)
             comm.allreduce(flat)
             flat *= 1.0 / comm.size
             _scatter_back(flat, ps)
@@ -226,7 +221,7 @@ class _Bucket:
             self.buf[o:o + n] = 0
             self.buf[self.numel + j] = 0
         else:
-            self.buf[o:o + n] = _to_host(p.grad.data).reshape(-1)
+            self.buf[o:o + n] = to_host(p.grad.data).reshape(-1)
             self.buf[self.numel + j] = 1
         if not self.ready[j]:
             self.ready[j] = True

@@ -64,6 +64,7 @@ from ..backends import to_host
 from ..nn.module import Module
 from ..tensor import Tensor
 from .comm import MPI, Communicator, world
+from .data_parallel import _from_host, _scatter_back
 
 __all__ = ["ParameterServer", "PSWorker", "flat_grads", "flat_params", "run_parameter_server",
            "set_flat_params", "staleness_summary", "traffic_per_step"]
@@ -93,14 +94,9 @@ def flat_params(params: list) -> np.ndarray:
 
 
 def set_flat_params(params: list, flat: np.ndarray) -> None:
-    """Every parameter <- its slice of ``flat``."""
-    o = 0
+    """Every parameter <- its slice of ``flat`` (uploaded to a device parameter)."""
     with no_grad():
-        for p in params:
-            n = p.data.size
-            p.data[...] = flat[o:o + n].reshape(p.shape)
-            p._version.value += 1
-            o += n
+        _scatter_back(flat, params)
 
 
 def flat_grads(params: list, out: np.ndarray | None = None) -> np.ndarray:
@@ -119,7 +115,9 @@ def _set_grads(params: list, flat: np.ndarray) -> None:
     o = 0
     for p in params:
         n = p.data.size
-        p.grad = Tensor._make(flat[o:o + n].reshape(p.shape).astype(p.data.dtype, copy=True))
+        p.grad = Tensor._make(_from_host(flat[o:o + n].reshape(p.shape).astype(p.data.dtype,
+                                                                                   copy=True),
+                                         p.data))  # on the parameter's device
         o += n
 
 
