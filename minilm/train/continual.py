@@ -46,7 +46,7 @@ import numpy as np
 
 from .. import nn, optim
 from ..backends import manual_seed, to_host
-from ..data import random_windows
+from ..data import CharTokenizer, random_windows
 from ..tensor import Tensor
 from .trainer import evaluate_loss
 
@@ -85,9 +85,8 @@ def char_vocab() -> str:
 
 def encode(text: str, vocab: str | None = None) -> np.ndarray:
     """Character ids of ``text`` (int64); characters outside ``vocab`` map to id 0."""
-    vocab = vocab if vocab is not None else char_vocab()
-    table = {c: i for i, c in enumerate(vocab)}
-    return np.array([table.get(c, 0) for c in text], dtype=np.int64)
+    tok = CharTokenizer(vocab if vocab is not None else char_vocab(), unk=0)
+    return np.asarray(tok.encode(text), dtype=np.int64)
 
 
 def split_windows(ids: np.ndarray, context: int, n_eval: int, held_out: float = 0.1,

@@ -44,6 +44,7 @@ from .. import nn, optim
 from ..autograd import no_grad
 from ..backends import manual_seed, to_host
 from ..creation import zeros
+from ..data import random_windows
 from ..functional import cross_entropy
 from ..nn.module import model_backend
 from ..tensor import Tensor
@@ -153,17 +154,10 @@ def code_prose_data(context: int = 32, n_eval: int = 256, held_out: float = 0.1,
         ids = encode(shards[name])
         cut = int(len(ids) * (1 - held_out))
         train.append(ids[:cut])
-        x, y = _windows(ids[cut:], n_eval // 2, context, rng)
+        x, y = random_windows(ids[cut:], n_eval // 2, context, rng)
         ex.append(x), ey.append(y), ec.append(np.full(len(x), label, dtype=np.int64))
     return {"train": train, "eval": (np.concatenate(ex), np.concatenate(ey), np.concatenate(ec)),
             "vocab_size": len(char_vocab())}
-
-
-def _windows(ids: np.ndarray, n: int, context: int, rng: np.random.Generator) -> tuple:
-    starts = rng.integers(0, len(ids) - context - 1, size=n)
-    idx = starts[:, None] + np.arange(context + 1)
-    w = ids[idx]
-    return w[:, :-1], w[:, 1:]
 
 
 def sample_batch(train: list, batch: int, context: int, rng: np.random.Generator) -> tuple:
@@ -173,7 +167,7 @@ def sample_batch(train: list, batch: int, context: int, rng: np.random.Generator
     for c in (0, 1):
         rows = np.flatnonzero(labels == c)
         if rows.size:
-            xs[rows], ys[rows] = _windows(train[c], rows.size, context, rng)
+            xs[rows], ys[rows] = random_windows(train[c], rows.size, context, rng)
     return xs, ys, labels.astype(np.int64)
 
 
