@@ -1,7 +1,8 @@
 """What the small GPT examples share (prune, low_rank, albert_sharing, topk_attention):
 the built-in corpus as characters, a 90/10 split with fixed validation windows, and a
-plain AdamW training loop on random windows. Imported by those scripts (run them as
-``python examples/<name>.py``: this folder is then on the import path)."""
+plain AdamW training loop on random windows (``minilm.train.continual.train_steps``).
+Imported by those scripts (run them as ``python examples/<name>.py``: this folder is
+then on the import path)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-import minilm as ml
 from minilm import optim
 from minilm.data import CharTokenizer, load_corpus, random_windows
+from minilm.train.continual import train_steps
 
 CONTEXT, BATCH = 32, 16
 
@@ -35,14 +36,6 @@ def train(model: Any, tokens: np.ndarray, steps: int, rng: np.random.Generator,
     windows, gradients clipped at norm 1; ``on_step(t)`` after step t. Returns the last
     loss."""
     opt = opt if opt is not None else optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    loss = None
-    for t in range(1, steps + 1):
-        x, y = random_windows(tokens, BATCH, context, rng)
-        _, loss = model(ml.tensor(x), ml.tensor(y))
-        loss.backward()
-        optim.clip_grad_norm_(list(model.parameters()), 1.0)
-        opt.step()
-        opt.zero_grad()
-        if on_step is not None:
-            on_step(t)
-    return float("nan") if loss is None else float(loss.item())
+    losses = train_steps(model, opt, lambda: random_windows(tokens, BATCH, context, rng), steps,
+                         on_step=on_step)
+    return losses[-1] if losses else float("nan")

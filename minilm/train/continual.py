@@ -195,9 +195,11 @@ def mean_loss(model: nn.Module, xy: tuple[np.ndarray, np.ndarray], batch_size: i
 
 
 def train_steps(model: nn.Module, opt: Any, batch_fn: Callable[[], tuple], steps: int,
-                penalty: Callable[[], Tensor] | None = None, grad_clip: float = 1.0) -> list[float]:
-    """``steps`` updates on ``batch_fn()`` batches, the loss plus ``penalty()`` if given;
-    returns the data losses."""
+                penalty: Callable[[], Tensor] | None = None, grad_clip: float = 1.0,
+                on_step: Callable[[int], None] | None = None) -> list[float]:
+    """``steps`` updates on ``batch_fn()`` batches, the loss plus ``penalty()`` if given,
+    gradients clipped at norm ``grad_clip``; ``on_step(t)`` after step t (from 1).
+    Returns the data losses."""
     losses = []
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -210,6 +212,8 @@ def train_steps(model: nn.Module, opt: Any, batch_fn: Callable[[], tuple], steps
         opt.step()
         opt.zero_grad()
         losses.append(float(loss.item()))
+        if on_step is not None:
+            on_step(len(losses))
     return losses
 
 
