@@ -214,6 +214,15 @@ def build_attention_mask(xp: Any, q_len: int, k_len: int, causal: bool = True,
     return mask
 
 
+def top_k_keep(xp: Any, scores: Any, k: int) -> Any:
+    """Where ``scores`` (..., S) is among the k largest of its row (ties at the k-th all
+    kept): ``scores >= kth``, the k-th largest being the (S - k)-th smallest. -inf entries
+    (disallowed keys) sort first, so a row with fewer than k finite scores keeps them all."""
+    S = scores.shape[-1]
+    kth = xp.partition(scores, S - k, axis=-1)[..., S - k:S - k + 1]
+    return scores >= kth
+
+
 class MultiHeadAttention(Module):
     """Multi-head attention: split heads, attend, concatenate, project.
 
@@ -328,12 +337,8 @@ class MultiHeadAttention(Module):
             allowed = mask.data if isinstance(mask, Tensor) else xp.asarray(mask)
         scores = xp.matmul(q.data, xp.swapaxes(k.data, -1, -2))  # the scale keeps the order
         scores = xp.where(allowed, scores, -xp.inf)
-        n = self.top_k
-        if n < S:
-            # k-th largest = the (S - k)-th smallest; -inf (disallowed) entries sort first,
-            # so a row with fewer than k allowed keys gets -inf: it keeps all of them
-            kth = xp.partition(scores, S - n, axis=-1)[..., S - n:S - n + 1]
-            keep = (scores >= kth) & allowed
+        if self.top_k < S:
+            keep = top_k_keep(xp, scores, self.top_k) & allowed
         else:
             keep = xp.broadcast_to(allowed, scores.shape)
         return Tensor._make(keep)

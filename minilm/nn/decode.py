@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .attention import KVCache
+from .attention import KVCache, top_k_keep
 from .layers import LayerNorm
 
 __all__ = ["decode_step", "supports_fast_decode"]
@@ -116,8 +116,7 @@ def decode_step(model: Any, ids: Any, cache: KVCache) -> np.ndarray:
         s = np.matmul(keys, q[..., None])[..., 0] * scale  # (B, H, S)
         S = s.shape[-1]
         if top_k is not None and top_k < S:  # keep the k largest (ties at the k-th all kept)
-            kth = np.partition(s, S - top_k, axis=-1)[..., S - top_k:S - top_k + 1]
-            s = np.where(s >= kth, s, -np.inf)
+            s = np.where(top_k_keep(np, s, top_k), s, -np.inf)
         s = be.softmax(s, -1)
         a = np.matmul(s[:, :, None, :], values)[:, :, 0]  # (B, H, d_h)
         x = x + _linear(a.reshape(B, c.d_model), attn.out_proj.weight.data,

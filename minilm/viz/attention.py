@@ -55,7 +55,7 @@ def attention_probs(module: MultiHeadAttention, x: Tensor) -> np.ndarray:
     scores /= math.sqrt(module.head_dim)
     mask = build_attention_mask(np, T, T, causal=module.causal, window=module.window)
     if getattr(module, "top_k", None):  # top-k attention: the module's own selection
-        mask = np.asarray(to_host(module._top_k_mask(Tensor(q), Tensor(k), Tensor(mask), False)))
+        mask = to_host(module._top_k_mask(Tensor(q), Tensor(k), Tensor(mask), False))
     scores = np.where(mask, scores, -np.inf)
     scores -= scores.max(axis=-1, keepdims=True)
     p = np.exp(scores)
