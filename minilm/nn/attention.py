@@ -145,6 +145,13 @@ class KVCache:
         self.cross: dict[int, list] = {}
         self.length = 0  # positions already stored (same for every layer)
 
+    def buffers(self, layer: int, xp: Any, shape: tuple, dtype: Any) -> list:
+        """The preallocated key and value stores of ``layer``, each of ``shape``
+        (B, H, max_len, d), made (zeros) on first use."""
+        if layer not in self.layers:
+            self.layers[layer] = [xp.zeros(shape, dtype=dtype), xp.zeros(shape, dtype=dtype)]
+        return self.layers[layer]
+
     def update(self, layer: int, k: Tensor, v: Tensor, max_len: int) -> tuple:
         """Append k, v of shape (B, H, T, d) for ``layer``; return all keys and values so far."""
         xp = k.backend.xp
@@ -152,10 +159,7 @@ class KVCache:
         start = self.length
         if start + T > max_len:
             raise ValueError(f"KVCache: {start + T} positions exceed the context length {max_len}")
-        if layer not in self.layers:
-            self.layers[layer] = [xp.zeros((B, H, max_len, d), dtype=k.dtype),
-                                  xp.zeros((B, H, max_len, d), dtype=v.dtype)]
-        kc, vc = self.layers[layer]
+        kc, vc = self.buffers(layer, xp, (B, H, max_len, d), k.dtype)
         kc[:, :, start:start + T] = k.data
         vc[:, :, start:start + T] = v.data
         return Tensor._make(kc[:, :, :start + T]), Tensor._make(vc[:, :, :start + T])

@@ -109,7 +109,7 @@ def decode_step(model: Any, ids: Any, cache: KVCache) -> np.ndarray:
                    for j in range(3))
         if c.positional == "rope":
             q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
-        kc, vc = _cache_arrays(cache, i, B, H, dh, c.context_length, dtype)
+        kc, vc = cache.buffers(i, np, (B, H, c.context_length, dh), dtype)
         kc[:, :, p] = k
         vc[:, :, p] = v
         keys, values = kc[:, :, start:p + 1], vc[:, :, start:p + 1]
@@ -128,13 +128,3 @@ def decode_step(model: Any, ids: Any, cache: KVCache) -> np.ndarray:
                         mlp.proj.bias.data if mlp.proj.bias is not None else None)
     cache.advance(1)
     return _linear(_norm(be, model.ln_f, x), model.head.weight.data, None)
-
-
-def _cache_arrays(cache: KVCache, layer: int, B: int, H: int, dh: int, max_len: int,
-                  dtype: Any) -> list:
-    """The preallocated (B, H, max_len, d_h) key and value stores of ``layer`` (made
-    here if the cache is new, as ``KVCache.update`` makes them)."""
-    if layer not in cache.layers:
-        cache.layers[layer] = [np.zeros((B, H, max_len, dh), dtype=dtype),
-                               np.zeros((B, H, max_len, dh), dtype=dtype)]
-    return cache.layers[layer]
