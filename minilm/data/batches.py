@@ -73,21 +73,29 @@ class RandomWindowBatches:
     def __init__(self, tokens: Any, batch_size: int, context_length: int,
                  rng: int | Iterable[int] | np.random.Generator | None = 0,
                  num_batches: int | None = None) -> None:
-        self.tokens = _tokens_1d(tokens, "RandomWindowBatches")
-        _check_sizes("RandomWindowBatches", batch_size, context_length)
+        name = type(self).__name__
+        self.tokens = _tokens_1d(tokens, name)
+        _check_sizes(name, batch_size, context_length)
         if len(self.tokens) < context_length + 1:
-            raise ValueError(f"RandomWindowBatches: {len(self.tokens)} tokens are too few for "
-                             f"context_length {context_length}")
+            raise ValueError(f"{name}: {len(self.tokens)} tokens are too few for "
+                             f"{self._length_name} {context_length}")
         self.batch_size = int(batch_size)
         self.context_length = int(context_length)
         self.rng = make_rng(rng)
         self.num_batches = num_batches
         self.count = 0  # batches drawn in this pass
 
+    _length_name = "context_length"  # how the longest window is called (error messages)
+
+    def _shape(self) -> tuple[int, int]:
+        """Hook: (rows, window length) of the next batch."""
+        return self.batch_size, self.context_length
+
     def next_batch(self) -> tuple[np.ndarray, np.ndarray]:
         if self.num_batches is not None and self.count >= self.num_batches:
             raise StopIteration
-        batch = random_windows(self.tokens, self.batch_size, self.context_length, self.rng)
+        rows, length = self._shape()
+        batch = random_windows(self.tokens, rows, length, self.rng)
         self.count += 1
         return batch
 
@@ -103,7 +111,7 @@ class RandomWindowBatches:
 
     def __len__(self) -> int:
         if self.num_batches is None:
-            raise TypeError("RandomWindowBatches without num_batches is endless")
+            raise TypeError(f"{type(self).__name__} without num_batches is endless")
         return self.num_batches
 
 

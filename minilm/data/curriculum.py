@@ -32,8 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .batches import make_rng, rng_state, set_rng_state
-from .windows import _check_sizes, _tokens_1d, random_windows
+from .batches import RandomWindowBatches
 
 __all__ = ["LengthCurriculumBatches", "curriculum_length"]
 
@@ -66,31 +65,25 @@ def curriculum_length(step: int, min_length: int, max_length: int, warmup_steps:
     return int(min(max(length, min_length), max_length))
 
 
-class LengthCurriculumBatches:
-    """A batch source (``next_batch`` / ``state_dict`` / ``load_state_dict`` / ``reset``,
-    like :class:`minilm.data.RandomWindowBatches`) of random windows of length
+class LengthCurriculumBatches(RandomWindowBatches):
+    """A batch source (``next_batch`` / ``state_dict`` / ``load_state_dict`` / ``reset``:
+    a :class:`minilm.data.RandomWindowBatches`) of random windows of length
     :func:`curriculum_length` (``step``). ``num_batches`` ends a pass after that many
     batches; the step counter (and so the curriculum) goes on across passes."""
+
+    _length_name = "max_length"
 
     def __init__(self, tokens: Any, batch_size: int, max_length: int, min_length: int = 8,
                  warmup_steps: int = 1000, schedule: str = "linear", stages: int = 4,
                  multiple: int = 1, constant_tokens: bool = False,
                  rng: int | Iterable[int] | np.random.Generator | None = 0,
                  num_batches: int | None = None) -> None:
-        self.tokens = _tokens_1d(tokens, "LengthCurriculumBatches")
-        _check_sizes("LengthCurriculumBatches", batch_size, max_length)
-        if len(self.tokens) < max_length + 1:
-            raise ValueError(f"LengthCurriculumBatches: {len(self.tokens)} tokens are too few for "
-                             f"max_length {max_length}")
+        super().__init__(tokens, batch_size, max_length, rng, num_batches)
         curriculum_length(0, min_length, max_length, warmup_steps, schedule, stages, multiple)
-        self.batch_size, self.max_length, self.min_length = int(batch_size), int(max_length), \
-            int(min_length)
+        self.max_length, self.min_length = int(max_length), int(min_length)
         self.warmup_steps, self.schedule = int(warmup_steps), schedule
         self.stages, self.multiple = int(stages), int(multiple)
         self.constant_tokens = constant_tokens
-        self.rng = make_rng(rng)
-        self.num_batches = num_batches
-        self.count = 0  # batches drawn in this pass
         self.step = 0   # batches drawn in total: the curriculum's clock
 
     def length_at(self, step: int) -> int:
@@ -107,26 +100,17 @@ class LengthCurriculumBatches:
         """The length of the next batch."""
         return self.length_at(self.step)
 
+    def _shape(self) -> tuple[int, int]:
+        return self.batch_size_at(self.step), self.length_at(self.step)
+
     def next_batch(self) -> tuple[np.ndarray, np.ndarray]:
-        if self.num_batches is not None and self.count >= self.num_batches:
-            raise StopIteration
-        batch = random_windows(self.tokens, self.batch_size_at(self.step),
-                               self.length_at(self.step), self.rng)
-        self.count += 1
+        batch = super().next_batch()
         self.step += 1
         return batch
 
-    def reset(self) -> None:
-        self.count = 0
-
     def state_dict(self) -> dict:
-        return {"rng": rng_state(self.rng), "count": self.count, "step": self.step}
+        return {**super().state_dict(), "step": self.step}
 
     def load_state_dict(self, state: dict) -> None:
-        set_rng_state(self.rng, state["rng"])
-        self.count, self.step = int(state["count"]), int(state["step"])
-
-    def __len__(self) -> int:
-        if self.num_batches is None:
-            raise TypeError("LengthCurriculumBatches without num_batches is endless")
-        return self.num_batches
+        super().load_state_dict(state)
+        self.step = int(state["step"])
