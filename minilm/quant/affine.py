@@ -152,11 +152,12 @@ def quantize(x: Any, scale: Any, zero: Any, bits: int, symmetric: bool) -> np.nd
     x = _float_array(x, "x", where)
     xp = _xp(x, scale, zero)
     x, scale = xp.asarray(x), xp.asarray(scale)
-    if not (bool(xp.all(xp.isfinite(scale))) and bool(xp.all(scale > 0))):
-        raise ValueError(f"{where}: scales must be positive and finite, got {scale}")
-    qmin, qmax = qrange(bits, symmetric)
-    if not bool(xp.all(xp.isfinite(x))):
+    scale_ok = xp.all(xp.isfinite(scale)) & xp.all(scale > 0)
+    if not bool(scale_ok & xp.all(xp.isfinite(x))):  # one read of the device, not three
+        if not bool(scale_ok):
+            raise ValueError(f"{where}: scales must be positive and finite, got {scale}")
         raise ValueError(f"{where}: x of shape {x.shape} holds NaN or inf")
+    qmin, qmax = qrange(bits, symmetric)
     ctype = np.result_type(x.dtype, scale.dtype, np.float32)  # compute in float32 at least
     with np.errstate(over="ignore"):  # x / s past the float range is ±inf, clamped below
         t = xp.rint(x.astype(ctype, copy=False) / scale.astype(ctype, copy=False))
