@@ -146,7 +146,8 @@ def fisher_diagonal(params: Sequence[Tensor], loss_of: Callable[[Any], Tensor],
     sample (its sign does not matter once squared). The parameters' ``.grad`` are
     cleared before each sample and left cleared."""
     params = list(params)
-    fisher = [np.zeros(p.shape, dtype=np.float64) for p in params]
+    # accumulated where each parameter lives (float64): no host copy per sample
+    fisher = [p.backend.xp.zeros(p.shape, dtype=np.float64) for p in params]
     n = 0
     for s in samples:
         for p in params:
@@ -154,7 +155,7 @@ def fisher_diagonal(params: Sequence[Tensor], loss_of: Callable[[Any], Tensor],
         loss_of(s).backward()
         for f, p in zip(fisher, params):
             if p.grad is not None:
-                f += np.asarray(p.grad.numpy(), dtype=np.float64) ** 2
+                f += p.grad.data.astype(np.float64) ** 2
         n += 1
     for p in params:
         p.grad = None
@@ -163,14 +164,22 @@ def fisher_diagonal(params: Sequence[Tensor], loss_of: Callable[[Any], Tensor],
     return [f / n for f in fisher]
 
 
+def _constant(p: Tensor, a: Any) -> Tensor:
+    """``a`` as a constant Tensor on ``p``'s backend in its dtype (as it is when it
+    already is one: the penalty closure converts once, not every step)."""
+    if isinstance(a, Tensor) and a.backend is p.backend and a.dtype == p.dtype:
+        return a
+    return Tensor(to_host(a).astype(p.dtype), backend=p.backend)
+
+
 def ewc_penalty(params: Sequence[Tensor], fisher: Sequence[Any], star: Sequence[Any],
                 lam: float) -> Tensor:
     """lambda/2 sum_i F_i (theta_i - theta*_i)^2, a scalar Tensor differentiable in the
     parameters (gradient lambda F_i (theta_i - theta*_i))."""
     total = None
     for p, f, s in zip(params, fisher, star):
-        d = p - Tensor(to_host(s).astype(p.dtype), backend=p.backend)
-        term = (Tensor(to_host(f).astype(p.dtype), backend=p.backend) * d * d).sum()
+        d = p - _constant(p, s)
+        term = (_constant(p, f) * d * d).sum()
         total = term if total is None else total + term
     if total is None:
         raise ValueError("ewc_penalty: no parameters")
@@ -241,7 +250,8 @@ def _ewc_penalty_fn(model: nn.Module, ids_a: np.ndarray, cfg: ContinualConfig,
     params = list(model.parameters())
     fx, fy = random_windows(ids_a, cfg.fisher_samples, cfg.context, rng)
     fisher = fisher_diagonal(params, lambda s: lm_loss(model, s[0][None], s[1][None]), zip(fx, fy))
-    star = [p.numpy().copy() for p in params]
+    fisher = [_constant(p, f) for p, f in zip(params, fisher)]  # once, on the device
+    star = [Tensor._make(p.data.copy()) for p in params]
     return lambda: ewc_penalty(params, fisher, star, cfg.ewc_lambda)
 
 
