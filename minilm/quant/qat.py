@@ -50,7 +50,7 @@ from ..nn.layers import Linear
 from ..nn.module import Module, Parameter, model_backend
 from ..tensor import Tensor
 from .affine import BITS, qparams_from_range, qrange
-from .observers import MovingAverageMinMaxObserver
+from .observers import MovingAverageMinMaxObserver, _KeepsValues
 
 __all__ = ["ActQuantLinear", "FakeQuantize", "FakeQuantizeFunction", "QATLinear", "convert",
            "fake_quantize_ste", "prepare_qat"]
@@ -184,15 +184,21 @@ class FakeQuantize(Module):
         return a
 
     def _update_qparams(self, x: Tensor) -> None:
-        a = to_host(self._blocks(x.data))  # ranges and qparams on the host (small)
+        # the ranges are reduced where x lives and only they reach the host (the qparams
+        # are computed there), except for an observer that keeps the values themselves
+        blocks = self._blocks(x.data)
+        xp = x.backend.xp
         if self.granularity == "tensor":
-            self.observer.observe(a)
+            keeps = isinstance(self.observer, _KeepsValues)
+            self.observer.observe(to_host(blocks if keeps else
+                                          xp.stack([blocks.min(), blocks.max()])))
             s, z = self.observer.qparams(self.bits, self.symmetric)
             if self.n_per_scale == 1:
-                self.n_per_scale = a.size
+                self.n_per_scale = blocks.size
         else:
-            s, z = qparams_from_range(a.min(axis=-1, keepdims=True),
-                                      a.max(axis=-1, keepdims=True), self.bits, self.symmetric)
+            lo_hi = to_host(xp.stack([blocks.min(axis=-1, keepdims=True),
+                                      blocks.max(axis=-1, keepdims=True)]))
+            s, z = qparams_from_range(lo_hi[0], lo_hi[1], self.bits, self.symmetric)
         # written into the buffers where they live (the device for a device layer)
         self.scale.data[...] = self.scale.backend.asarray(np.asarray(s).reshape(self.scale.shape))
         self.zero.data[...] = self.zero.backend.asarray(np.asarray(z).reshape(self.zero.shape))
