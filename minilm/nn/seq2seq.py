@@ -74,8 +74,9 @@ def _log_softmax(z: np.ndarray) -> np.ndarray:
 
 class _Seq2SeqDecoding:
     """Greedy and beam decoding, shared by both models through three hooks:
-    ``_begin(src, mask) -> state``, ``_step(state, tokens (N,)) -> (log-probs (N, V),
-    attention (N, S))`` and ``_reorder(state, rows)``."""
+    ``_begin(src, mask) -> state`` (a dict), ``_step(state, tokens (N,)) -> (log-probs
+    (N, V), attention (N, S) or None)`` and ``_reorder(state, rows)``. The attention is
+    computed and copied only when ``state["attention"]`` (the caller asked for it)."""
 
     pad_id: int
     bos_id: int
@@ -108,6 +109,7 @@ class _Seq2SeqDecoding:
         self.eval()
         try:
             state = self._begin(src, mask)
+            state["attention"] = return_attention
             tokens = np.full(src.shape[0], self.bos_id, dtype=np.int64)
             done = np.zeros(src.shape[0], dtype=bool)
             out, attn = [], []
@@ -115,7 +117,8 @@ class _Seq2SeqDecoding:
                 logp, w = self._next_logp(state, tokens)
                 tokens = np.where(done, self.pad_id, logp.argmax(axis=-1))
                 out.append(tokens)
-                attn.append(w)
+                if return_attention:
+                    attn.append(w)
                 done |= tokens == self.eos_id
                 if done.all():
                     break
@@ -146,6 +149,7 @@ class _Seq2SeqDecoding:
         self.eval()
         try:
             state = self._begin(src, mask)
+            state["attention"] = return_attention
             self._reorder(state, np.repeat(np.arange(B), K))  # row b*K + k: beam k of b
             scores = np.full((B, K), -np.inf)
             scores[:, 0] = 0.0  # at the start every beam is the same empty prefix: keep one
@@ -383,6 +387,10 @@ class TransformerSeq2Seq(_Seq2SeqDecoding, Module):
         return {"memory": self.encode(src, mask), "mask": mask, "cache": KVCache()}
 
     def _step(self, state: dict, tokens: np.ndarray) -> tuple:
+        if not state.get("attention", True):
+            logits = self.decode_step(tokens[:, None], state["memory"], state["mask"],
+                                      state["cache"])
+            return _log_softmax(logits.numpy()[:, -1].astype(np.float64)), None
         logits, w = self.decode_step(tokens[:, None], state["memory"], state["mask"],
                                      state["cache"], return_attention=True)
         return _log_softmax(logits.numpy()[:, -1].astype(np.float64)), w[:, -1]
@@ -496,7 +504,7 @@ class LSTMSeq2Seq(_Seq2SeqDecoding, Module):
     def _step(self, state: dict, tokens: np.ndarray) -> tuple:
         logits, alpha = self._advance(state, tokens)
         return (_log_softmax(logits.numpy().astype(np.float64)),
-                alpha.numpy().astype(np.float64))
+                alpha.numpy().astype(np.float64) if state.get("attention", True) else None)
 
     def _reorder(self, state: dict, rows: np.ndarray) -> None:
         for key in ("enc", "keys", "o"):
