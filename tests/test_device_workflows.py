@@ -94,6 +94,8 @@ def test_ewc_and_multitask_losses_on_the_device_equal_the_cpu_run():
         star = [p.numpy() + 0.1 for p in ps]
         total = lm_loss(m, x, y) + ewc_penalty(ps, fisher, star, lam=3.0)
         total.backward()
+        assert total.device == ("cuda" if to == "cuda" else "cpu")  # computed where m lives
+        assert all(p.grad.device == total.device for p in ps)
         return total.item(), [p.grad.numpy() for p in ps]
 
     (c, cg), (d, dg) = _both(ewc)
@@ -105,7 +107,9 @@ def test_ewc_and_multitask_losses_on_the_device_equal_the_cpu_run():
         m = MultiTaskModel(11, d_embed=4, hidden=5).double().to(to)
         weigh = MultiTaskLoss(2, mode="uncertainty").to(to)
         losses = task_losses(m, x, y, np.array([0, 1]))
-        return weigh([losses["lm"], losses["cls"]]).item()
+        total = weigh([losses["lm"], losses["cls"]])
+        assert total.device == ("cuda" if to == "cuda" else "cpu")
+        return total.item()
 
     c, d = _both(multi)
     np.testing.assert_allclose(d, c, rtol=1e-10)
