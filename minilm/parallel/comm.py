@@ -28,8 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backends import is_device_array
-from .gpu import cuda_aware_mpi, stage
+from .gpu import _nothing, check_buffer, cuda_aware_mpi, stage
 
 __all__ = ["Communicator", "ProcessGrid", "Request", "install_abort_handler", "is_mpi_run",
            "world"]
@@ -49,19 +48,6 @@ def _host(buf: Any) -> np.ndarray:
     if not buf.flags.c_contiguous:
         raise ValueError("communicator: buffers must be C-contiguous (use np.ascontiguousarray)")
     return buf
-
-
-def _check(buf: Any) -> None:
-    """A buffer is a NumPy or a device array, C-contiguous (gpu.py stages device ones)."""
-    if not (isinstance(buf, np.ndarray) or is_device_array(buf)):
-        raise TypeError(f"communicator: expected a NumPy or a device (CuPy) array, got "
-                        f"{type(buf).__name__}")
-    if not buf.flags.c_contiguous:
-        raise ValueError("communicator: buffers must be C-contiguous (use ascontiguousarray)")
-
-
-def _no_finish() -> None:
-    return None
 
 
 def _keep(obj: Any) -> Any:
@@ -133,7 +119,7 @@ class Communicator:
     def _stage(self, buf: Any, writes: bool) -> tuple:
         """(what MPI gets for ``buf``, what to call after the MPI call): gpu.py ``stage``."""
         if type(buf) is np.ndarray:  # the common case, first
-            return _host(buf), _no_finish
+            return _host(buf), _nothing
         return stage(buf, writes, self.cuda_aware)
 
     # ------------------------------------------------------------------ collectives
@@ -142,7 +128,7 @@ class Communicator:
     # process every collective is done by the array module itself, with no copy.
     def allreduce(self, buf: Any, op: str = "sum") -> Any:
         """buf <- op over ranks of buf, in place."""
-        _check(buf)
+        check_buffer(buf)
         if not self.is_single:
             mpi_buf, finish = self._stage(buf, writes=True)
             self.mpi.Allreduce(MPI.IN_PLACE, mpi_buf, op=self._op(op))
@@ -151,7 +137,7 @@ class Communicator:
 
     def iallreduce(self, buf: Any, op: str = "sum") -> Request:
         """Start an in-place allreduce of ``buf``; the result is there after ``wait()``."""
-        _check(buf)
+        check_buffer(buf)
         if self.is_single:
             return Request()
         mpi_buf, finish = self._stage(buf, writes=True)
@@ -159,7 +145,7 @@ class Communicator:
 
     def reduce_scatter(self, sendbuf: Any, recvbuf: Any, op: str = "sum") -> Any:
         """recvbuf <- rank r's block (``len(sendbuf) // size`` elements) of op over ranks."""
-        _check(sendbuf), _check(recvbuf)
+        check_buffer(sendbuf), check_buffer(recvbuf)
         if sendbuf.size != recvbuf.size * self.size:
             raise ValueError(f"reduce_scatter: send buffer of {sendbuf.size} elements is not "
                              f"{self.size} x the receive buffer's {recvbuf.size}")
@@ -199,14 +185,14 @@ class Communicator:
         return Request(self.mpi.Iallgather(send, recv), finish)
 
     def _check_gather(self, sendbuf: Any, recvbuf: Any) -> None:
-        _check(sendbuf), _check(recvbuf)
+        check_buffer(sendbuf), check_buffer(recvbuf)
         if recvbuf.size != sendbuf.size * self.size:
             raise ValueError(f"allgather: receive buffer of {recvbuf.size} elements is not "
                              f"{self.size} x the send buffer's {sendbuf.size}")
 
     def bcast(self, buf: Any, root: int = 0) -> Any:
         """buf <- root's buf, in place."""
-        _check(buf)
+        check_buffer(buf)
         if not self.is_single:
             mpi_buf, finish = self._stage(buf, writes=self.rank != root)
             self.mpi.Bcast(mpi_buf, root=root)

@@ -118,6 +118,15 @@ def synchronize(array: Any) -> None:
         cuda.Device().synchronize()
 
 
+def check_buffer(buf: Any) -> None:
+    """A communicator buffer: a NumPy or a device array, C-contiguous."""
+    if not (isinstance(buf, np.ndarray) or is_device_array(buf)):
+        raise TypeError(f"communicator: expected a NumPy or a device (CuPy) array, got "
+                        f"{type(buf).__module__}.{type(buf).__name__}")
+    if not buf.flags.c_contiguous:
+        raise ValueError("communicator: buffers must be C-contiguous (use ascontiguousarray)")
+
+
 def stage(buf: Any, writes: bool, cuda_aware: bool) -> tuple[Any, Callable[[], None]]:
     """What to hand MPI for ``buf``, and what to call once MPI is done with it.
 
@@ -125,13 +134,9 @@ def stage(buf: Any, writes: bool, cuda_aware: bool) -> tuple[Any, Callable[[], N
     is handed over as it is when ``cuda_aware`` (after a device synchronise); otherwise
     as a host copy, and, when MPI ``writes`` the buffer, the returned ``finish`` uploads
     the host copy back into ``buf``. ``finish`` does nothing in the other cases."""
-    if not buf.flags.c_contiguous:
-        raise ValueError("communicator: buffers must be C-contiguous (use ascontiguousarray)")
+    check_buffer(buf)
     if not is_device_array(buf):
-        if isinstance(buf, np.ndarray):
-            return buf, _nothing
-        raise TypeError(f"communicator: expected a NumPy or a device (CuPy) array, got "
-                        f"{type(buf).__module__}.{type(buf).__name__}")
+        return buf, _nothing
     if cuda_aware:
         synchronize(buf)
         return buf, _nothing
