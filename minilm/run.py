@@ -182,6 +182,8 @@ def train(model_cfg: GPTConfig, cfg: TrainConfig, resume: bool = False,
         setup_rank_device(cfg.backend, world())  # under mpiexec: one GPU per rank
     if cfg.backend:
         backends.use_backend(cfg.backend)
+    else:
+        backends.current_backend()  # MINILM_BACKEND naming one that cannot run: say so now
     backends.tune_allocator()  # reuse freed activation memory (see docs/performance.md)
     grid = _grid(cfg)
     if grid is not None and cfg.amp != "off":
